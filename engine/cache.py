@@ -1,0 +1,139 @@
+"""Content-addressed artifact cache, keyed by a node's input signature.
+
+Key = hash(kind, kind version, params, upstream keys per input port, contents of files named by
+path params). A hit restores the node's files into the run folder and its outputs with paths
+rewritten, so that every run folder stands on its own.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from .payloads import Payload
+
+WORKDIR_TOKEN = "${workdir}"
+CACHE_FORMAT = 1
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def hash_path(path: Path) -> str:
+    """sha256 of a file's bytes, or of a folder's names, sizes and file contents."""
+    h = hashlib.sha256()
+    path = Path(path)
+    if path.is_file():
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                h.update(block)
+    elif path.is_dir():
+        for sub in sorted(p for p in path.rglob("*") if p.is_file()):
+            h.update(str(sub.relative_to(path)).encode())
+            h.update(hash_path(sub).encode())
+    else:
+        h.update(b"missing:" + str(path).encode())
+    return h.hexdigest()
+
+
+def node_key(kind: str, version: int, params: BaseModel, input_keys: dict[str, list[str]],
+             path_params: tuple[str, ...] = ()) -> str:
+    files = {}
+    for name in path_params:
+        value = getattr(params, name, None)
+        if value:
+            files[name] = hash_path(Path(str(value)).expanduser())
+    blob = _canonical({
+        "cache_format": CACHE_FORMAT, "kind": kind, "version": version,
+        "params": params.model_dump(mode="json"), "inputs": input_keys, "files": files,
+    })
+    return hashlib.sha256(blob.encode()).hexdigest()[:32]
+
+
+# --- payload (de)serialisation with relocatable paths -----------------------------------------
+def _relocate(value: Any, old: str, new: str) -> Any:
+    if isinstance(value, str) and (value == old or value.startswith(old + os.sep)):
+        return new + value[len(old):]
+    if isinstance(value, dict):
+        return {k: _relocate(v, old, new) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_relocate(v, old, new) for v in value]
+    return value
+
+
+def dump_outputs(outputs: dict[str, Any], workdir: Path) -> dict[str, Any]:
+    data = {}
+    for port, value in outputs.items():
+        if isinstance(value, Payload):
+            data[port] = {"type": type(value).__name__, "data": value.model_dump(mode="json")}
+        else:
+            data[port] = {"type": None, "data": value}
+    return _relocate(data, str(Path(workdir).resolve()), WORKDIR_TOKEN)
+
+
+def load_outputs(data: dict[str, Any], workdir: Path) -> dict[str, Any]:
+    data = _relocate(data, WORKDIR_TOKEN, str(Path(workdir).resolve()))
+    outputs = {}
+    for port, item in data.items():
+        cls = Payload.registry.get(item["type"]) if item["type"] else None
+        outputs[port] = cls.model_validate(item["data"]) if cls else item["data"]
+    return outputs
+
+
+def _link_tree(src: Path, dst: Path) -> None:
+    """Copy a folder, hard-linking files where the file system allows (cheap for big models)."""
+    def copy(s: str, d: str) -> None:
+        try:
+            os.link(s, d)
+        except OSError:
+            shutil.copy2(s, d)
+
+    shutil.copytree(src, dst, copy_function=copy, dirs_exist_ok=True)
+
+
+class ArtifactCache:
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def entry(self, key: str) -> Path:
+        return self.root / key[:2] / key
+
+    def lookup(self, key: str) -> Path | None:
+        entry = self.entry(key)
+        return entry if (entry / "outputs.json").is_file() else None
+
+    def restore(self, key: str, workdir: Path) -> dict[str, Any]:
+        entry = self.entry(key)
+        data = json.loads((entry / "outputs.json").read_text(encoding="utf-8"))
+        if workdir.exists():
+            shutil.rmtree(workdir)
+        workdir.mkdir(parents=True)
+        if (entry / "files").is_dir():
+            _link_tree(entry / "files", workdir)
+        return load_outputs(data["outputs"], workdir)
+
+    def store(self, key: str, kind: str, workdir: Path, outputs: dict[str, Any]) -> None:
+        """Put a finished node's files and outputs in the cache; atomic by rename."""
+        entry = self.entry(key)
+        if entry.exists():
+            return
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=entry.parent))
+        try:
+            if workdir.exists():
+                _link_tree(workdir, tmp / "files")
+            record = {"kind": kind, "key": key, "outputs": dump_outputs(outputs, workdir)}
+            (tmp / "outputs.json").write_text(json.dumps(record, indent=1), encoding="utf-8")
+            os.replace(tmp, entry)
+        except OSError:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if not entry.exists():
+                raise

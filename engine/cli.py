@@ -1,0 +1,245 @@
+"""The `heiti` command: run, validate, nodes, schema, report, serve, edit.
+
+Sub-commands that need big modules (the editor, the report renderer, the device server) are
+imported only when called, so `heiti nodes` and `heiti validate` start fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+EXIT_OK, EXIT_INVALID, EXIT_FAILED, EXIT_CANCELLED = 0, 1, 2, 130
+
+
+def _parse_set(items: list[str]) -> list[tuple[str, str, Any]]:
+    """`node.param=value` -> (node, param, value); value is JSON when it parses, else a string."""
+    out = []
+    for item in items:
+        target, sep, raw = item.partition("=")
+        node_id, dot, param = target.rpartition(".")
+        if not sep or not dot or not node_id or not param:
+            raise ValueError(f"--set {item!r}: expected NODE.PARAM=VALUE")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        out.append((node_id, param, value))
+    return out
+
+
+def _load(path: str, console: Any) -> Any:
+    from .graph import GraphLoadError, load_graph
+
+    try:
+        return load_graph(path)
+    except GraphLoadError as err:
+        console.print(f"[bold red]cannot load {err.source}[/]")
+        for problem in err.problems:
+            console.print(f"  • {problem}", markup=False)
+        return None
+
+
+def _print_problems(problems: list[Any], console: Any) -> None:
+    for p in problems:
+        colour = "red" if p.severity == "error" else "yellow"
+        console.print(f"[{colour}]{p.severity}[/] ", end="")
+        console.print(str(p), markup=False)
+
+
+# --- sub-commands -------------------------------------------------------------------------------
+def cmd_validate(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from .graph import GraphLoadError, load_graph
+    from .validate import validate
+
+    console = Console(stderr=False)
+    try:
+        graph = load_graph(args.graph)
+    except GraphLoadError as err:
+        if args.json:
+            print(json.dumps({"ok": False, "load_errors": err.problems, "problems": []}, indent=2))
+        else:
+            console.print(f"[bold red]cannot load {err.source}[/]")
+            for problem in err.problems:
+                console.print(f"  • {problem}", markup=False)
+        return EXIT_INVALID
+    result = validate(graph)
+    if args.json:
+        print(json.dumps({"ok": result.ok, "problems": [p.to_dict() for p in result.problems]}, indent=2))
+    else:
+        if result.ok:
+            console.print(f"[green]✓[/] {args.graph}: {len(graph.nodes)} nodes, {len(graph.edges)} wires, valid")
+        else:
+            console.print(f"[bold red]{args.graph}: {len(result.problems)} problem(s)[/]")
+        _print_problems(result.problems, console)
+    return EXIT_OK if result.ok else EXIT_INVALID
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from .console import RunView
+    from .executor import Executor, InvalidGraph
+
+    console = Console(stderr=True)
+    graph = _load(args.graph, console)
+    if graph is None:
+        return EXIT_INVALID
+    try:
+        for node_id, param, value in _parse_set(args.set or []):
+            if not graph.has_node(node_id):
+                console.print(f"[red]--set: no node {node_id!r} in the graph[/]")
+                return EXIT_INVALID
+            graph.set_param(node_id, param, value)
+    except ValueError as err:
+        console.print(f"[red]{err}[/]")
+        return EXIT_INVALID
+
+    executor = Executor(cache_dir=Path(args.cache) if args.cache else None, use_cache=not args.no_cache)
+    view = RunView(console, verbose=args.verbose)
+    executor.subscribe(view)
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        if executor.token.cancelled:
+            raise KeyboardInterrupt
+        console.print("[magenta]stopping after the current step (Ctrl-C again to interrupt it)…[/]")
+        executor.cancel()
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        with view:
+            result = executor.run(graph, Path(args.out) if args.out else None)
+    except InvalidGraph as err:
+        console.print(f"[bold red]{args.graph}: the graph is not valid[/]")
+        _print_problems(err.result.problems, console)
+        return EXIT_INVALID
+    except KeyboardInterrupt:
+        console.print("[magenta]interrupted[/]")
+        return EXIT_CANCELLED
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    console.print(view.summary_table())
+    colour = {"ok": "green", "failed": "red", "cancelled": "magenta"}[result.status]
+    console.print(f"[{colour}]{result.status}[/] in {result.duration_s:.1f}s — results in [bold]{result.out_dir}[/]")
+    report = result.out_dir / "report.html"
+    if report.exists():
+        console.print(f"report: [bold]{report}[/]")
+    return result.exit_code
+
+
+def cmd_nodes(args: argparse.Namespace) -> int:
+    from .catalog import catalog, catalog_markdown
+    from .registry import default_registry
+
+    registry = default_registry()
+    if args.json:
+        print(json.dumps(catalog(registry), indent=2, default=str))
+    elif args.markdown:
+        print(catalog_markdown(registry), end="")
+    else:
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(title="node kinds")
+        for col in ("kind", "category", "inputs", "outputs", "params"):
+            table.add_column(col, overflow="fold")
+        for item in catalog(registry):
+            ins = ", ".join(p["name"] + (f"[{'|'.join(p['formats'])}]" if p["formats"] else "") for p in item["inputs"])
+            outs = ", ".join(p["name"] + (f"[{p['format']}]" if p["format"] else "") for p in item["outputs"])
+            params = ", ".join(f"{n}={v.get('default', '?')}" for n, v in item["params"].items())
+            table.add_row(item["kind"], item["category"], ins, outs, params)
+        Console().print(table)
+    for problem in default_registry().load_errors:
+        print(f"warning: {problem}", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from .catalog import full_graph_schema
+    from .registry import default_registry
+
+    print(json.dumps(full_graph_schema(default_registry()), indent=2))
+    return EXIT_OK
+
+
+def _lazy(target: str) -> Any:
+    """`module:function`, imported on call: keeps heavy sub-commands out of start-up."""
+
+    def call(args: argparse.Namespace) -> int:
+        module, _, name = target.partition(":")
+        return int(getattr(importlib.import_module(module), name)(args) or 0)
+
+    return call
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="heiti", description="Deploy deep-learning models to edge devices: one graph, every AI stack, measured.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("run", help="run a graph headlessly", description="Run a graph file; results go to --out.")
+    p.add_argument("graph", help="graph file (.json)")
+    p.add_argument("--out", help="output folder (default runs/<graph-name>-<time>)")
+    p.add_argument("--no-cache", action="store_true", help="execute every node, ignoring cached results")
+    p.add_argument("--cache", help="cache folder (default .heiti/cache or $HEITI_CACHE)")
+    p.add_argument("--set", action="append", metavar="NODE.PARAM=VALUE", help="override a param (JSON value)")
+    p.add_argument("-v", "--verbose", action="store_true", help="show logs and tracebacks")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("validate", help="check a graph and list every problem")
+    p.add_argument("graph")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("nodes", help="list node kinds with ports, formats and params")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--json", action="store_true")
+    g.add_argument("--markdown", action="store_true", help="the node catalogue as Markdown")
+    p.set_defaults(func=cmd_nodes)
+
+    p = sub.add_parser("schema", help="print the graph file's JSON Schema")
+    p.set_defaults(func=cmd_schema)
+
+    p = sub.add_parser("report", help="render a report from one or more run folders")
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR")
+    p.add_argument("--baseline", help="node id or run folder to compare against (default: the native framework)")
+    p.add_argument("--out", default="report.html", help="HTML file to write (a .md twin is written beside it)")
+    p.set_defaults(func=_lazy("nodes.reports.cli:main"))
+
+    p = sub.add_parser("serve", help="serve runtimes to a host over TCP or a serial line (run this on the device)")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--tcp", metavar="HOST:PORT", help="listen on TCP (default host 127.0.0.1)")
+    where.add_argument("--serial", metavar="PORT", help="serve over a serial device, e.g. /dev/ttyUSB0")
+    p.add_argument("--baud", type=int, default=115200, help="serial baud rate")
+    p.add_argument("--token", help="shared secret clients must present (required off loopback)")
+    p.add_argument("--workdir", help="folder for uploaded models (default: a temporary folder)")
+    p.add_argument("--stats-period", type=float, default=0.5, help="seconds between STATS messages")
+    p.set_defaults(func=_lazy("engine.serve:main"))
+
+    p = sub.add_parser("edit", help="open the desktop editor")
+    p.add_argument("graph", nargs="?", help="graph file to open")
+    p.set_defaults(func=_lazy("app.main:main"))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser()
+    if not argv:
+        argv = ["edit"]
+    args = parser.parse_args(argv)
+    if getattr(args, "func", None) is None:
+        parser.print_help()
+        return EXIT_OK
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,211 @@
+"""Runs a validated graph: topological order, cache, events, failure isolation, cancellation.
+
+The executor is headless and synchronous; the CLI calls it directly and the editor calls it on a
+worker thread. Every run writes `graph.json` (as run), `events.jsonl` and `nodes/<id>/` into its
+output folder.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import re
+import time
+import traceback
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .cache import ArtifactCache, node_key
+from .context import CancelToken, Cancelled, RunContext
+from .events import (
+    EventBus, JsonlWriter, NodeCached, NodeFailed, NodeFinished, NodeSkipped, NodeStarted,
+    RunFinished, RunStarted, Subscriber,
+)
+from .graph import Graph
+from .node import NodeError
+from .payloads import Payload
+from .registry import Registry, default_registry
+from .validate import ValidationResult, validate
+
+
+class InvalidGraph(Exception):
+    def __init__(self, result: ValidationResult) -> None:
+        self.result = result
+        super().__init__("; ".join(str(p) for p in result.problems))
+
+
+@dataclass
+class RunResult:
+    status: str  # ok | failed | cancelled
+    out_dir: Path
+    states: dict[str, str] = field(default_factory=dict)  # done | cached | failed | skipped | cancelled
+    outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+    duration_s: float = 0.0
+
+    @property
+    def exit_code(self) -> int:
+        return {"ok": 0, "failed": 2, "cancelled": 130}[self.status]
+
+
+def default_out_dir(graph: Graph, base: Path = Path("runs")) -> Path:
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", graph.name).strip("-")[:60] or "run"
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    out = base / f"{name}-{stamp}"
+    i = 2
+    while out.exists():
+        out = base / f"{name}-{stamp}-{i}"
+        i += 1
+    return out
+
+
+def default_cache_dir() -> Path:
+    import os
+
+    return Path(os.environ.get("HEITI_CACHE", ".heiti/cache"))
+
+
+def _summary(outputs: dict[str, Any]) -> dict[str, Any]:
+    """A small, JSON-friendly digest of a node's outputs for events and the CLI table."""
+    summary: dict[str, Any] = {}
+    for port, value in outputs.items():
+        if isinstance(value, Payload):
+            fmt = value.format
+            summary[port] = type(value).__name__ + (f" ({fmt})" if fmt else "")
+            extra = getattr(value, "summary", None)
+            if isinstance(extra, dict):
+                summary.update({k: v for k, v in extra.items() if isinstance(v, int | float | str)})
+        else:
+            summary[port] = repr(value)[:80]
+    return summary
+
+
+class Executor:
+    def __init__(
+        self,
+        registry: Registry | None = None,
+        cache_dir: Path | None = None,
+        use_cache: bool = True,
+    ) -> None:
+        self.registry = registry or default_registry()
+        self.cache = ArtifactCache(cache_dir or default_cache_dir()) if use_cache else None
+        self.bus = EventBus()
+        self.token = CancelToken()
+
+    def subscribe(self, fn: Subscriber) -> Any:
+        return self.bus.subscribe(fn)
+
+    def cancel(self) -> None:
+        self.token.cancel()
+
+    def run(self, graph: Graph, out_dir: Path | None = None) -> RunResult:
+        """Validate, then run every node; raises InvalidGraph before doing anything if invalid."""
+        checked = validate(graph, self.registry)
+        if not checked.ok:
+            raise InvalidGraph(checked)
+        out_dir = Path(out_dir) if out_dir else default_out_dir(graph)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        graph.save(out_dir / "graph.json")
+        writer = JsonlWriter(out_dir / "events.jsonl")
+        unsubscribe = self.bus.subscribe(writer)
+        try:
+            return self._run(graph, checked, out_dir)
+        finally:
+            unsubscribe()
+            writer.close()
+
+    def _run(self, graph: Graph, checked: ValidationResult, out_dir: Path) -> RunResult:
+        t0 = time.perf_counter()
+        order = checked.order()
+        result = RunResult(status="ok", out_dir=out_dir)
+        keys: dict[str, str] = {}
+        self.bus.emit(RunStarted(graph=graph.name, out_dir=str(out_dir), order=order))
+        for node_id in order:
+            upstream = [e for e in graph.edges_into(node_id)]
+            blocked = sorted({e.src[0] for e in upstream if result.states.get(e.src[0]) not in ("done", "cached")})
+            if self.token.cancelled:
+                result.states[node_id] = "cancelled"
+                self.bus.emit(NodeSkipped(node=node_id, reason="run cancelled"))
+                continue
+            if blocked:
+                result.states[node_id] = "skipped"
+                self.bus.emit(NodeSkipped(node=node_id, reason=f"upstream {', '.join(blocked)} did not finish"))
+                continue
+            self._run_node(graph, checked, node_id, out_dir, keys, result, t0)
+
+        states = list(result.states.values())
+        if self.token.cancelled or "cancelled" in states:
+            result.status = "cancelled"
+        elif "failed" in states or "skipped" in states:
+            result.status = "failed"
+        result.duration_s = time.perf_counter() - t0
+        counts = {s: states.count(s) for s in sorted(set(states))}
+        self.bus.emit(RunFinished(status=result.status, duration_s=result.duration_s, counts=counts, out_dir=str(out_dir)))
+        return result
+
+    def _run_node(self, graph: Graph, checked: ValidationResult, node_id: str, out_dir: Path,
+                  keys: dict[str, str], result: RunResult, t0: float) -> None:
+        cls = checked.classes[node_id]
+        params = checked.params[node_id]
+        inputs: dict[str, Any] = {}
+        input_keys: dict[str, list[str]] = {}
+        for edge in graph.edges_into(node_id):
+            value = result.outputs[edge.src[0]][edge.src[1]]
+            port = cls.inputs[edge.dst[1]]
+            if port.multiple:
+                inputs.setdefault(edge.dst[1], []).append(value)
+            else:
+                inputs[edge.dst[1]] = value
+            input_keys.setdefault(edge.dst[1], []).append(f"{keys[edge.src[0]]}:{edge.src[1]}")
+        for values in input_keys.values():
+            values.sort()
+        key = node_key(cls.kind, cls.version, params, input_keys, cls.path_params)
+        if not cls.cacheable or self.cache is None:
+            key = f"{key[:16]}{uuid.uuid4().hex[:16]}"  # unique: descendants must re-run too
+        keys[node_id] = key
+        workdir = out_dir / "nodes" / node_id
+        node = cls(params)
+
+        if self.cache is not None and cls.cacheable and self.cache.lookup(key):
+            try:
+                outputs = self.cache.restore(key, workdir)
+                node.publish(out_dir, node_id, outputs)
+                result.outputs[node_id] = outputs
+                result.states[node_id] = "cached"
+                self.bus.emit(NodeCached(node=node_id, key=key, summary=_summary(outputs)))
+                return
+            except Exception:  # noqa: BLE001 - a broken cache entry is just a miss
+                pass
+
+        workdir.mkdir(parents=True, exist_ok=True)
+        ctx = RunContext(node_id, workdir, out_dir, self.bus, self.token, run_t0=t0)
+        self.bus.emit(NodeStarted(node=node_id, kind=cls.kind, key=key))
+        started = time.perf_counter()
+        try:
+            outputs = node.run(ctx, **inputs) or {}
+            missing = [p for p in cls.outputs if p not in outputs]
+            if missing:
+                raise NodeError(f"{cls.kind} produced no value for output(s) {', '.join(missing)}")
+            node.publish(out_dir, node_id, outputs)
+        except (Cancelled, KeyboardInterrupt):
+            self.token.cancel()
+            result.states[node_id] = "cancelled"
+            result.errors[node_id] = "cancelled"
+            self.bus.emit(NodeFailed(node=node_id, error_type="Cancelled", message="cancelled by the user"))
+            return
+        except Exception as err:  # noqa: BLE001 - isolate the failure to this node
+            result.states[node_id] = "failed"
+            message = str(err) or type(err).__name__
+            result.errors[node_id] = message
+            tb = "" if isinstance(err, NodeError) else traceback.format_exc()
+            self.bus.emit(NodeFailed(node=node_id, error_type=type(err).__name__, message=message, traceback=tb))
+            return
+        result.outputs[node_id] = outputs
+        result.states[node_id] = "done"
+        if self.cache is not None and cls.cacheable:
+            try:
+                self.cache.store(key, cls.kind, workdir, outputs)
+            except OSError as err:
+                ctx.warn(f"could not store the result in the cache: {err}")
+        self.bus.emit(NodeFinished(node=node_id, duration_s=time.perf_counter() - started, summary=_summary(outputs)))

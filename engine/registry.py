@@ -1,0 +1,113 @@
+"""Finds node kinds: the built-ins under `nodes/`, and third-party ones from the entry-point group
+`heiti.nodes` (an entry point may name a module, a Node class, or a list of Node classes).
+
+Importing a node module must stay cheap: node modules import heavy frameworks inside `run`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import inspect
+import pkgutil
+import threading
+from types import ModuleType
+from typing import Any
+
+from .node import Node
+
+ENTRY_POINT_GROUP = "heiti.nodes"
+
+
+class UnknownKind(KeyError):
+    pass
+
+
+class Registry:
+    def __init__(self) -> None:
+        self._kinds: dict[str, type[Node]] = {}
+        #: problems met while discovering (a broken plug-in must not break the rest)
+        self.load_errors: list[str] = []
+
+    def register(self, cls: type[Node]) -> type[Node]:
+        """Add a node class; usable as a decorator. A kind registered twice must be the same class."""
+        if not (inspect.isclass(cls) and issubclass(cls, Node)) or not cls.kind:
+            raise TypeError(f"{cls!r} is not a Node class with a kind")
+        existing = self._kinds.get(cls.kind)
+        if existing is not None and existing is not cls and existing.__qualname__ != cls.__qualname__:
+            raise ValueError(f"node kind {cls.kind!r} is defined twice: {existing.__module__} and {cls.__module__}")
+        self._kinds[cls.kind] = cls
+        return cls
+
+    def unregister(self, kind: str) -> None:
+        self._kinds.pop(kind, None)
+
+    def register_module(self, module: ModuleType) -> int:
+        count = 0
+        for _, obj in inspect.getmembers(module, inspect.isclass):
+            if issubclass(obj, Node) and obj.kind and obj.__module__ == module.__name__:
+                self.register(obj)
+                count += 1
+        return count
+
+    def get(self, kind: str) -> type[Node]:
+        try:
+            return self._kinds[kind]
+        except KeyError:
+            raise UnknownKind(kind) from None
+
+    def __contains__(self, kind: object) -> bool:
+        return kind in self._kinds
+
+    def kinds(self) -> list[str]:
+        return sorted(self._kinds)
+
+    def classes(self) -> list[type[Node]]:
+        return [self._kinds[k] for k in self.kinds()]
+
+    # --- discovery ------------------------------------------------------------------------------
+    def load_builtins(self, package: str = "nodes") -> None:
+        pkg = importlib.import_module(package)
+        for info in pkgutil.iter_modules(pkg.__path__, prefix=f"{package}."):
+            if info.name.rsplit(".", 1)[-1].startswith("_"):
+                continue
+            try:
+                self.register_module(importlib.import_module(info.name))
+            except Exception as err:  # noqa: BLE001 - reported, not fatal
+                self.load_errors.append(f"{info.name}: {type(err).__name__}: {err}")
+
+    def load_entry_points(self) -> None:
+        for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+            try:
+                self._register_object(ep.load())
+            except Exception as err:  # noqa: BLE001
+                self.load_errors.append(f"entry point {ep.name} ({ep.value}): {type(err).__name__}: {err}")
+
+    def _register_object(self, obj: Any) -> None:
+        if isinstance(obj, ModuleType):
+            self.register_module(obj)
+        elif inspect.isclass(obj):
+            self.register(obj)
+        elif isinstance(obj, list | tuple):
+            for item in obj:
+                self._register_object(item)
+        elif callable(obj):
+            self._register_object(obj())
+        else:
+            raise TypeError(f"cannot register {obj!r}")
+
+
+_default: Registry | None = None
+_lock = threading.Lock()
+
+
+def default_registry() -> Registry:
+    """The process-wide registry with built-ins and plug-ins, loaded on first use."""
+    global _default
+    with _lock:
+        if _default is None:
+            registry = Registry()
+            registry.load_builtins()
+            registry.load_entry_points()
+            _default = registry
+        return _default

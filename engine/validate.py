@@ -1,0 +1,234 @@
+"""Validation of a graph against the registry, with networkx.
+
+All problems are reported at once, each tied to a node id or an edge, in words a user
+understands. Nothing here runs a node or imports a framework.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import networkx as nx
+from pydantic import BaseModel, ValidationError
+
+from .formats import build_format_graph, describe_chain, propose_chain
+from .graph import Graph, format_validation_error
+from .node import Node
+from .payloads import Payload
+from .registry import Registry, default_registry
+
+
+@dataclass
+class Problem:
+    code: str
+    message: str
+    node: str | None = None
+    edge: int | None = None  # index into graph.edges
+    field: str | None = None  # param name or port name
+    severity: str = "error"
+    suggestion: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+    def __str__(self) -> str:
+        where = f"node {self.node}" if self.node is not None else ""
+        if self.edge is not None:
+            where = f"edge {self.edge}" + (f" ({where})" if where else "")
+        text = f"{where}: {self.message}" if where else self.message
+        return f"{text} — {self.suggestion}" if self.suggestion else text
+
+
+@dataclass
+class ValidationResult:
+    problems: list[Problem] = field(default_factory=list)
+    nx_graph: nx.MultiDiGraph = field(default_factory=nx.MultiDiGraph)
+    params: dict[str, BaseModel] = field(default_factory=dict)
+    classes: dict[str, type[Node]] = field(default_factory=dict)
+    #: format of each output port, as far as it can be known before running
+    formats: dict[tuple[str, str], str | None] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not any(p.severity == "error" for p in self.problems)
+
+    def for_node(self, node_id: str) -> list[Problem]:
+        return [p for p in self.problems if p.node == node_id]
+
+    def for_edge(self, index: int) -> list[Problem]:
+        return [p for p in self.problems if p.edge == index]
+
+    def order(self) -> list[str]:
+        """Node ids in a topological order (stable: by generation, then by file order)."""
+        position = {n: i for i, n in enumerate(self.nx_graph.nodes)}
+        order: list[str] = []
+        for generation in nx.topological_generations(self.nx_graph):
+            order.extend(sorted(generation, key=position.__getitem__))
+        return order
+
+
+def _type_ok(out_type: type[Payload], in_type: type[Payload]) -> bool:
+    return issubclass(out_type, in_type) or issubclass(in_type, out_type) and in_type is Payload
+
+
+def instantiate_params(cls: type[Node], spec_params: dict[str, Any], version: int | None) -> BaseModel:
+    params = dict(spec_params)
+    if version is not None and version < cls.version:
+        params = cls.migrate(params, version)
+    return cls.Params(**params)
+
+
+_format_graph_cache: dict[int, tuple[frozenset[str], nx.DiGraph]] = {}
+
+
+def _format_graph(registry: Registry) -> nx.DiGraph:
+    kinds = frozenset(registry.kinds())
+    cached = _format_graph_cache.get(id(registry))
+    if cached is None or cached[0] != kinds:
+        cached = (kinds, build_format_graph(registry.classes()))
+        _format_graph_cache[id(registry)] = cached
+    return cached[1]
+
+
+def validate(graph: Graph, registry: Registry | None = None) -> ValidationResult:
+    registry = registry or default_registry()
+    result = ValidationResult()
+    problems = result.problems
+    g = result.nx_graph
+
+    # nodes: duplicates, kinds, params
+    index_of: dict[str, int] = {}
+    for i, spec in enumerate(graph.nodes):
+        if spec.id in index_of:
+            problems.append(Problem("duplicate_id", f"id {spec.id!r} is used by nodes[{index_of[spec.id]}] and nodes[{i}]", node=spec.id))
+            continue
+        index_of[spec.id] = i
+        g.add_node(spec.id, kind=spec.kind)
+        if spec.kind not in registry:
+            guess = difflib.get_close_matches(spec.kind, registry.kinds(), n=1, cutoff=0.6)
+            problems.append(Problem(
+                "unknown_kind", f"unknown node kind {spec.kind!r}", node=spec.id, field="kind",
+                suggestion=f"did you mean {guess[0]}?" if guess else "see `heiti nodes` for the kinds installed",
+            ))
+            continue
+        cls = registry.get(spec.kind)
+        result.classes[spec.id] = cls
+        if spec.version is not None and spec.version > cls.version:
+            problems.append(Problem(
+                "kind_version", f"params were saved by version {spec.version} of {spec.kind}; this Heiti has version {cls.version}",
+                node=spec.id, field="version"))
+            continue
+        try:
+            result.params[spec.id] = instantiate_params(cls, spec.params, spec.version)
+        except ValidationError as err:
+            for message in format_validation_error(err, prefix=(f"nodes[{i}]", "params"), model=cls.Params):
+                loc, _, text = message.partition(": ")
+                name = loc.split(".params.", 1)[1].split(".")[0].split("[")[0] if ".params." in loc else None
+                problems.append(Problem("param", f"{loc}: {text}", node=spec.id, field=name))
+        except Exception as err:  # noqa: BLE001 - a kind's own checks may raise anything
+            problems.append(Problem("param", f"nodes[{i}].params: {err}", node=spec.id))
+
+    # edges: endpoints, ports, types
+    wires_into: dict[tuple[str, str], list[int]] = {}
+    for k, edge in enumerate(graph.edges):
+        (src, src_port), (dst, dst_port) = edge.src, edge.dst
+        bad = False
+        for end, label in ((src, "from"), (dst, "to")):
+            if end not in index_of:
+                problems.append(Problem("unknown_node", f"edges[{k}].{label}: no node with id {end!r}", edge=k))
+                bad = True
+        if bad:
+            continue
+        src_cls, dst_cls = result.classes.get(src), result.classes.get(dst)
+        if src_cls is not None and src_port not in src_cls.outputs:
+            problems.append(Problem(
+                "unknown_port", f"edges[{k}].from: {src_cls.kind} has no output {src_port!r} (outputs: {', '.join(src_cls.outputs) or 'none'})",
+                node=src, edge=k, field=src_port))
+            bad = True
+        if dst_cls is not None and dst_port not in dst_cls.inputs:
+            problems.append(Problem(
+                "unknown_port", f"edges[{k}].to: {dst_cls.kind} has no input {dst_port!r} (inputs: {', '.join(dst_cls.inputs) or 'none'})",
+                node=dst, edge=k, field=dst_port))
+            bad = True
+        g.add_edge(src, dst, key=k, src_port=src_port, dst_port=dst_port)
+        if bad or src_cls is None or dst_cls is None:
+            continue
+        wires_into.setdefault((dst, dst_port), []).append(k)
+        out_t, in_t = src_cls.outputs[src_port].type, dst_cls.inputs[dst_port].type
+        if not _type_ok(out_t, in_t):
+            problems.append(Problem(
+                "type_mismatch", f"{src}.{src_port} gives a {out_t.__name__}, but {dst}.{dst_port} takes a {in_t.__name__}",
+                node=dst, edge=k, field=dst_port))
+
+    # inputs: several wires into one, required ones missing
+    for node_id, cls in result.classes.items():
+        for port_name, port in cls.inputs.items():
+            wires = wires_into.get((node_id, port_name), [])
+            if len(wires) > 1 and not port.multiple:
+                for k in wires[1:]:
+                    problems.append(Problem(
+                        "multiple_wires", f"input {port_name!r} takes one wire, but {len(wires)} are connected",
+                        node=node_id, edge=k, field=port_name))
+            if not wires and port.required:
+                problems.append(Problem(
+                    "missing_input", f"required input {port_name!r} ({port.type.__name__}) is not connected",
+                    node=node_id, field=port_name))
+
+    # cycles
+    cyclic = False
+    try:
+        cycle = nx.find_cycle(g)
+        cyclic = True
+        ids = [edge[0] for edge in cycle] + [cycle[-1][1]]
+        problems.append(Problem(
+            "cycle", f"the graph has a cycle: {' → '.join(ids)}; a pipeline must flow one way",
+            node=cycle[0][0], edge=cycle[0][2] if len(cycle[0]) > 2 else None))
+    except nx.NetworkXNoCycle:
+        pass
+
+    if not cyclic:
+        _check_formats(graph, result, registry)
+    return result
+
+
+def _check_formats(graph: Graph, result: ValidationResult, registry: Registry) -> None:
+    """Propagate formats in topological order and flag wires whose formats cannot meet."""
+    format_graph = None
+    edges_by_dst: dict[str, list[int]] = {}
+    for k, edge in enumerate(graph.edges):
+        edges_by_dst.setdefault(edge.dst[0], []).append(k)
+    for node_id in result.order():
+        cls = result.classes.get(node_id)
+        if cls is None:
+            continue
+        params = result.params.get(node_id)
+        accepted = cls.input_formats(params)
+        incoming: dict[str, str | None] = {}
+        for k in edges_by_dst.get(node_id, []):
+            edge = graph.edges[k]
+            have = result.formats.get((edge.src[0], edge.src[1]))
+            port = edge.dst[1]
+            if port not in cls.inputs:
+                continue
+            incoming.setdefault(port, have)
+            want = accepted.get(port)
+            if have is None or want is None or have in want:
+                continue
+            if format_graph is None:
+                format_graph = _format_graph(registry)
+            chain = propose_chain(format_graph, have, want)
+            dst_title = cls.title or cls.kind
+            result.problems.append(Problem(
+                "format_mismatch",
+                f"{dst_title} input {port!r} accepts {', '.join(sorted(want))}, got {have} from {edge.src[0]}",
+                node=node_id, edge=k, field=port,
+                suggestion=describe_chain(chain) if chain else "no converter chain is installed for this",
+            ))
+        try:
+            outs = cls.output_formats(params, incoming)
+        except Exception:  # noqa: BLE001 - no format is better than a crash here
+            outs = {}
+        for port in cls.outputs:
+            result.formats[(node_id, port)] = outs.get(port)

@@ -19,7 +19,7 @@ from pydantic import BaseModel
 
 from .payloads import Payload
 
-WORKDIR_TOKEN = "${workdir}"
+NODES_TOKEN = "${nodes}"  # stands for <run folder>/nodes in stored outputs
 CACHE_FORMAT = 1
 
 
@@ -69,18 +69,23 @@ def _relocate(value: Any, old: str, new: str) -> Any:
     return value
 
 
-def dump_outputs(outputs: dict[str, Any], workdir: Path) -> dict[str, Any]:
+def dump_outputs(outputs: dict[str, Any], nodes_root: Path) -> dict[str, Any]:
+    """Outputs as JSON, paths inside the run's node folders made relative to `${nodes}`.
+
+    Outputs may point into an upstream node's folder (a pass-through model); upstream nodes are
+    restored into the same run before their descendants, so those paths resolve again.
+    """
     data = {}
     for port, value in outputs.items():
         if isinstance(value, Payload):
             data[port] = {"type": type(value).__name__, "data": value.model_dump(mode="json")}
         else:
             data[port] = {"type": None, "data": value}
-    return _relocate(data, str(Path(workdir).resolve()), WORKDIR_TOKEN)
+    return _relocate(data, str(Path(nodes_root).resolve()), NODES_TOKEN)
 
 
-def load_outputs(data: dict[str, Any], workdir: Path) -> dict[str, Any]:
-    data = _relocate(data, WORKDIR_TOKEN, str(Path(workdir).resolve()))
+def load_outputs(data: dict[str, Any], nodes_root: Path) -> dict[str, Any]:
+    data = _relocate(data, NODES_TOKEN, str(Path(nodes_root).resolve()))
     outputs = {}
     for port, item in data.items():
         cls = Payload.registry.get(item["type"]) if item["type"] else None
@@ -118,7 +123,7 @@ class ArtifactCache:
         workdir.mkdir(parents=True)
         if (entry / "files").is_dir():
             _link_tree(entry / "files", workdir)
-        return load_outputs(data["outputs"], workdir)
+        return load_outputs(data["outputs"], workdir.parent)
 
     def store(self, key: str, kind: str, workdir: Path, outputs: dict[str, Any]) -> None:
         """Put a finished node's files and outputs in the cache; atomic by rename."""
@@ -130,7 +135,7 @@ class ArtifactCache:
         try:
             if workdir.exists():
                 _link_tree(workdir, tmp / "files")
-            record = {"kind": kind, "key": key, "outputs": dump_outputs(outputs, workdir)}
+            record = {"kind": kind, "key": key, "outputs": dump_outputs(outputs, workdir.parent)}
             (tmp / "outputs.json").write_text(json.dumps(record, indent=1), encoding="utf-8")
             os.replace(tmp, entry)
         except OSError:

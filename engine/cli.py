@@ -221,7 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--token", help="shared secret clients must present (required off loopback)")
     p.add_argument("--workdir", help="folder for uploaded models (default: a temporary folder)")
     p.add_argument("--stats-period", type=float, default=0.5, help="seconds between STATS messages")
-    p.set_defaults(func=_lazy("engine.serve:main"))
+    p.set_defaults(func=_lazy("nodes.device_server:main"))
 
     p = sub.add_parser("edit", help="open the desktop editor")
     p.add_argument("graph", nargs="?", help="graph file to open")

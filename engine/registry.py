@@ -68,13 +68,17 @@ class Registry:
     # --- discovery ------------------------------------------------------------------------------
     def load_builtins(self, package: str = "nodes") -> None:
         pkg = importlib.import_module(package)
-        for info in pkgutil.iter_modules(pkg.__path__, prefix=f"{package}."):
-            if info.name.rsplit(".", 1)[-1].startswith("_"):
+        self.register_module(pkg)
+        for info in pkgutil.walk_packages(pkg.__path__, prefix=f"{package}.", onerror=self._walk_error):
+            if any(part.startswith("_") for part in info.name.split(".")):
                 continue
             try:
                 self.register_module(importlib.import_module(info.name))
             except Exception as err:  # noqa: BLE001 - reported, not fatal
                 self.load_errors.append(f"{info.name}: {type(err).__name__}: {err}")
+
+    def _walk_error(self, name: str) -> None:
+        self.load_errors.append(f"{name}: could not be imported")
 
     def load_entry_points(self) -> None:
         for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):

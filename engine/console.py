@@ -15,8 +15,17 @@ from rich.table import Table
 from rich.text import Text
 
 from .events import (
-    Event, NodeCached, NodeFailed, NodeFinished, NodeLog, NodeMetric, NodeProgress, NodeSkipped,
-    NodeStarted, RunFinished, RunStarted,
+    Event,
+    NodeCached,
+    NodeFailed,
+    NodeFinished,
+    NodeLog,
+    NodeMetric,
+    NodeProgress,
+    NodeSkipped,
+    NodeStarted,
+    RunFinished,
+    RunStarted,
 )
 
 STATE_STYLE = {

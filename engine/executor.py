@@ -17,10 +17,18 @@ from pathlib import Path
 from typing import Any
 
 from .cache import ArtifactCache, node_key
-from .context import CancelToken, Cancelled, RunContext
+from .context import Cancelled, CancelToken, RunContext
 from .events import (
-    EventBus, JsonlWriter, NodeCached, NodeFailed, NodeFinished, NodeSkipped, NodeStarted,
-    RunFinished, RunStarted, Subscriber,
+    EventBus,
+    JsonlWriter,
+    NodeCached,
+    NodeFailed,
+    NodeFinished,
+    NodeSkipped,
+    NodeStarted,
+    RunFinished,
+    RunStarted,
+    Subscriber,
 )
 from .graph import Graph
 from .node import NodeError

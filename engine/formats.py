@@ -21,7 +21,7 @@ def build_format_graph(classes: Iterable[type[Node]]) -> nx.DiGraph:
         model_inputs = [p for p in cls.inputs.values() if issubclass(p.type, ModelArtifact) and p.formats]
         if len(model_inputs) != 1:
             continue
-        for out_name, out in cls.outputs.items():
+        for out in cls.outputs.values():
             if not issubclass(out.type, ModelArtifact) or not out.format:
                 continue
             for src in model_inputs[0].formats or ():

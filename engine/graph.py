@@ -217,8 +217,8 @@ def _migrate(data: dict[str, Any], source: str) -> dict[str, Any]:
         raise GraphLoadError(
             source, [f"version: this file is version {version}, written by a newer Heiti; this one reads up to {VERSION}"]
         )
-    if version < 1:
-        raise GraphLoadError(source, [f"version: {version} is not a valid graph version"])
+    if version < VERSION and version not in MIGRATIONS:
+        raise GraphLoadError(source, [f"version: {version} is not a graph version this Heiti can read"])
     while version < VERSION:
         data = MIGRATIONS[version](data)
         version += 1

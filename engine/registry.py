@@ -87,6 +87,16 @@ class Registry:
             except Exception as err:  # noqa: BLE001
                 self.load_errors.append(f"entry point {ep.name} ({ep.value}): {type(err).__name__}: {err}")
 
+    def load_env_plugins(self, variable: str = "HEITI_PLUGINS") -> None:
+        """Modules named in $HEITI_PLUGINS (comma-separated): node kinds without packaging."""
+        import os
+
+        for name in filter(None, (n.strip() for n in os.environ.get(variable, "").split(","))):
+            try:
+                self.register_module(importlib.import_module(name))
+            except Exception as err:  # noqa: BLE001
+                self.load_errors.append(f"{variable} module {name}: {type(err).__name__}: {err}")
+
     def _register_object(self, obj: Any) -> None:
         if isinstance(obj, ModuleType):
             self.register_module(obj)
@@ -113,5 +123,6 @@ def default_registry() -> Registry:
             registry = Registry()
             registry.load_builtins()
             registry.load_entry_points()
+            registry.load_env_plugins()
             _default = registry
         return _default

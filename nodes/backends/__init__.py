@@ -10,8 +10,15 @@ Contract (kept free of framework imports at module top):
                                             # are quantised/dequantised inside the session)
     session.close()
 
-`run` is the only thing timed by the measurement loop: a session prepares everything it can
-before (bind buffers, allocate tensors), so that the timed call is the framework's own.
+The measurement loop splits `run` into steps so that only the framework's own call is timed:
+
+    feed = session.prepare(inputs)      # before the loop: dtype casts, quantisation, tensors
+    session.stage(feed)                 # untimed: copy into the runtime's input buffers
+    raw = session.run_prepared(feed)    # TIMED: the runtime call itself
+    outs = session.finish(raw)          # untimed (post-processing): fetch, dequantise, to numpy
+
+Sessions derived from `BaseSession` get these steps (and `run`) for free; a session with only
+`run` (a remote one, say) still works: `session_steps` wraps it.
 """
 
 from __future__ import annotations
@@ -29,6 +36,57 @@ class Session(Protocol):
     def run(self, inputs: list[np.ndarray]) -> list[np.ndarray]: ...
 
     def close(self) -> None: ...
+
+
+class BaseSession:
+    """Shared shape of the in-process sessions: `run` composed from the four steps."""
+
+    inputs: list[dict[str, Any]]
+    outputs: list[dict[str, Any]]
+
+    def prepare(self, inputs: list[np.ndarray]) -> Any:
+        return [np.ascontiguousarray(x, dtype=np.float32) for x in inputs]
+
+    def stage(self, feed: Any) -> None:
+        """Copy a prepared feed into input buffers (runtimes that have them)."""
+
+    def run_prepared(self, feed: Any) -> Any:
+        raise NotImplementedError
+
+    def finish(self, raw: Any) -> list[np.ndarray]:
+        return [np.asarray(x) for x in raw]
+
+    def run(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        feed = self.prepare(inputs)
+        self.stage(feed)
+        return self.finish(self.run_prepared(feed))
+
+    def close(self) -> None:
+        """Release the runtime; the default drops references and lets the GC do it."""
+
+    def __enter__(self) -> BaseSession:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def session_steps(session: Any) -> tuple[Any, Any, Any, Any]:
+    """(prepare, stage, run_prepared, finish) of any session; a run-only one gets pass-throughs."""
+    if all(hasattr(session, name) for name in ("prepare", "stage", "run_prepared", "finish")):
+        stage = session.stage
+        if getattr(type(session), "stage", None) is BaseSession.stage:
+            stage = None  # a no-op: spare the loop a call per inference
+        return session.prepare, stage, session.run_prepared, session.finish
+    return (lambda inputs: [np.ascontiguousarray(x) for x in inputs]), None, session.run, None
+
+
+def describe_dtype(dtype: Any) -> str:
+    """A numpy-style dtype name for any framework's dtype object."""
+    try:
+        return np.dtype(dtype).name
+    except TypeError:
+        return str(dtype).replace("tensor(", "").replace(")", "").replace("torch.", "")
 
 
 #: runtime kind -> "module:factory"; the factory is called as factory(model_path, options)

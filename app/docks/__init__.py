@@ -1,0 +1,1 @@
+"""Dock widgets around the canvas: run log, live charts, comparison table."""

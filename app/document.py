@@ -1,0 +1,392 @@
+"""The editor's document: the engine's Graph model plus Qt signals, an undo stack and validation.
+
+The Graph is the truth. Every change goes through an undo command (app/commands.py) that calls the
+raw `_insert_*`/`_take_*`/`_set_*` methods here; those edit the Graph and announce the change, and
+the scene items follow. Nothing in this module draws anything, so it is testable without a view.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import networkx as nx
+from PySide6.QtCore import QObject, QTimer, Signal
+from PySide6.QtGui import QUndoStack
+
+from engine.graph import EdgeSpec, Graph, NodeSpec, load_graph
+from engine.node import Node
+from engine.payloads import Payload
+from engine.registry import Registry
+from engine.validate import ValidationResult, validate
+
+from . import commands
+
+EdgeKey = tuple[tuple[str, str], tuple[str, str]]
+PortRef = tuple[str, str, str]  # (node id, port name, "in" | "out")
+
+LAYER_DX, LAYER_DY = 260, 150
+
+
+def edge_key(edge: EdgeSpec) -> EdgeKey:
+    return (tuple(edge.src), tuple(edge.dst))  # type: ignore[return-value]
+
+
+def types_compatible(out_type: type[Payload], in_type: type[Payload]) -> bool:
+    """Can a value of `out_type` travel into an input declared as `in_type`?"""
+    return issubclass(out_type, in_type) or in_type is Payload or out_type is Payload
+
+
+def safe_input_formats(cls: type[Node], params: Any) -> dict[str, frozenset[str] | None]:
+    try:
+        return cls.input_formats(params)
+    except Exception:  # noqa: BLE001 - a kind's override may not cope with missing params
+        return {name: port.formats for name, port in cls.inputs.items()}
+
+
+def default_params(cls: type[Node]) -> Any:
+    try:
+        return cls.Params()
+    except Exception:  # noqa: BLE001 - some kinds have required params
+        return None
+
+
+class GraphDocument(QObject):
+    node_added = Signal(str)
+    node_removed = Signal(str)
+    node_changed = Signal(str)
+    node_moved = Signal(str)
+    edge_added = Signal(object)
+    edge_removed = Signal(object)
+    reset = Signal()
+    validated = Signal(object)
+    modified_changed = Signal(bool)
+    path_changed = Signal(object)
+
+    def __init__(self, registry: Registry, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.registry = registry
+        self.graph = Graph()
+        self.path: Path | None = None
+        self.undo_stack = QUndoStack(self)
+        self.undo_stack.cleanChanged.connect(lambda clean: self.modified_changed.emit(not clean))
+        self.validation: ValidationResult = validate(self.graph, registry)
+        self.node_problems: dict[str, list[str]] = {}
+        self.edge_problems: dict[EdgeKey, list[str]] = {}
+        self._validate_timer = QTimer(self)
+        self._validate_timer.setSingleShot(True)
+        self._validate_timer.setInterval(0)
+        self._validate_timer.timeout.connect(self.validate_now)
+
+    # --- state ----------------------------------------------------------------------------------
+    @property
+    def modified(self) -> bool:
+        return not self.undo_stack.isClean()
+
+    def node_class(self, node_id: str) -> type[Node] | None:
+        kind = self.graph.node(node_id).kind
+        return self.registry.get(kind) if kind in self.registry else None
+
+    def position(self, node_id: str) -> tuple[float, float]:
+        pos = self.graph.node(node_id).ui.get("pos") or [0, 0]
+        return float(pos[0]), float(pos[1])
+
+    # --- validation -----------------------------------------------------------------------------
+    def schedule_validation(self) -> None:
+        self._validate_timer.start()
+
+    def validate_now(self) -> ValidationResult:
+        self._validate_timer.stop()
+        result = validate(self.graph, self.registry)
+        self.validation = result
+        nodes: dict[str, list[str]] = {}
+        edges: dict[EdgeKey, list[str]] = {}
+        for problem in result.problems:
+            text = problem.message + (f" — {problem.suggestion}" if problem.suggestion else "")
+            if problem.edge is not None and problem.edge < len(self.graph.edges):
+                edges.setdefault(edge_key(self.graph.edges[problem.edge]), []).append(text)
+            if problem.node is not None:
+                nodes.setdefault(problem.node, []).append(text)
+        self.node_problems, self.edge_problems = nodes, edges
+        self.validated.emit(result)
+        return result
+
+    def _fresh_validation(self) -> ValidationResult:
+        if self._validate_timer.isActive():
+            return self.validate_now()
+        return self.validation
+
+    # --- port queries ---------------------------------------------------------------------------
+    def output_format(self, node_id: str, port: str) -> str | None:
+        return self._fresh_validation().formats.get((node_id, port))
+
+    def input_formats(self, node_id: str, port: str) -> frozenset[str] | None:
+        cls = self.node_class(node_id)
+        if cls is None:
+            return None
+        params = self._fresh_validation().params.get(node_id)
+        return safe_input_formats(cls, params).get(port)
+
+    def check_connection(self, src: tuple[str, str], dst: tuple[str, str], explain: bool = True,
+                         cycle_check: bool = True) -> str | None:
+        """None when the wire src -> dst may be drawn, else the reason in the engine's words."""
+        (s_node, s_port), (d_node, d_port) = src, dst
+        if not (self.graph.has_node(s_node) and self.graph.has_node(d_node)):
+            return "both ends must be nodes of this graph"
+        s_cls, d_cls = self.node_class(s_node), self.node_class(d_node)
+        if s_cls is None or d_cls is None:
+            return "one end is a node of an unknown kind"
+        if s_port not in s_cls.outputs:
+            return f"{s_cls.kind} has no output {s_port!r}"
+        if d_port not in d_cls.inputs:
+            return f"{d_cls.kind} has no input {d_port!r}"
+        if s_node == d_node:
+            return "a node cannot feed itself"
+        existing = self.graph.edges_into(d_node)
+        if any(tuple(e.src) == tuple(src) and e.dst[1] == d_port for e in existing):
+            return "these ports are connected already"
+        in_port = d_cls.inputs[d_port]
+        if not in_port.multiple and any(e.dst[1] == d_port for e in existing):
+            return f"input {d_port!r} of {d_node} takes one wire and has one already; delete it first"
+        out_t, in_t = s_cls.outputs[s_port].type, in_port.type
+        if not types_compatible(out_t, in_t):
+            return f"{s_node}.{s_port} gives a {out_t.__name__}, but {d_node}.{d_port} takes a {in_t.__name__}"
+        result = self._fresh_validation()
+        if cycle_check and d_node in result.nx_graph and s_node in result.nx_graph and nx.has_path(result.nx_graph, d_node, s_node):
+            return f"this wire would close a cycle ({d_node} already feeds {s_node}); a pipeline must flow one way"
+        have, want = result.formats.get((s_node, s_port)), self.input_formats(d_node, d_port)
+        if have is not None and want is not None and have not in want:
+            if explain:
+                return self._explain_format_mismatch(src, dst)
+            return f"{d_node}.{d_port} accepts {', '.join(sorted(want))}, got {have}"
+        return None
+
+    def _explain_format_mismatch(self, src: tuple[str, str], dst: tuple[str, str]) -> str:
+        trial = self.graph.model_copy(deep=True)
+        trial.connect(src, dst)
+        index = len(trial.edges) - 1
+        for problem in validate(trial, self.registry).for_edge(index):
+            if problem.code == "format_mismatch":
+                return problem.message + (f" — {problem.suggestion}" if problem.suggestion else "")
+        return "the formats of these ports do not match"
+
+    def compatible_ports(self, ref: PortRef) -> set[PortRef]:
+        """Every port a wire dragged from `ref` may end on (computed once per drag)."""
+        node_id, port, direction = ref
+        result = self._fresh_validation()
+        blocked = {node_id}
+        if node_id in result.nx_graph:
+            blocked |= nx.ancestors(result.nx_graph, node_id) if direction == "out" else nx.descendants(
+                result.nx_graph, node_id)
+        found: set[PortRef] = set()
+        for spec in self.graph.nodes:
+            if spec.id in blocked or spec.kind not in self.registry:
+                continue
+            cls = self.registry.get(spec.kind)
+            names = cls.inputs if direction == "out" else cls.outputs
+            for other in names:
+                pair = ((node_id, port), (spec.id, other)) if direction == "out" else ((spec.id, other), (node_id, port))
+                if self.check_connection(*pair, explain=False, cycle_check=False) is None:
+                    found.add((spec.id, other, "in" if direction == "out" else "out"))
+        return found
+
+    def compatible_kinds(self, ref: PortRef) -> list[tuple[str, str]]:
+        """(kind, port) pairs of kinds whose port a new wire from `ref` could join."""
+        node_id, port, direction = ref
+        cls = self.node_class(node_id)
+        if cls is None:
+            return []
+        found = []
+        if direction == "out":
+            out_t, have = cls.outputs[port].type, self.output_format(node_id, port)
+            for other in self.registry.classes():
+                accepted = safe_input_formats(other, default_params(other))
+                for name, in_port in other.inputs.items():
+                    want = accepted.get(name)
+                    if types_compatible(out_t, in_port.type) and (have is None or want is None or have in want):
+                        found.append((other.kind, name))
+                        break
+        else:
+            in_t, want = cls.inputs[port].type, self.input_formats(node_id, port)
+            for other in self.registry.classes():
+                try:
+                    outs = other.output_formats(default_params(other), {})
+                except Exception:  # noqa: BLE001
+                    outs = {}
+                for name, out_port in other.outputs.items():
+                    have = outs.get(name)
+                    if types_compatible(out_port.type, in_t) and (have is None or want is None or have in want):
+                        found.append((other.kind, name))
+                        break
+        return found
+
+    # --- raw edits (called by undo commands only) -----------------------------------------------
+    def _insert_node(self, spec: NodeSpec, index: int | None = None) -> None:
+        self.graph.nodes.insert(len(self.graph.nodes) if index is None else index, spec)
+        self.node_added.emit(spec.id)
+        self.schedule_validation()
+
+    def _take_node(self, node_id: str) -> tuple[NodeSpec, int]:
+        spec = self.graph.node(node_id)
+        index = self.graph.nodes.index(spec)
+        del self.graph.nodes[index]
+        self.node_removed.emit(node_id)
+        self.schedule_validation()
+        return spec, index
+
+    def _insert_edge(self, edge: EdgeSpec, index: int | None = None) -> None:
+        self.graph.edges.insert(len(self.graph.edges) if index is None else index, edge)
+        self.edge_added.emit(edge_key(edge))
+        self.schedule_validation()
+
+    def _take_edge(self, key: EdgeKey) -> tuple[EdgeSpec, int]:
+        index = next(i for i, e in enumerate(self.graph.edges) if edge_key(e) == key)
+        edge = self.graph.edges.pop(index)
+        self.edge_removed.emit(key)
+        self.schedule_validation()
+        return edge, index
+
+    def _set_params(self, node_id: str, params: dict[str, Any]) -> None:
+        self.graph.node(node_id).params = copy.deepcopy(params)
+        self.node_changed.emit(node_id)
+        self.schedule_validation()
+
+    def _set_position(self, node_id: str, pos: tuple[float, float]) -> None:
+        self.graph.node(node_id).ui["pos"] = [round(pos[0], 1), round(pos[1], 1)]
+        self.node_moved.emit(node_id)
+
+    # --- edits as undoable commands -------------------------------------------------------------
+    def add_node(self, kind: str, pos: tuple[float, float] = (0.0, 0.0), params: dict[str, Any] | None = None) -> str:
+        cls = self.registry.get(kind)
+        node_id = self.graph.new_id(kind.split(".")[-1])
+        spec = NodeSpec(id=node_id, kind=kind, version=cls.version, params=dict(params or {}),
+                        ui={"pos": [round(pos[0], 1), round(pos[1], 1)]})
+        self.undo_stack.push(commands.AddItems(self, [spec], [], f"Add {cls.title or kind}"))
+        return node_id
+
+    def add_node_wired(self, kind: str, pos: tuple[float, float], ref: PortRef, other_port: str) -> str:
+        """Add a node and wire it to `ref` in one undo step (quick-add from a dragged wire)."""
+        self.undo_stack.beginMacro(f"Add {kind} and connect")
+        try:
+            node_id = self.add_node(kind, pos)
+            src, dst = ((ref[0], ref[1]), (node_id, other_port)) if ref[2] == "out" else (
+                (node_id, other_port), (ref[0], ref[1]))
+            self.connect(src, dst)
+        finally:
+            self.undo_stack.endMacro()
+        return node_id
+
+    def connect(self, src: tuple[str, str], dst: tuple[str, str]) -> str | None:
+        """Draw a wire; returns None, or the reason it was refused."""
+        reason = self.check_connection(src, dst)
+        if reason is None:
+            edge = EdgeSpec(**{"from": tuple(src), "to": tuple(dst)})
+            self.undo_stack.push(commands.AddItems(self, [], [edge], f"Connect {src[0]} → {dst[0]}"))
+        return reason
+
+    def remove_items(self, node_ids: list[str], edge_keys: list[EdgeKey]) -> None:
+        if node_ids or edge_keys:
+            self.undo_stack.push(commands.RemoveItems(self, node_ids, edge_keys))
+
+    def move_nodes(self, moves: dict[str, tuple[tuple[float, float], tuple[float, float]]]) -> None:
+        """moves: node id -> (old position, new position)."""
+        moves = {k: v for k, v in moves.items() if v[0] != v[1]}
+        if moves:
+            self.undo_stack.push(commands.MoveNodes(self, moves))
+
+    def set_param(self, node_id: str, name: str, value: Any) -> None:
+        old = self.graph.node(node_id).params
+        if name in old and old[name] == value:
+            return
+        new = {**old, name: value}
+        self.undo_stack.push(commands.SetParams(self, node_id, old, new, name))
+
+    def reset_param(self, node_id: str, name: str) -> None:
+        old = self.graph.node(node_id).params
+        if name in old:
+            new = {k: v for k, v in old.items() if k != name}
+            self.undo_stack.push(commands.SetParams(self, node_id, old, new, None))
+
+    def fragment(self, node_ids: list[str]) -> Graph:
+        """The selected nodes and the wires between them, as a graph in the engine's format."""
+        keep = set(node_ids)
+        part = Graph(name=self.graph.name)
+        part.nodes = [spec.model_copy(deep=True) for spec in self.graph.nodes if spec.id in keep]
+        part.edges = [e.model_copy(deep=True) for e in self.graph.edges if e.src[0] in keep and e.dst[0] in keep]
+        return part
+
+    def insert_fragment(self, part: Graph, offset: tuple[float, float] = (40.0, 40.0)) -> list[str]:
+        """Paste: fresh ids, positions shifted, inner wires kept. Returns the new ids."""
+        taken = Graph(nodes=list(self.graph.nodes))
+        renamed: dict[str, str] = {}
+        specs = []
+        for spec in part.nodes:
+            new = spec.model_copy(deep=True)
+            new.id = taken.new_id(spec.id.rstrip("0123456789").rstrip("_") or spec.id)
+            x, y = (spec.ui.get("pos") or [0, 0])[:2]
+            new.ui["pos"] = [x + offset[0], y + offset[1]]
+            renamed[spec.id] = new.id
+            taken.nodes.append(new)
+            specs.append(new)
+        edges = [EdgeSpec(**{"from": (renamed[e.src[0]], e.src[1]), "to": (renamed[e.dst[0]], e.dst[1])})
+                 for e in part.edges if e.src[0] in renamed and e.dst[0] in renamed]
+        if specs:
+            self.undo_stack.push(commands.AddItems(self, specs, edges, f"Paste {len(specs)} node(s)"))
+        return [s.id for s in specs]
+
+    # --- files ----------------------------------------------------------------------------------
+    def replace_graph(self, graph: Graph, path: Path | None) -> None:
+        """Start over on `graph` (open, new, restore); the undo history is cleared."""
+        place_unpositioned(graph)
+        self.graph = graph
+        self.undo_stack.clear()
+        self.undo_stack.setClean()
+        self.set_path(path)
+        self.validate_now()
+        self.reset.emit()
+        self.modified_changed.emit(False)
+
+    def open(self, path: str | Path) -> None:
+        """Raises engine.graph.GraphLoadError with one message per problem."""
+        self.replace_graph(load_graph(path), Path(path))
+
+    def save(self, path: str | Path | None = None) -> Path:
+        target = Path(path) if path is not None else self.path
+        if target is None:
+            raise ValueError("no file name yet: use save as")
+        self.graph.save(target)
+        self.set_path(target)
+        self.undo_stack.setClean()
+        return target
+
+    def set_path(self, path: Path | None) -> None:
+        self.path = path
+        self.path_changed.emit(path)
+
+
+def place_unpositioned(graph: Graph) -> None:
+    """Give nodes without a saved position a layered place, by topological generation."""
+    missing = [spec for spec in graph.nodes if not _has_pos(spec)]
+    if not missing:
+        return
+    g = nx.DiGraph()
+    g.add_nodes_from(spec.id for spec in graph.nodes)
+    g.add_edges_from((e.src[0], e.dst[0]) for e in graph.edges if g.has_node(e.src[0]) and g.has_node(e.dst[0]))
+    try:
+        layers = list(nx.topological_generations(g))
+    except nx.NetworkXUnfeasible:
+        layers = [list(g.nodes)]
+    rows: dict[int, int] = {}
+    for depth, layer in enumerate(layers):
+        for node_id in layer:
+            spec = graph.node(node_id)
+            if not _has_pos(spec):
+                row = rows.get(depth, 0)
+                rows[depth] = row + 1
+                spec.ui["pos"] = [40 + depth * LAYER_DX, 40 + row * LAYER_DY]
+
+
+def _has_pos(spec: NodeSpec) -> bool:
+    pos = spec.ui.get("pos")
+    return isinstance(pos, list | tuple) and len(pos) >= 2 and all(isinstance(v, int | float) for v in pos[:2])

@@ -1,0 +1,384 @@
+"""Measuring a runtime: the timed loop, latency statistics, resource sampling, quality metrics.
+
+Framework-free on purpose: the loop takes plain callables (prepare / stage / run / finish) so the
+same code times ONNX Runtime, LiteRT, TVM, a remote device, or a bare function in a benchmark.
+scikit-learn is imported lazily inside the quality function.
+
+Why the loop looks the way it does (DESIGN §7): inputs are prepared before the loop; only the
+runtime call sits between the two `perf_counter_ns` reads; the cold first call is kept apart;
+nothing is emitted from inside the loop — a background thread reads the preallocated latency
+array and forwards new values as metric events once per sampling period.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import platform
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psutil
+
+from .measurements import ClassificationQuality, LatencyStats, TimeSeries
+
+# --------------------------------------------------------------------------------------------
+# statistics
+# --------------------------------------------------------------------------------------------
+
+
+def latency_stats(values_ms: Sequence[float] | np.ndarray, first: float | None = None) -> LatencyStats | None:
+    """Summary of per-call times in ms (the cold first call passed apart, not in `values_ms`)."""
+    arr = np.asarray(values_ms, dtype=np.float64)
+    if arr.size == 0:
+        return None
+    return LatencyStats(
+        mean=float(arr.mean()), std=float(arr.std(ddof=1)) if arr.size > 1 else 0.0,
+        median=float(np.median(arr)), p90=float(np.percentile(arr, 90)),
+        p99=float(np.percentile(arr, 99)), min=float(arr.min()), max=float(arr.max()),
+        first=None if first is None else float(first), count=int(arr.size),
+    )
+
+
+def model_size_bytes(path: Path | str) -> int | None:
+    """Bytes on disk of a model: a file plus its weight side-files (.bin, .onnx.data), or a folder."""
+    path = Path(path)
+    if path.is_dir():
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    if not path.is_file():
+        return None
+    total = path.stat().st_size
+    siblings = [path.with_suffix(".bin")] if path.suffix == ".xml" else []
+    siblings.append(path.with_name(path.name + ".data"))
+    if path.suffix == ".onnx":
+        siblings.append(path.with_suffix(".data"))
+    for extra in dict.fromkeys(siblings):
+        if extra.is_file() and extra != path:
+            total += extra.stat().st_size
+    return total
+
+
+#: runtime kind -> distributions whose versions describe it
+FRAMEWORK_DISTS: dict[str, tuple[str, ...]] = {
+    "onnxruntime": ("onnxruntime",),
+    "litert": ("ai-edge-litert",),
+    "tvm": ("apache-tvm", "apache-tvm-ffi"),
+    "openvino": ("openvino",),
+    "torch": ("torch",),
+    "keras": ("keras", "tensorflow-cpu", "tensorflow"),
+}
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines():
+            if line.lower().startswith(("model name", "hardware", "cpu model")):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def environment_info(runtime: str = "") -> dict[str, Any]:
+    """Where the numbers were taken: CPU, cores, OS, Python and framework versions (no imports)."""
+    versions: dict[str, str] = {"numpy": np.__version__}
+    for dist in FRAMEWORK_DISTS.get(runtime, ()):
+        try:
+            versions[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    mem = psutil.virtual_memory()
+    return {
+        "cpu": cpu_model(), "machine": platform.machine(),
+        "cores_logical": psutil.cpu_count(logical=True), "cores_physical": psutil.cpu_count(logical=False),
+        "memory_gb": round(mem.total / 2**30, 2), "os": platform.platform(),
+        "python": sys.version.split()[0], "frameworks": versions,
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# classification quality
+# --------------------------------------------------------------------------------------------
+
+
+def classification_quality(y_true: np.ndarray, scores: np.ndarray,
+                           class_names: Sequence[str] = ()) -> ClassificationQuality:
+    """Accuracy, top-5, per-class precision/recall/F1, G-mean and the confusion matrix.
+
+    `scores` is (N, classes): logits or probabilities, only their order matters.
+    """
+    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
+    y_true = np.asarray(y_true).astype(np.int64).ravel()
+    scores = np.asarray(scores, dtype=np.float64).reshape(len(y_true), -1)
+    n_classes = max(scores.shape[1], len(class_names), int(y_true.max(initial=-1)) + 1)
+    labels = list(range(n_classes))
+    y_pred = scores.argmax(axis=1)
+    precision, recall, f1, support = precision_recall_fscore_support(
+        y_true, y_pred, labels=labels, zero_division=0)
+    present = support > 0  # classes absent from the test split would pull the means to zero
+    top5 = None
+    if scores.shape[1] > 5:
+        top = np.argpartition(-scores, 5, axis=1)[:, :5]
+        top5 = float(np.mean(np.any(top == y_true[:, None], axis=1)))
+    rec = recall[present]
+    g_mean = float(np.exp(np.mean(np.log(rec)))) if rec.size and np.all(rec > 0) else 0.0
+    names = list(class_names) if len(class_names) == n_classes else [
+        class_names[i] if i < len(class_names) else str(i) for i in labels]
+    return ClassificationQuality(
+        accuracy=float(np.mean(y_pred == y_true)), top5=top5,
+        precision_per_class=precision.tolist(), recall_per_class=recall.tolist(),
+        f1_per_class=f1.tolist(), support_per_class=[int(s) for s in support],
+        precision_mean=float(precision[present].mean()) if present.any() else 0.0,
+        recall_mean=float(rec.mean()) if rec.size else 0.0,
+        f1_mean=float(f1[present].mean()) if present.any() else 0.0,
+        g_mean=g_mean,
+        confusion_matrix=confusion_matrix(y_true, y_pred, labels=labels).tolist(),
+        class_names=names,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# resource sampling
+# --------------------------------------------------------------------------------------------
+
+MetricSink = Callable[[str, float, float], None]  # (name, value, x)
+
+
+class _Gpu:
+    """NVIDIA GPU utilisation and memory through pynvml, when both the module and a GPU exist."""
+
+    def __init__(self) -> None:
+        self.handles: list[Any] = []
+        try:
+            import pynvml  # type: ignore[import-not-found]
+
+            pynvml.nvmlInit()
+            self._nvml = pynvml
+            self.handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(pynvml.nvmlDeviceGetCount())]
+        except Exception:  # noqa: BLE001 - no pynvml, no driver or no GPU: sample nothing
+            self.handles = []
+
+    def sample(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for i, handle in enumerate(self.handles):
+            try:
+                util = self._nvml.nvmlDeviceGetUtilizationRates(handle)
+                mem = self._nvml.nvmlDeviceGetMemoryInfo(handle)
+            except Exception:  # noqa: BLE001
+                continue
+            suffix = "" if i == 0 else f"_{i}"
+            out[f"gpu_percent{suffix}"] = float(util.gpu)
+            out[f"gpu_mem_mb{suffix}"] = mem.used / 2**20
+        return out
+
+
+UNITS = {"cpu_percent": "%", "rss_mb": "MB", "mem_percent": "%", "gpu_percent": "%", "gpu_mem_mb": "MB"}
+STREAMED = ("cpu_percent", "rss_mb", "mem_percent")  # sent as events; per-core series stay in the file
+
+
+class ResourceSampler:
+    """Background thread sampling CPU (total and per core), process RSS and system memory.
+
+    Timestamps are `perf_counter() - t0`, the run clock of every metric event. Each period it
+    also calls `on_tick()` — the measurement loop uses it to forward new latencies, so that the
+    timed loop itself never emits anything. Use as a context manager.
+    """
+
+    def __init__(self, period_s: float = 0.1, t0: float | None = None, sink: MetricSink | None = None,
+                 on_tick: Callable[[], None] | None = None, pid: int | None = None) -> None:
+        self.period_s = max(float(period_s), 0.01)
+        self.t0 = time.perf_counter() if t0 is None else t0
+        self.sink = sink
+        self.on_tick = on_tick
+        self.process = psutil.Process(pid or os.getpid())
+        self.series: dict[str, TimeSeries] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._gpu: _Gpu | None = None
+
+    def _record(self, name: str, value: float, t: float, stream: bool) -> None:
+        series = self.series.get(name)
+        if series is None:
+            base = name.split("_core")[0]
+            series = self.series[name] = TimeSeries(name=name, unit=UNITS.get(base, ""))
+        series.t.append(round(t, 4))
+        series.values.append(round(float(value), 3))
+        if stream and self.sink is not None:
+            self.sink(name, value, t)
+
+    def sample(self) -> None:
+        t = time.perf_counter() - self.t0
+        per_core = psutil.cpu_percent(percpu=True)
+        self._record("cpu_percent", sum(per_core) / max(len(per_core), 1), t, True)
+        for i, value in enumerate(per_core):
+            self._record(f"cpu_percent_core{i}", value, t, False)
+        try:
+            self._record("rss_mb", self.process.memory_info().rss / 2**20, t, True)
+            self._record("process_cpu_percent", self.process.cpu_percent(), t, False)
+        except psutil.Error:
+            pass
+        self._record("mem_percent", psutil.virtual_memory().percent, t, True)
+        for name, value in (self._gpu.sample() if self._gpu else {}).items():
+            self._record(name, value, t, True)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.period_s):
+            self.sample()
+            if self.on_tick is not None:
+                self.on_tick()
+
+    def start(self) -> ResourceSampler:
+        psutil.cpu_percent(percpu=True)  # the first reading of a psutil counter is meaningless
+        try:
+            self.process.cpu_percent()
+        except psutil.Error:
+            pass
+        self._gpu = _Gpu()
+        if not self._gpu.handles:
+            self._gpu = None
+        self._thread = threading.Thread(target=self._loop, name="heiti-sampler", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> list[TimeSeries]:
+        """Stop the thread, take one last sample, run the last tick; returns the series."""
+        if self._thread is not None:
+            self._stop.set()
+            self._thread.join()
+            self._thread = None
+            self.sample()
+            if self.on_tick is not None:
+                self.on_tick()
+        return list(self.series.values())
+
+    def __enter__(self) -> ResourceSampler:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+# --------------------------------------------------------------------------------------------
+# the timed loop
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class LoopResult:
+    latencies_ns: np.ndarray  # timed calls after the first (cold) one
+    first_ns: int | None
+    postprocess_ns: np.ndarray
+    outputs: list[Any]
+    wall_ns: int  # first timed call start -> last call end: the period between inferences
+    extra: dict[str, Any] = field(default_factory=dict)
+    completed: int = 0
+
+
+class LatencyForwarder:
+    """Reads the loop's preallocated latency array from another thread and forwards new values.
+
+    A zero slot means "not timed yet" (a call takes at least one ns), so the loop writes nothing
+    but its latency. At most `max_points` events go out per tick: a burst is averaged in chunks,
+    which keeps the thread's hold on the GIL short.
+    """
+
+    def __init__(self, latencies_ns: np.ndarray, sink: Callable[[str, float, float], None],
+                 name: str = "latency_ms", max_points: int = 50) -> None:
+        self.latencies_ns = latencies_ns
+        self.sink = sink
+        self.name = name
+        self.max_points = max_points
+        self.sent = 0
+        self._lock = threading.Lock()
+
+    def count_done(self) -> int:
+        tail = self.latencies_ns[self.sent:]
+        zeros = np.flatnonzero(tail == 0)
+        return self.sent + (int(zeros[0]) if zeros.size else tail.size)
+
+    def __call__(self) -> None:
+        with self._lock:
+            done = self.count_done()
+            new = self.latencies_ns[self.sent:done].astype(np.float64) / 1e6
+            if new.size == 0:
+                return
+            chunks = np.array_split(np.arange(new.size), min(new.size, self.max_points))
+            for idx in chunks:
+                self.sink(self.name, float(new[idx].mean()), float(self.sent + idx[-1]))
+            self.sent = done
+
+
+def run_timed_loop(
+    run: Callable[[Any], Any],
+    feeds: Sequence[Any],
+    *,
+    warmup: int = 10,
+    stage: Callable[[Any], Any] | None = None,
+    finish: Callable[[Any], Any] | None = None,
+    after_call: Callable[[int], None] | None = None,
+    cancelled: Callable[[], bool] = lambda: False,
+    latencies_ns: np.ndarray | None = None,
+    check_every: int = 16,
+) -> LoopResult:
+    """Time a cold first call, warm up, then time `run(feed)` once per prepared feed.
+
+    The cold call (on feeds[0]) is reported apart and kept out of the statistics; the timed
+    pass covers every feed, so quality is computed on all of them. `stage(feed)` (copy into the
+    runtime's input buffers) and `finish(raw)` (fetch/dequantise the outputs) run outside the
+    timed region; `finish` and `after_call(i)` (e.g. reading a device's own timing) are timed
+    apart as post-processing. Pass `latencies_ns` (zeros, one slot per feed) to let a
+    LatencyForwarder watch it while the loop runs.
+    """
+    if not feeds:
+        raise ValueError("no inputs to run")
+    clock = time.perf_counter_ns
+    n = len(feeds)
+    timed = np.zeros(n, dtype=np.int64) if latencies_ns is None else latencies_ns
+    post = np.zeros(n, dtype=np.int64)
+    outputs: list[Any] = [None] * n
+
+    if stage is not None:
+        stage(feeds[0])
+    t = clock()
+    raw = run(feeds[0])
+    first = clock() - t
+    if finish is not None:
+        finish(raw)
+    for i in range(warmup):
+        feed = feeds[i % n]
+        if stage is not None:
+            stage(feed)
+        raw = run(feed)
+        if finish is not None:
+            finish(raw)
+
+    completed = 0
+    t_start = clock()
+    for i in range(n):
+        if i % check_every == 0 and cancelled():
+            break
+        feed = feeds[i]
+        if stage is not None:
+            stage(feed)
+        t = clock()
+        raw = run(feed)
+        t_end = clock()
+        timed[i] = t_end - t
+        if after_call is not None:
+            after_call(i)
+        outputs[i] = finish(raw) if finish is not None else raw
+        post[i] = clock() - t_end
+        completed = i + 1
+    wall = clock() - t_start
+    return LoopResult(
+        latencies_ns=timed[:completed].copy(), first_ns=int(first),
+        postprocess_ns=post[:completed].copy(), outputs=outputs[:completed],
+        wall_ns=int(wall), completed=completed,
+    )

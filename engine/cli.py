@@ -126,6 +126,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     finally:
         signal.signal(signal.SIGINT, previous)
     console.print(view.summary_table())
+    from .console import measurements_table
+
+    comparison = measurements_table(result.out_dir)
+    if comparison is not None:
+        Console().print(comparison)
     colour = {"ok": "green", "failed": "red", "cancelled": "magenta"}[result.status]
     console.print(f"[{colour}]{result.status}[/] in {result.duration_s:.1f}s — results in [bold]{result.out_dir}[/]")
     report = result.out_dir / "report.html"

@@ -139,3 +139,37 @@ class RunView:
             detail = view.error or ", ".join(f"{k}: {v}" for k, v in view.summary.items())
             table.add_row(node_id, Text(view.state, style=STATE_STYLE.get(view.state, "")), when, detail)
         return table
+
+
+def measurements_table(out_dir: Any) -> Table | None:
+    """Runtime comparison of a finished run (accuracy, latency, size), from measurements/*.json."""
+    from pathlib import Path
+
+    from .measurements import read_measurements
+
+    files = sorted(Path(out_dir, "measurements").glob("*.json"))
+    if not files:
+        return None
+    rows = []
+    for path in files:
+        try:
+            data = read_measurements(path).data
+        except (ValueError, OSError):
+            continue
+        quality = ""
+        if data.classification is not None:
+            quality = f"acc {data.classification.accuracy:.4f}"
+        elif data.detection is not None:
+            quality = f"mAP50 {data.detection.map50:.3f}"
+        lat = data.latency_ms
+        size = f"{data.model_size_bytes / 1024:.1f} KiB" if data.model_size_bytes else ""
+        rows.append((lat.mean if lat else float("inf"), data.label or data.node or path.stem, data.runtime,
+                     quality, f"{lat.mean:.3f}" if lat else "", f"{lat.p99:.3f}" if lat else "", size,
+                     data.target.kind if data.target else ""))
+    table = Table(title="runtimes, fastest first")
+    for col, justify in (("runtime node", "left"), ("framework", "left"), ("quality", "right"),
+                         ("mean ms", "right"), ("p99 ms", "right"), ("model size", "right"), ("target", "left")):
+        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+    for row in sorted(rows, key=lambda r: r[0]):
+        table.add_row(*row[1:])
+    return table

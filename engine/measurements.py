@@ -101,6 +101,8 @@ class MeasurementsFile(_Open):
     postprocess_ms: LatencyStats | None = None
     latencies_ms: list[float] = Field(default_factory=list, description="every timed inference, in order")
     throughput_per_s: float | None = None
+    loop_period_ms: float | None = Field(
+        None, description="wall time of the timed loop per call: the timed call plus what Heiti adds around it")
     batch_size: int = 1
     resources: list[TimeSeries] = Field(default_factory=list)
     classification: ClassificationQuality | None = None

@@ -1,0 +1,401 @@
+"""Runtime nodes: run a model on a dataset split with one framework, and measure it.
+
+One node kind per framework (runtime.onnxruntime, .litert, .tvm, .openvino, .torch, .keras), all
+sharing `RuntimeNode.run`: load the split, open a session (in process, or on a device through
+nodes.targets), prepare every input, time the loop (engine.measure), then compute quality and
+write `measurements.json`, copied to `<run>/measurements/<node>.json` by `publish`.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from engine.context import Cancelled, RunContext
+from engine.measure import (
+    LatencyForwarder,
+    ResourceSampler,
+    classification_quality,
+    environment_info,
+    latency_stats,
+    model_size_bytes,
+    run_timed_loop,
+)
+from engine.measurements import MeasurementsFile, TargetInfo
+from engine.node import In, Node, NodeError, Out
+from engine.payloads import DatasetHandle, Measurements, ModelArtifact, TargetHandle
+
+NS_PER_MS = 1e6
+
+
+class RuntimeParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    warmup: int = Field(10, ge=0, description="untimed calls before measuring (after the cold first call)")
+    max_samples: int = Field(0, ge=0, description="samples of the split to run; 0 = all of them")
+    split: Literal["test", "val", "train"] = Field("test", description="dataset split to run")
+    batch_size: int = Field(1, ge=1, description="samples per call; the last batch is padded")
+    threads: int = Field(0, ge=0, description="threads for the runtime; 0 = its default")
+    sample_period_s: float = Field(0.1, ge=0.01, le=10.0, description="period of CPU/memory sampling")
+    label: str = Field("", description="name in reports and tables; empty = the node id")
+
+
+class RuntimeNode(Node):
+    """Base of the runtime node kinds; subclasses set `runtime`, formats and their own params."""
+
+    category = "Runtimes"
+    runtime: ClassVar[str] = ""
+    Params = RuntimeParams
+    outputs = {"measurements": Out(Measurements, description="latency, resources and quality")}
+
+    @classmethod
+    def ports(cls, formats: set[str]) -> dict[str, In]:
+        return {
+            "model": In(ModelArtifact, formats=formats),
+            "dataset": In(DatasetHandle, description="data to run: the test split by default"),
+            "target": In(TargetHandle, required=False, description="a device; in process when unwired"),
+        }
+
+    def session_options(self) -> dict[str, Any]:
+        """Runtime-specific options for the session, from this node's params."""
+        return {}
+
+    # --- running ---------------------------------------------------------------------------------
+    def run(self, ctx: RunContext, model: ModelArtifact, dataset: DatasetHandle,
+            target: TargetHandle | None = None) -> dict[str, Any]:
+        p = self.params
+        model_path = Path(model.path)
+        if not model_path.exists():
+            raise NodeError(f"model file {model_path} does not exist", "re-run the node that makes it")
+        ctx.progress(0.0, "loading data")
+        x, y = _load_split(dataset, p.split, p.max_samples)
+        x = _to_layout(x, dataset.layout or "NCHW", str(model.meta.get("layout") or "NCHW"))
+        remote = target is not None and target.kind != "local"
+        stats_seen: list[dict[str, Any]] = []
+        options = {"threads": p.threads, "batch_size": p.batch_size, "meta": dict(model.meta),
+                   "inputs": model.inputs, "outputs": model.outputs, **self.session_options()}
+        ctx.progress(0.05, f"opening {self.runtime}")
+        session = _open(self.runtime, model, options, target if remote else None, ctx, stats_seen)
+        try:
+            record = self._measure(ctx, session, model, dataset, x, y, target, remote)
+        finally:
+            try:
+                session.close()
+            except Exception as err:  # noqa: BLE001 - closing must not hide the measurement
+                ctx.warn(f"closing the {self.runtime} session failed: {err}")
+        path = ctx.workdir / "measurements.json"
+        record.save(path)
+        ctx.progress(1.0, "done")
+        return {"measurements": Measurements(path=path, runtime=self.runtime, summary=_summary(record))}
+
+    def _measure(self, ctx: RunContext, session: Any, model: ModelArtifact, dataset: DatasetHandle,
+                 x: np.ndarray, y: np.ndarray | None, target: TargetHandle | None,
+                 remote: bool) -> MeasurementsFile:
+        from nodes.backends import session_steps
+
+        p = self.params
+        _check_shape(session, x, p.batch_size, self.runtime)
+        prepare, stage, run_call, finish = session_steps(session)
+        batches, pad = _batches(x, p.batch_size)
+        ctx.progress(0.08, "preparing inputs")
+        feeds, pre_ns = [], np.zeros(len(batches), dtype=np.int64)
+        for i, batch in enumerate(batches):
+            t = time.perf_counter_ns()
+            try:
+                feeds.append(prepare([batch]))
+            except Exception as err:  # noqa: BLE001 - a shape or dtype the model refuses
+                raise NodeError(f"{self.runtime} cannot take the dataset's inputs {list(batch.shape)}: {err}") from err
+            pre_ns[i] = time.perf_counter_ns() - t
+        del batches
+
+        latencies = np.zeros(len(feeds), dtype=np.int64)
+        device_ms = np.full(len(feeds), np.nan)
+        after_call = None
+        if remote:
+            def after_call(i: int) -> None:
+                device_ms[i] = getattr(session, "last_device_ms", None) or np.nan
+
+        forwarder = LatencyForwarder(latencies, lambda name, v, i: ctx.metric(name, v, x=i))
+
+        def tick() -> None:
+            forwarder()
+            ctx.progress(0.1 + 0.8 * forwarder.sent / len(feeds), f"{forwarder.sent}/{len(feeds)} calls")
+
+        sampler = ResourceSampler(p.sample_period_s, t0=ctx.t0, on_tick=tick,
+                                  sink=lambda name, v, t: ctx.metric(name, v, x=t))
+        ctx.progress(0.1, "measuring")
+        sampler.start()
+        try:
+            result = run_timed_loop(run_call, feeds, warmup=p.warmup, stage=stage, finish=finish,
+                                    after_call=after_call, cancelled=lambda: ctx.cancelled,
+                                    latencies_ns=latencies)
+        except Exception as err:  # noqa: BLE001 - the runtime failed on real data
+            raise NodeError(f"{self.runtime} failed while running the model: {err}") from err
+        finally:
+            resources = sampler.stop()
+        if result.completed < len(feeds):
+            raise Cancelled(f"{ctx.node_id}: cancelled after {result.completed} of {len(feeds)} calls")
+
+        ctx.progress(0.92, "computing quality")
+        n_samples = len(x)
+        record = MeasurementsFile(
+            node=ctx.node_id, runtime=self.runtime, label=p.label or ctx.node_id,
+            model_format=model.model_format, model_path=str(model.path),
+            model_size_bytes=model_size_bytes(model.path), task=dataset.task,
+            dataset={"name": dataset.meta.get("name", Path(dataset.path).stem), "split": p.split,
+                     "samples": n_samples, "input_shape": list(x.shape[1:]), "class_names": dataset.class_names},
+            options={**p.model_dump(), **self.session_options()},
+            environment=environment_info(self.runtime),
+            compile_time_s=_compile_time(model.meta), pipeline=list(model.meta.get("pipeline") or []),
+            latency_ms=latency_stats(result.latencies_ns / NS_PER_MS, result.first_ns / NS_PER_MS),
+            preprocess_ms=latency_stats(pre_ns / NS_PER_MS),
+            latencies_ms=[round(v, 5) for v in (result.latencies_ns / NS_PER_MS).tolist()],
+            throughput_per_s=n_samples / (result.latencies_ns.sum() / 1e9) if result.latencies_ns.sum() else None,
+            batch_size=p.batch_size, resources=resources,
+            loop_period_ms=result.wall_ns / max(result.completed, 1) / NS_PER_MS,
+        )
+        if remote and target is not None:
+            valid = device_ms[~np.isnan(device_ms)]
+            record.device_latency_ms = latency_stats(valid) if valid.size else None
+            record.target = TargetInfo(kind=target.kind, address=target.address,
+                                       device=dict(getattr(session, "device_info", {}) or {}))
+            if not valid.size:
+                record.warnings.append("the device reported no timing of its own")
+
+        t = time.perf_counter_ns()
+        outputs = _unbatch(result.outputs, pad, n_samples)
+        if dataset.task == "detection":
+            record.detection = _detection_quality(dataset, p.split, outputs, model.meta)
+        elif y is not None:
+            scores = np.stack([np.asarray(o[0]).reshape(-1) for o in outputs])
+            names = list(model.meta.get("class_names") or dataset.class_names)
+            record.classification = classification_quality(y, scores, names)
+        post_total = result.postprocess_ns.astype(np.float64)
+        post_total += (time.perf_counter_ns() - t) / max(len(post_total), 1)
+        record.postprocess_ms = latency_stats(post_total / NS_PER_MS)
+        return record
+
+    def publish(self, run_dir: Path, node_id: str, outputs: dict[str, Any]) -> None:
+        measurements = outputs.get("measurements")
+        if isinstance(measurements, Measurements) and Path(measurements.path).is_file():
+            dest = Path(run_dir) / "measurements" / f"{node_id}.json"
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(measurements.path, dest)
+
+
+# --- helpers ---------------------------------------------------------------------------------------
+def _load_split(dataset: DatasetHandle, split: str, max_samples: int) -> tuple[np.ndarray, np.ndarray | None]:
+    path = Path(dataset.path)
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if f"x_{split}" not in data:
+                raise NodeError(f"dataset {path.name} has no '{split}' split (arrays: {', '.join(data.files)})")
+            x = data[f"x_{split}"]
+            y = data[f"y_{split}"] if f"y_{split}" in data else None
+    except NodeError:
+        raise
+    except (OSError, ValueError) as err:
+        raise NodeError(f"cannot read dataset file {path}: {err}") from err
+    if max_samples:
+        x = x[:max_samples]
+        y = y[:max_samples] if y is not None else None
+    if len(x) == 0:
+        raise NodeError(f"the '{split}' split of {path.name} is empty")
+    return np.ascontiguousarray(x, dtype=np.float32), y
+
+
+def _to_layout(x: np.ndarray, have: str, want: str) -> np.ndarray:
+    if x.ndim != 4 or have == want:
+        return x
+    if (have, want) == ("NCHW", "NHWC"):
+        return np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+    if (have, want) == ("NHWC", "NCHW"):
+        return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+    raise NodeError(f"cannot turn layout {have} into {want}")
+
+
+def _batches(x: np.ndarray, batch_size: int) -> tuple[list[np.ndarray], int]:
+    """Fixed-size batches; the last one padded with copies of the final sample (returns the pad)."""
+    batches = [x[i:i + batch_size] for i in range(0, len(x), batch_size)]
+    pad = batch_size - len(batches[-1])
+    if pad:
+        batches[-1] = np.concatenate([batches[-1], np.repeat(batches[-1][-1:], pad, axis=0)])
+    return batches, pad
+
+
+def _unbatch(outputs: list[list[np.ndarray]], pad: int, n: int) -> list[list[np.ndarray]]:
+    """Per-sample outputs (each keeping a batch axis of 1) from per-call ones, padding dropped."""
+    per_sample: list[list[np.ndarray]] = []
+    for call in outputs:
+        arrays = [np.asarray(a) for a in call]
+        batch = arrays[0].shape[0] if arrays and arrays[0].ndim else 1
+        for j in range(batch):
+            per_sample.append([a[j:j + 1] if a.ndim and a.shape[0] == batch else a for a in arrays])
+    return per_sample[:n]
+
+
+def _check_shape(session: Any, x: np.ndarray, batch_size: int, runtime: str) -> None:
+    inputs = getattr(session, "inputs", None) or []
+    if not inputs or not inputs[0].get("shape"):
+        return
+    shape = inputs[0]["shape"]
+    want = [batch_size, *x.shape[1:]]
+    if len(shape) != len(want):
+        raise NodeError(f"{runtime}: the model takes inputs of shape {shape}, the dataset gives {want}",
+                        "check the model's layout (meta 'layout') and the dataset's input shape")
+    for i, (have, need) in enumerate(zip(shape, want, strict=True)):
+        if have is not None and have != need:
+            what = "batch size" if i == 0 else f"dimension {i}"
+            raise NodeError(f"{runtime}: the model's {what} is fixed at {have}, the run needs {need} "
+                            f"(inputs {want}, model {shape})",
+                            "set batch_size to the model's batch" if i == 0 else "resize the dataset")
+
+
+def _compile_time(meta: dict[str, Any]) -> float | None:
+    if meta.get("convert_time_s") is not None:
+        return float(meta["convert_time_s"])
+    steps = [s for s in meta.get("pipeline") or [] if isinstance(s, dict) and s.get("seconds") is not None]
+    return float(sum(float(s["seconds"]) for s in steps)) if steps else None
+
+
+def _summary(record: MeasurementsFile) -> dict[str, Any]:
+    summary: dict[str, Any] = {"samples": record.dataset.get("samples", 0)}
+    if record.latency_ms:
+        summary.update(mean_ms=round(record.latency_ms.mean, 4), p99_ms=round(record.latency_ms.p99, 4))
+    if record.classification:
+        summary["accuracy"] = round(record.classification.accuracy, 4)
+    if record.detection:
+        summary["map50"] = round(record.detection.map50, 4)
+    if record.model_size_bytes:
+        summary["size_bytes"] = record.model_size_bytes
+    return summary
+
+
+def _detection_quality(dataset: DatasetHandle, split: str, outputs: list[list[np.ndarray]],
+                       meta: dict[str, Any]) -> Any:
+    try:
+        from nodes.detection import evaluate_detection
+    except ImportError as err:
+        raise NodeError(f"detection quality needs nodes.detection.evaluate_detection: {err}") from err
+    return evaluate_detection(dataset, split, outputs, meta)
+
+
+def _open(runtime: str, model: ModelArtifact, options: dict[str, Any], target: TargetHandle | None,
+          ctx: RunContext, stats_seen: list[dict[str, Any]]) -> Any:
+    """A session in process, or on the target's device; every failure becomes a NodeError."""
+    name = Path(model.path).name
+    if target is not None:
+        try:
+            from nodes.targets import open_remote_session
+        except ImportError as err:
+            raise NodeError(f"running on a {target.kind} target needs nodes.targets, which is not "
+                            f"available here: {err}") from err
+        device: dict[str, str] = {"name": target.address or target.kind}
+
+        def on_stats(stats: dict[str, Any]) -> None:
+            stats_seen.append(stats)
+            for key, value in stats.items():
+                if isinstance(value, int | float) and not isinstance(value, bool):
+                    ctx.metric(str(key), float(value), source=device["name"])
+
+        try:
+            session = open_remote_session(target, runtime, model, options, on_stats)
+        except NodeError:
+            raise
+        except Exception as err:  # noqa: BLE001 - link or device errors, shown as they are
+            raise NodeError(f"could not open {runtime} on {target.kind} {target.address}: {err}") from err
+        info = getattr(session, "device_info", None) or {}
+        device["name"] = str(info.get("name") or info.get("hostname") or device["name"])
+        return session
+    from nodes.backends import BackendUnavailable, open_session
+
+    try:
+        return open_session(runtime, str(model.path), options)
+    except BackendUnavailable as err:
+        raise NodeError(str(err), "install the framework or run on a device that has it") from err
+    except Exception as err:  # noqa: BLE001 - a corrupt or foreign file: say which and why
+        first_line = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
+        raise NodeError(f"{runtime} could not load {name}: {first_line}",
+                        "the file may be truncated, corrupt, or not a " + model.model_format + " model") from err
+
+
+# --- the node kinds --------------------------------------------------------------------------------
+class OnnxRuntimeRun(RuntimeNode):
+    """Run an ONNX model with ONNX Runtime on the CPU and measure latency, resources and quality."""
+
+    kind = "runtime.onnxruntime"
+    title = "ONNX Runtime"
+    runtime = "onnxruntime"
+
+    class Params(RuntimeParams):
+        inter_threads: int = Field(0, ge=0, description="inter-op threads; 0 = ONNX Runtime's default")
+        graph_optimization: Literal["disable", "basic", "extended", "all"] = Field(
+            "all", description="graph optimisation level")
+
+    inputs = RuntimeNode.ports({"onnx"})
+
+    def session_options(self) -> dict[str, Any]:
+        return {"inter_threads": self.params.inter_threads, "graph_optimization": self.params.graph_optimization}
+
+
+class LiteRTRun(RuntimeNode):
+    """Run a TFLite model with the LiteRT interpreter; int8 inputs and outputs are (de)quantised
+    from their scale and zero point outside the timed call."""
+
+    kind = "runtime.litert"
+    title = "LiteRT"
+    runtime = "litert"
+    inputs = RuntimeNode.ports({"tflite"})
+
+
+class TVMRun(RuntimeNode):
+    """Run a TVM-compiled library (.so) in the Relax virtual machine on the host CPU."""
+
+    kind = "runtime.tvm"
+    title = "TVM (Relax VM)"
+    runtime = "tvm"
+    inputs = RuntimeNode.ports({"tvm"})
+
+
+class OpenVINORun(RuntimeNode):
+    """Run an OpenVINO IR (or an ONNX model) with OpenVINO on the CPU, in f32 unless asked otherwise."""
+
+    kind = "runtime.openvino"
+    title = "OpenVINO"
+    runtime = "openvino"
+
+    class Params(RuntimeParams):
+        precision: Literal["", "f32", "f16", "bf16"] = Field(
+            "", description="inference precision hint; empty = the model's meta or f32")
+        performance_hint: Literal["LATENCY", "THROUGHPUT"] = "LATENCY"
+
+    inputs = RuntimeNode.ports({"openvino", "onnx"})
+
+    def session_options(self) -> dict[str, Any]:
+        return {"precision": self.params.precision, "performance_hint": self.params.performance_hint}
+
+
+class TorchRun(RuntimeNode):
+    """Run a PyTorch model eagerly on the CPU (state_dict + architecture, or torch.export .pt2)."""
+
+    kind = "runtime.torch"
+    title = "PyTorch"
+    runtime = "torch"
+    inputs = RuntimeNode.ports({"torch", "pt2"})
+
+
+class KerasRun(RuntimeNode):
+    """Run a Keras model (.keras, loaded in safe mode) with TensorFlow on the CPU."""
+
+    kind = "runtime.keras"
+    title = "Keras"
+    runtime = "keras"
+    inputs = RuntimeNode.ports({"keras"})
+
+
+RUNTIME_NODES: list[type[RuntimeNode]] = [OnnxRuntimeRun, LiteRTRun, TVMRun, OpenVINORun, TorchRun, KerasRun]

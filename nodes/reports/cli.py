@@ -1,0 +1,34 @@
+"""`heiti report RUN_DIR [RUN_DIR ...] [--baseline NODE_OR_RUN] --out report.html`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+EXIT_OK, EXIT_INVALID = 0, 1
+
+
+def main(args: argparse.Namespace) -> int:
+    from .render import NoMeasurements, render, report_from_runs
+
+    missing = [run for run in args.runs if not Path(run).exists()]
+    if missing:
+        for run in missing:
+            print(f"heiti report: {run}: no such run folder", file=sys.stderr)
+        return EXIT_INVALID
+    try:
+        report = report_from_runs([Path(r) for r in args.runs], baseline=getattr(args, "baseline", None) or "",
+                                  title=getattr(args, "title", None) or "")
+    except NoMeasurements as err:
+        print(f"heiti report: {err}", file=sys.stderr)
+        return EXIT_INVALID
+    except ValueError as err:  # an unknown --baseline
+        print(f"heiti report: --baseline: {err}", file=sys.stderr)
+        return EXIT_INVALID
+    for problem in report.problems:
+        print(f"warning: {problem}", file=sys.stderr)
+    rendered = render(report, Path(args.out))
+    print(f"report: {rendered.html}")
+    print(f"markdown: {rendered.markdown} (images and raw measurements in {rendered.files})")
+    return EXIT_OK

@@ -1,0 +1,255 @@
+"""Gather what a report needs: measurements entries (labelled), the runs they came from, the baseline.
+
+Reading is lenient everywhere: a file that cannot be read becomes a problem line in the report,
+a file with missing sections becomes an entry that says what it lacks.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from engine.measurements import SCHEMA_VERSION, MeasurementsFile, TimeSeries, read_measurements
+
+#: runtimes that execute the model in the framework it was written in: the default baseline
+NATIVE_RUNTIMES = ("torch", "keras", "tensorflow", "pytorch")
+
+
+@dataclass
+class RunInfo:
+    """One run folder (or the run a report node is part of)."""
+
+    name: str
+    path: Path | None = None
+    graph: dict[str, Any] | None = None
+    events: list[Any] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Entry:
+    """One runtime's measurements, labelled for tables: `node`, or `run/node` across runs."""
+
+    name: str
+    run: str
+    node: str
+    data: MeasurementsFile
+    missing: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    source: Path | None = None
+    color: str = "#1f77b4"
+
+    @property
+    def runtime_label(self) -> str:
+        return self.data.label or self.data.runtime or self.node
+
+    @property
+    def is_native(self) -> bool:
+        return self.data.runtime.lower() in NATIVE_RUNTIMES
+
+    @property
+    def latency_mean(self) -> float | None:
+        return self.data.latency_ms.mean if self.data.latency_ms is not None else None
+
+    @property
+    def quality(self) -> tuple[str, float] | None:
+        """The headline quality figure of the task, as (name, fraction)."""
+        d = self.data
+        if d.task == "detection" and d.detection is not None:
+            return "mAP@0.5", d.detection.map50
+        if d.classification is not None:
+            return "accuracy", d.classification.accuracy
+        return None
+
+
+@dataclass
+class Report:
+    title: str
+    entries: list[Entry]
+    runs: list[RunInfo] = field(default_factory=list)
+    baseline: Entry | None = None
+    tolerance: float = 0.01
+    problems: list[str] = field(default_factory=list)
+    created: str = field(default_factory=lambda: _dt.datetime.now().strftime("%Y-%m-%d %H:%M"))
+
+    def run(self, name: str) -> RunInfo | None:
+        return next((r for r in self.runs if r.name == name), None)
+
+
+PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+           "#bcbd22", "#17becf"]
+
+
+# --- reading --------------------------------------------------------------------------------------
+def read_entry(path: Path, run: str = "", node: str = "") -> Entry:
+    """One measurements file as an entry; raises ValueError with the file name when unreadable."""
+    path = Path(path)
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+        result = read_measurements(path)
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{path}: cannot read measurements ({err})") from err
+    except Exception as err:  # noqa: BLE001 - a broken file must not break the report
+        raise ValueError(f"{path}: not a valid measurements file ({type(err).__name__}: {err})") from err
+    data = result.data
+    node = node or data.node or path.stem
+    entry = Entry(name=node, run=run, node=node, data=data, missing=list(result.missing), source=path)
+    version = raw.get("schema_version") if isinstance(raw, dict) else None
+    if isinstance(version, int) and version < SCHEMA_VERSION:
+        entry.notes.append(f"written with measurements schema version {version} (current {SCHEMA_VERSION})")
+    elif isinstance(version, int) and version > SCHEMA_VERSION:
+        entry.notes.append(f"written by a newer Heiti (schema version {version}, this reader knows {SCHEMA_VERSION})")
+    elif version is None:
+        entry.notes.append("no schema version in the file (an early or hand-written file)")
+    return entry
+
+
+def load_run(path: Path, name: str | None = None) -> RunInfo:
+    """The run's graph and events, when present (a report renders without them)."""
+    from engine.events import read_events
+
+    path = Path(path)
+    info = RunInfo(name=name or path.name, path=path)
+    graph_file = path / "graph.json"
+    if graph_file.is_file():
+        try:
+            info.graph = json.loads(graph_file.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as err:
+            info.problems.append(f"{graph_file}: unreadable ({err})")
+    events_file = path / "events.jsonl"
+    if events_file.is_file():
+        try:
+            info.events = read_events(events_file)
+        except Exception as err:  # noqa: BLE001 - a torn last line must not hide the report
+            info.events = _read_events_tolerant(events_file)
+            info.problems.append(f"{events_file}: partly unreadable ({type(err).__name__})")
+    return info
+
+
+def _read_events_tolerant(path: Path) -> list[Any]:
+    from engine.events import event_from_dict
+
+    events = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            events.append(event_from_dict(json.loads(line)))
+        except Exception:  # noqa: BLE001, S112 - skip the broken line only
+            continue
+    return events
+
+
+def measurement_files(run_dir: Path) -> list[Path]:
+    """`<run>/measurements/*.json`; when absent, any measurements file under `<run>/nodes/`."""
+    files = sorted((run_dir / "measurements").glob("*.json"))
+    if files:
+        return files
+    found = []
+    for candidate in sorted((run_dir / "nodes").glob("*/**/*.json")):
+        try:
+            head = candidate.read_text(encoding="utf-8", errors="replace")[:400]
+        except OSError:
+            continue
+        if '"heiti-measurements"' in head:
+            found.append(candidate)
+    return found
+
+
+# --- completing entries ---------------------------------------------------------------------------
+def fill_from_events(entry: Entry, run: RunInfo | None) -> None:
+    """Use the run's metric events when the file lacks resource samples or per-call latencies."""
+    if run is None or not run.events:
+        return
+    from engine.events import NodeMetric
+
+    series: dict[str, tuple[list[float], list[float], str]] = {}
+    for event in run.events:
+        if isinstance(event, NodeMetric) and event.node == entry.node:
+            t, v, _ = series.setdefault(event.name, ([], [], event.source))
+            t.append(event.x)
+            v.append(event.value)
+    if not entry.data.resources:
+        picked = [TimeSeries(name=name, t=t, values=v, source=src)
+                  for name, (t, v, src) in series.items() if resource_kind(name, "") is not None]
+        if picked:
+            entry.data.resources = picked
+            entry.notes.append("CPU/memory timelines taken from the run's events")
+    if not entry.data.latencies_ms:
+        for name in ("latency_ms", "latency"):
+            if name in series and len(series[name][1]) > 1:
+                entry.data.latencies_ms = list(series[name][1])
+                entry.notes.append("per-inference latencies taken from the run's events")
+                break
+
+
+def resource_kind(name: str, unit: str) -> str | None:
+    """'cpu', 'memory' or None, from a series' name and unit."""
+    low = name.lower()
+    if "cpu" in low:
+        return "cpu"
+    if any(word in low for word in ("rss", "mem", "ram")) or unit.lower() in ("mb", "mib", "bytes", "b"):
+        return "memory"
+    return None
+
+
+def check_completeness(entry: Entry) -> None:
+    """Name what the report cannot show for this entry (beyond what the reader already found)."""
+    d = entry.data
+    wanted = [
+        (not d.latencies_ms, "latencies_ms (per-inference times: no histogram or violin)"),
+        (not d.resources, "resources (CPU and memory samples)"),
+        (not d.environment and not d.target.device, "environment (CPU, OS, framework versions)"),
+    ]
+    if d.task == "classification" and d.classification is not None:
+        c = d.classification
+        wanted += [(not c.confusion_matrix, "classification.confusion_matrix"),
+                   (not c.precision_per_class, "classification per-class precision/recall/F1")]
+    if d.task == "detection" and d.detection is not None:
+        q = d.detection
+        wanted += [(not q.pr_curves, "detection.pr_curves"), (not q.map_vs_threshold, "detection.map_vs_threshold"),
+                   (not q.ap_per_class, "detection.ap_per_class")]
+    for lacking, what in wanted:
+        if lacking and what not in entry.missing:
+            entry.missing.append(what)
+
+
+def label_entries(entries: list[Entry], several_runs: bool) -> None:
+    """`node` in a single run, `run/node` across runs; unique either way; colours by order."""
+    seen: dict[str, int] = {}
+    for i, entry in enumerate(entries):
+        base = f"{entry.run}/{entry.node}" if several_runs and entry.run else entry.node
+        count = seen.get(base, 0)
+        seen[base] = count + 1
+        entry.name = base if count == 0 else f"{base}#{count + 1}"
+        entry.color = PALETTE[i % len(PALETTE)]
+
+
+def resolve_baseline(entries: list[Entry], spec: str = "") -> Entry | None:
+    """The entry to compare against: by label, node id or run name; default the native runtime."""
+    if not entries:
+        return None
+    spec = (spec or "").strip()
+    if not spec:
+        return next((e for e in entries if e.is_native), None) or next(
+            (e for e in entries if e.latency_mean is not None), entries[0])
+    for match in (
+        [e for e in entries if e.name == spec],
+        [e for e in entries if e.node == spec],
+        [e for e in entries if e.run == spec or e.run == Path(spec.rstrip("/")).name],
+    ):
+        if match:
+            return next((e for e in match if e.is_native), match[0])
+    names = ", ".join(e.name for e in entries)
+    raise ValueError(f"baseline {spec!r} matches no runtime in the report; choose one of: {names}")
+
+
+def finish(report: Report, baseline: str = "") -> Report:
+    """Label, complete from events, check completeness and choose the baseline."""
+    label_entries(report.entries, several_runs=len({e.run for e in report.entries}) > 1)
+    for entry in report.entries:
+        fill_from_events(entry, report.run(entry.run))
+        check_completeness(entry)
+    report.baseline = resolve_baseline(report.entries, baseline)
+    return report

@@ -1,0 +1,137 @@
+"""The comparison against the baseline and the verdict at the top of the page.
+
+Pure functions over entries: speed-up = baseline mean latency / entry mean latency (higher is
+faster), size ratio = baseline size / entry size (higher is smaller), quality change in absolute
+points of the task's headline metric (accuracy or mAP@0.5).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .collect import Entry, Report
+
+
+@dataclass
+class Row:
+    entry: Entry
+    is_baseline: bool
+    latency_ms: float | None
+    speedup: float | None
+    size_bytes: int | None
+    size_ratio: float | None
+    quality_name: str
+    quality: float | None
+    #: entry quality minus baseline quality, as a fraction (0.01 = one percentage point)
+    quality_delta: float | None
+    #: None when the entry has no comparable quality figure
+    within_tolerance: bool | None
+
+
+def _ratio(numerator: float | None, denominator: float | None) -> float | None:
+    if numerator is None or denominator is None or denominator <= 0 or numerator <= 0:
+        return None
+    return numerator / denominator
+
+
+def reference_quality(report: Report) -> tuple[str, str, float] | None:
+    """(task, metric name, value) that the tolerance is measured from: the baseline's, else the best."""
+    base = report.baseline
+    if base is not None and base.quality is not None:
+        return base.data.task, *base.quality
+    task = base.data.task if base is not None else None
+    scored = [e for e in report.entries if e.quality is not None and (task is None or e.data.task == task)]
+    if not scored:
+        return None
+    best = max(scored, key=lambda e: e.quality[1])
+    return best.data.task, *best.quality
+
+
+def comparison_rows(report: Report) -> list[Row]:
+    """One row per entry, sorted by mean latency (entries without latency last)."""
+    base = report.baseline
+    base_latency = base.latency_mean if base else None
+    base_size = base.data.model_size_bytes if base else None
+    ref = reference_quality(report)
+    rows = []
+    for entry in report.entries:
+        quality = entry.quality
+        comparable = ref is not None and quality is not None and entry.data.task == ref[0]
+        delta = quality[1] - ref[2] if comparable else None
+        rows.append(Row(
+            entry=entry,
+            is_baseline=entry is base,
+            latency_ms=entry.latency_mean,
+            speedup=_ratio(base_latency, entry.latency_mean),
+            size_bytes=entry.data.model_size_bytes,
+            size_ratio=_ratio(base_size, entry.data.model_size_bytes),
+            quality_name=quality[0] if quality else "",
+            quality=quality[1] if quality else None,
+            quality_delta=delta,
+            within_tolerance=None if delta is None else delta >= -report.tolerance - 1e-12,
+        ))
+    rows.sort(key=lambda r: (r.latency_ms is None, r.latency_ms or 0.0))
+    return rows
+
+
+@dataclass
+class Verdict:
+    fastest: Row | None
+    smallest: Row | None
+    most_accurate: Row | None
+    #: the fastest runtime whose quality stays within the tolerance of the reference
+    recommended: Row | None
+    sentence: str
+    reasons: list[str]
+
+
+def verdict(report: Report, rows: list[Row] | None = None) -> Verdict:
+    rows = rows if rows is not None else comparison_rows(report)
+    timed = [r for r in rows if r.latency_ms is not None]
+    sized = [r for r in rows if r.size_bytes]
+    ref = reference_quality(report)
+    scored = [r for r in rows if r.quality is not None and (ref is None or r.entry.data.task == ref[0])]
+    fastest = min(timed, key=lambda r: r.latency_ms) if timed else None
+    smallest = min(sized, key=lambda r: r.size_bytes) if sized else None
+    most_accurate = max(scored, key=lambda r: r.quality) if scored else None
+    good = [r for r in timed if r.within_tolerance]
+    recommended = min(good, key=lambda r: r.latency_ms) if good else None
+    if recommended is None and not scored:
+        recommended = fastest  # nothing to judge accuracy by: speed decides
+    sentence, reasons = _explain(report, recommended, ref)
+    return Verdict(fastest, smallest, most_accurate, recommended, sentence, reasons)
+
+
+def _explain(report: Report, rec: Row | None, ref: tuple[str, str, float] | None) -> tuple[str, list[str]]:
+    from .fmt import pct, points, ratio_text, size
+
+    if rec is None:
+        return "No runtime has both a latency and a quality figure: nothing to recommend.", []
+    base = report.baseline
+    reasons: list[str] = []
+    if rec.is_baseline:
+        sentence = f"Keep {rec.entry.name}: no other runtime is faster while staying within the accuracy tolerance."
+    else:
+        sentence = f"Use {rec.entry.name}"
+        if rec.speedup is not None and base is not None:
+            sentence += f": {ratio_text(rec.speedup, 'faster', 'slower')} than {base.name}"
+        sentence += "."
+    if rec.quality is not None and ref is not None:
+        if rec.quality_delta is not None and not rec.is_baseline:
+            reasons.append(f"{rec.quality_name} {pct(rec.quality)} ({points(rec.quality_delta)} against "
+                           f"{pct(ref[2])}; tolerance {points(-report.tolerance)})")
+        else:
+            reasons.append(f"{rec.quality_name} {pct(rec.quality)}")
+    elif ref is None:
+        reasons.append("no quality figures were measured, so speed alone decides")
+    if rec.size_bytes:
+        text = f"model size {size(rec.size_bytes)}"
+        if rec.size_ratio is not None and not rec.is_baseline:
+            text += f" ({ratio_text(rec.size_ratio, 'smaller', 'larger')})"
+        reasons.append(text)
+    rejected = [r for r in (comparison_rows(report)) if r.within_tolerance is False and r.latency_ms is not None
+                and rec.latency_ms is not None and r.latency_ms < rec.latency_ms]
+    for r in rejected:
+        reasons.append(f"{r.entry.name} is faster but loses {points(r.quality_delta)} of {r.quality_name}, "
+                       f"beyond the tolerance")
+    return sentence, reasons

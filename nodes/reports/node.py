@@ -1,0 +1,95 @@
+"""The `report.html` node: every measurements wire in, one report out, published to the run folder."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from engine.context import RunContext
+from engine.node import In, Node, NodeError, Out
+from engine.payloads import Measurements, ReportArtifact
+
+REPORT_NAME = "report"
+
+
+class ReportNode(Node):
+    """Compare runtimes: self-contained HTML report (and Markdown twin) with a verdict, tables and plots.
+
+    Writes `<run>/report.html`, `<run>/report.md` and `<run>/report_files/` (PNGs and the raw
+    measurements). The verdict names the fastest, the smallest and the most accurate runtime, and
+    the fastest one whose accuracy stays within the tolerance of the baseline.
+    """
+
+    kind = "report.html"
+    title = "Compare report"
+    category = "Reports"
+    version = 1
+
+    class Params(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+
+        title: str = Field("", description="page title (default: the graph's name)")
+        baseline: str = Field("", description="node id of the runtime to compare against; "
+                                              "empty = the native framework (torch/keras) if present, else the first")
+        accuracy_drop_tolerance: float = Field(
+            0.01, ge=0.0, le=1.0,
+            description="largest accepted drop in accuracy (or mAP@0.5) against the baseline, as a fraction: "
+                        "0.01 = one percentage point")
+
+    inputs = {"measurements": In(Measurements, multiple=True, description="one wire per runtime")}
+    outputs = {"report": Out(ReportArtifact, format="html")}
+
+    def run(self, ctx: RunContext, measurements: list[Measurements] | Measurements) -> dict[str, Any]:
+        from .render import NoMeasurements, render, report_from_files
+
+        items = measurements if isinstance(measurements, list) else [measurements]
+        files = [(Path(m.path), _node_of(m)) for m in items]
+        ctx.progress(0.05, f"reading {len(files)} measurements file(s)")
+        try:
+            report = report_from_files(files, ctx.run_dir, baseline=self.params.baseline, title=self.params.title,
+                                       tolerance=self.params.accuracy_drop_tolerance)
+        except NoMeasurements as err:
+            raise NodeError(str(err)) from None
+        except ValueError as err:  # an unknown baseline
+            raise NodeError(f"param baseline: {err}") from None
+        for problem in report.problems:
+            ctx.warn(problem)
+        ctx.progress(0.2, "drawing plots")
+        rendered = render(report, ctx.workdir / f"{REPORT_NAME}.html")
+        ctx.log(f"report rendered in {rendered.seconds:.1f}s: {len(report.entries)} runtime(s)")
+        ctx.progress(1.0, "report written")
+        return {"report": ReportArtifact(path=rendered.html, extra={
+            "markdown": rendered.markdown.name, "runtimes": len(report.entries),
+            "baseline": report.baseline.name if report.baseline else ""})}
+
+    def publish(self, run_dir: Path, node_id: str, outputs: dict[str, Any]) -> None:
+        """Copy the page, its Markdown twin and their files to the run folder (also on a cache hit)."""
+        html = Path(outputs["report"].path)
+        run_dir = Path(run_dir)
+        for name in (html.name, html.with_suffix(".md").name):
+            if (html.parent / name).is_file():
+                shutil.copyfile(html.parent / name, run_dir / name)
+        files = html.with_name(html.stem + "_files")
+        if files.is_dir():
+            target = run_dir / files.name
+            if target.exists():
+                shutil.rmtree(target)
+            shutil.copytree(files, target)
+
+
+def _node_of(m: Measurements) -> str:
+    """The runtime's node id: from the file when it says, else the file's name."""
+    import json
+
+    try:
+        with open(m.path, encoding="utf-8") as fh:
+            node = json.load(fh).get("node", "")
+        if isinstance(node, str) and node:
+            return node
+    except (OSError, ValueError, AttributeError):
+        pass
+    path = Path(m.path)
+    return path.stem if path.stem not in ("measurements", "") else path.parent.name

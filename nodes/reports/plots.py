@@ -1,0 +1,289 @@
+"""Report figures with matplotlib's Agg canvas (no display, no pyplot state), returned as PNG bytes.
+
+matplotlib is imported inside each function so that listing node kinds stays fast. Figures are
+small (dpi 100) so that a report over many runtimes renders in seconds.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+DPI = 100
+STYLE = {
+    "font.size": 9, "axes.titlesize": 10, "axes.labelsize": 9, "xtick.labelsize": 8, "ytick.labelsize": 8,
+    "legend.fontsize": 8, "axes.spines.top": False, "axes.spines.right": False, "axes.grid": True,
+    "grid.color": "#e3e6ea", "grid.linewidth": 0.8, "axes.edgecolor": "#9aa3ad", "axes.axisbelow": True,
+    "font.family": "DejaVu Sans", "axes.titleweight": "bold", "axes.titlelocation": "left",
+}
+
+
+def _figure(width: float, height: float) -> Any:
+    # the Agg canvas is attached explicitly: no pyplot, no global backend switch (the editor may run
+    # a report on a worker thread next to its own Qt plots)
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _style() -> Any:
+    import matplotlib
+
+    return matplotlib.rc_context(STYLE)
+
+
+def _png(fig: Any) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI, metadata={"Software": None}, facecolor="white")
+    return buf.getvalue()
+
+
+def _log_scale_wanted(values: Sequence[float]) -> bool:
+    positive = [v for v in values if v and v > 0]
+    return len(positive) > 1 and max(positive) / min(positive) > 20
+
+
+# --- comparison ---------------------------------------------------------------------------------
+def bubble_chart(points: list[dict[str, Any]], quality_name: str, floor: float | None) -> bytes:
+    """Quality (y) against mean latency (x); bubble area proportional to model size.
+
+    points: {label, latency, quality, size, color, baseline}; `floor` draws the tolerance line.
+    """
+    with _style():
+        fig = _figure(7.2, 4.0)
+        ax = fig.add_subplot()
+        sizes = [p["size"] or 0 for p in points]
+        biggest = max(sizes) if any(sizes) else 1
+        for p in points:
+            area = 60 + 1800 * ((p["size"] or biggest * 0.05) / biggest)
+            ax.scatter([p["latency"]], [p["quality"] * 100], s=area, color=p["color"], alpha=0.55,
+                       edgecolor="black" if p.get("baseline") else p["color"], linewidth=1.6 if p.get("baseline") else 0.8,
+                       zorder=3)
+            ax.annotate(p["label"] + (" (baseline)" if p.get("baseline") else ""), (p["latency"], p["quality"] * 100),
+                        xytext=(0, 0), textcoords="offset points", ha="center", va="center", fontsize=8, zorder=4)
+        if floor is not None:
+            ax.axhline(floor * 100, color="#c0392b", linestyle="--", linewidth=1)
+            ax.annotate("accuracy tolerance", (1, floor * 100), xycoords=("axes fraction", "data"), ha="right",
+                        va="bottom", fontsize=7, color="#c0392b")
+        if _log_scale_wanted([p["latency"] for p in points]):
+            ax.set_xscale("log")
+        ax.margins(x=0.18, y=0.25)
+        ax.set_xlabel("mean latency per inference (ms) — lower is better")
+        ax.set_ylabel(f"{quality_name} (%) — higher is better")
+        ax.set_title("Quality vs latency (bubble area = model size)")
+        return _png(fig)
+
+
+def violins(series: list[dict[str, Any]]) -> bytes:
+    """Horizontal violins of per-inference latency, one per runtime (top = first)."""
+    with _style():
+        fig = _figure(7.2, 0.55 * len(series) + 1.0)
+        ax = fig.add_subplot()
+        data = [_thin(np.asarray(s["values"], dtype=float)) for s in series]
+        positions = list(range(len(series), 0, -1))
+        parts = ax.violinplot(data, positions=positions, orientation="horizontal", widths=0.8,
+                              showmedians=True, showextrema=False)
+        for body, s in zip(parts["bodies"], series, strict=True):
+            body.set_facecolor(s["color"])
+            body.set_edgecolor(s["color"])
+            body.set_alpha(0.55)
+        parts["cmedians"].set_color("#222")
+        for pos, values in zip(positions, data, strict=True):
+            p99 = float(np.percentile(values, 99))
+            ax.plot([p99], [pos], marker="|", color="#c0392b", markersize=10)
+        ax.set_yticks(positions, [s["label"] for s in series])
+        if _log_scale_wanted([float(np.median(d)) for d in data]):
+            ax.set_xscale("log")
+        ax.set_xlabel("latency per inference (ms); black: median, red: p99")
+        ax.set_title("Latency distribution")
+        return _png(fig)
+
+
+def _thin(values: np.ndarray, limit: int = 4000) -> np.ndarray:
+    """Every k-th sample when there are many: the shape of a violin needs no more."""
+    if values.size <= limit:
+        return values
+    return np.sort(values)[:: math.ceil(values.size / limit)]
+
+
+def histograms(series: list[dict[str, Any]]) -> bytes:
+    """Small multiples: one latency histogram per runtime, with mean and p99 marked."""
+    n = len(series)
+    cols = min(n, 4)
+    rows = math.ceil(n / cols)
+    with _style():
+        fig = _figure(min(2.4 * cols + 0.6, 10.5), 1.9 * rows + 0.2)
+        for i, s in enumerate(series):
+            ax = fig.add_subplot(rows, cols, i + 1)
+            values = np.asarray(s["values"], dtype=float)
+            hi = float(np.percentile(values, 99.5))
+            ax.hist(np.clip(values, None, hi), bins=40, color=s["color"], alpha=0.8)
+            ax.axvline(float(values.mean()), color="#222", linewidth=1)
+            ax.axvline(float(np.percentile(values, 99)), color="#c0392b", linewidth=1, linestyle="--")
+            ax.set_title(s["label"], fontsize=9)
+            ax.set_yticks([])
+            ax.set_xlabel("ms", fontsize=8)
+        return _png(fig)
+
+
+def timelines(panels: list[tuple[str, str, list[dict[str, Any]]]]) -> bytes:
+    """Stacked panels (title, y label, series of {label, t, values, color}) sharing the time axis."""
+    with _style():
+        fig = _figure(7.2, 2.1 * len(panels) + 0.3)
+        axes = fig.subplots(len(panels), 1, sharex=True, squeeze=False)[:, 0]
+        for ax, (title, ylabel, series) in zip(axes, panels, strict=True):
+            for s in series:
+                ax.plot(s["t"], s["values"], color=s["color"], linewidth=1.3, label=s["label"])
+            ax.set_title(title)
+            ax.set_ylabel(ylabel)
+            ax.set_ylim(bottom=0)
+        axes[0].legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+        axes[-1].set_xlabel("seconds since the runtime started")
+        return _png(fig)
+
+
+# --- quality --------------------------------------------------------------------------------------
+def confusion(matrix: Sequence[Sequence[int]], class_names: Sequence[str]) -> bytes:
+    """Counts and row-normalised (sensitivity on the diagonal) side by side."""
+    m = np.asarray(matrix, dtype=float)
+    n = m.shape[0]
+    names = list(class_names) if len(class_names) == n else [str(i) for i in range(n)]
+    totals = m.sum(axis=1, keepdims=True)
+    norm = np.divide(m, totals, out=np.zeros_like(m), where=totals > 0)
+    side = min(max(2.2, 0.32 * n + 1.2), 5.0)
+    annotate = n <= 15
+    with _style():
+        fig = _figure(2 * side + 0.6, side + 0.3)
+        for i, (values, title, fmt) in enumerate(((m, "counts", "{:.0f}"), (norm, "normalised by true class", "{:.2f}"))):
+            ax = fig.add_subplot(1, 2, i + 1)
+            ax.grid(False)
+            ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+            ax.set_title(title, fontsize=9)
+            ticks = list(range(n))
+            labels = names if n <= 25 else [""] * n
+            ax.set_xticks(ticks, labels, rotation=90 if max(len(s) for s in names) > 3 else 0)
+            ax.set_yticks(ticks, labels)
+            ax.set_xlabel("predicted")
+            ax.set_ylabel("true")
+            if annotate:
+                for r in range(n):
+                    for c in range(n):
+                        if values[r, c] == 0 and r != c:
+                            continue
+                        ax.text(c, r, fmt.format(values[r, c]), ha="center", va="center", fontsize=7,
+                                color="white" if norm[r, c] > 0.6 else "#222")
+        return _png(fig)
+
+
+def pr_curves(curves: dict[str, dict[str, list[float]]], ap: dict[str, float]) -> bytes:
+    """Precision against recall per class at IoU 0.5, with each class's AP in the legend."""
+    with _style():
+        fig = _figure(4.2, 3.2)
+        ax = fig.add_subplot()
+        for name, curve in curves.items():
+            recall, precision = curve.get("recall", []), curve.get("precision", [])
+            if len(recall) and len(recall) == len(precision):
+                label = f"{name} (AP {ap[name]:.3f})" if name in ap else name
+                ax.plot(recall, precision, linewidth=1.4, label=label)
+        ax.set_xlim(0, 1.0)
+        ax.set_ylim(0, 1.05)
+        ax.set_xlabel("recall")
+        ax.set_ylabel("precision")
+        ax.legend(loc="lower left", frameon=False)
+        return _png(fig)
+
+
+def map_vs_threshold(series: list[dict[str, Any]]) -> bytes:
+    """mAP@0.5 against the score threshold, one line per runtime, best threshold marked."""
+    with _style():
+        fig = _figure(7.2, 3.2)
+        ax = fig.add_subplot()
+        for s in series:
+            thr, values = np.asarray(s["threshold"], float), np.asarray(s["map50"], float)
+            ax.plot(thr, values * 100, color=s["color"], linewidth=1.5, label=s["label"])
+            best = int(np.argmax(values))
+            ax.plot([thr[best]], [values[best] * 100], marker="o", color=s["color"])
+        ax.set_xlabel("score threshold")
+        ax.set_ylabel("mAP@0.5 (%)")
+        ax.set_title("mAP against the score threshold (dot: best threshold)")
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+        return _png(fig)
+
+
+def grouped_bars(groups: list[str], series: list[dict[str, Any]], ylabel: str, title: str) -> bytes:
+    """Bars per group (e.g. class), one bar per series (runtime) in its colour."""
+    n = max(len(series), 1)
+    width = 0.8 / n
+    with _style():
+        fig = _figure(min(1.0 + 0.35 * len(groups) * n + 1.5, 10.5), 3.0)
+        ax = fig.add_subplot()
+        x = np.arange(len(groups))
+        for i, s in enumerate(series):
+            ax.bar(x + (i - (n - 1) / 2) * width, np.asarray(s["values"], float) * 100, width,
+                   color=s["color"], label=s["label"])
+        ax.set_xticks(x, groups)
+        ax.set_ylabel(ylabel)
+        ax.set_ylim(0, 105)
+        ax.set_title(title)
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+        return _png(fig)
+
+
+# --- the graph ------------------------------------------------------------------------------------
+FAMILY_COLORS = {
+    "dataset": "#dbeafe", "model": "#ede9fe", "train": "#fce7f3", "export": "#fef3c7", "convert": "#fef3c7",
+    "optimizer": "#fef3c7", "compile": "#fef3c7", "quantize": "#fef3c7", "runtime": "#dcfce7",
+    "target": "#e0f2fe", "report": "#f1f5f9",
+}
+STATE_EDGES = {"done": "#16a34a", "cached": "#0284c7", "failed": "#dc2626", "skipped": "#9ca3af",
+               "cancelled": "#9ca3af"}
+
+
+def graph_picture(nodes: list[dict[str, Any]], edges: list[tuple[str, str]], states: dict[str, str]) -> bytes:
+    """Nodes layered left to right by topological generation; arrows for wires; border = state."""
+    import networkx as nx
+
+    g = nx.DiGraph()
+    g.add_nodes_from(n["id"] for n in nodes)
+    g.add_edges_from((a, b) for a, b in edges if a in g and b in g)
+    try:
+        layers = [sorted(layer) for layer in nx.topological_generations(g)]
+    except nx.NetworkXUnfeasible:
+        layers = [sorted(g.nodes)]
+    kinds = {n["id"]: n.get("kind", "") for n in nodes}
+    tallest = max((len(layer) for layer in layers), default=1)
+    pos = {}
+    for x, layer in enumerate(layers):
+        for y, node_id in enumerate(layer):
+            pos[node_id] = (x, (tallest - 1) / 2 - y + (len(layer) - 1) / 2 - (tallest - 1) / 2)
+    with _style():
+        fig = _figure(min(1.9 * len(layers) + 0.4, 14), min(0.75 * tallest + 0.5, 9))
+        ax = fig.add_subplot()
+        ax.set_axis_off()
+        artists = {}
+        for node_id, (x, y) in pos.items():
+            kind = kinds.get(node_id, "")
+            family = kind.split(".")[0]
+            label = _short(node_id, 18) + ("\n" + _short(kind, 22) if kind else "")
+            artists[node_id] = ax.text(
+                x, y, label, ha="center", va="center", fontsize=7.5, zorder=3,
+                bbox={"boxstyle": "round,pad=0.45", "facecolor": FAMILY_COLORS.get(family, "#f8fafc"),
+                      "edgecolor": STATE_EDGES.get(states.get(node_id, ""), "#64748b"), "linewidth": 1.4})
+        for a, b in g.edges:
+            ax.annotate("", xy=(0, 0.5), xycoords=artists[b], xytext=(1, 0.5), textcoords=artists[a],
+                        arrowprops={"arrowstyle": "-|>", "color": "#64748b", "linewidth": 1.0,
+                                    "connectionstyle": "arc3,rad=0.0", "shrinkA": 1, "shrinkB": 1}, zorder=2)
+        ax.set_xlim(-0.6, len(layers) - 0.4)
+        ax.set_ylim(-(tallest / 2) - 0.1, tallest / 2 + 0.1)
+        return _png(fig)
+
+
+def _short(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"

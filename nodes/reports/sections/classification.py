@@ -1,0 +1,64 @@
+"""Classification quality: a table across runtimes, then per runtime the confusion matrix and
+per-class precision, sensitivity and F1. Runtimes whose predictions match an earlier one exactly
+point to it instead of repeating the same pictures."""
+
+from __future__ import annotations
+
+from .. import plots
+from ..blocks import Cell, Figure, Group, Section, Table, Text
+from ..collect import Entry, Report
+from ..compare import comparison_rows
+from ..fmt import num, pct, points
+
+
+def _fingerprint(entry: Entry) -> tuple:
+    c = entry.data.classification
+    return (tuple(map(tuple, c.confusion_matrix)), tuple(c.precision_per_class), tuple(c.recall_per_class))
+
+
+def build(report: Report) -> Section | None:
+    entries = [e for e in report.entries if e.data.classification is not None and e.data.task != "detection"]
+    if not entries:
+        return None
+    rows = {r.entry.name: r for r in comparison_rows(report)}
+    table = []
+    for e in entries:
+        c = e.data.classification
+        r = rows[e.name]
+        tone = "" if r.within_tolerance is None or r.is_baseline else ("good" if r.within_tolerance else "bad")
+        table.append([Cell(e.name, "baseline" if r.is_baseline else ""), pct(c.accuracy), pct(c.top5),
+                      pct(c.precision_mean), pct(c.recall_mean), pct(c.f1_mean), num(c.g_mean),
+                      Cell("baseline" if r.is_baseline else points(r.quality_delta), tone)])
+    blocks: list = [Table.build(
+        ["runtime", "accuracy", "top-5", "precision (mean)", "sensitivity (mean)", "F1 (mean)", "G-mean", "Δ accuracy"],
+        table, caption="Means are unweighted over classes; G-mean is the geometric mean of per-class sensitivity.")]
+    seen: dict[tuple, str] = {}
+    groups = []
+    for e in entries:
+        c = e.data.classification
+        key = _fingerprint(e)
+        if key in seen and (c.confusion_matrix or c.precision_per_class):
+            groups.append(Group(e.name, [Text(f"Identical confusion matrix and per-class figures to {seen[key]}.",
+                                              "muted")]))
+            continue
+        seen.setdefault(key, e.name)
+        inner: list = []
+        names = c.class_names or [str(i) for i in range(len(c.confusion_matrix or c.precision_per_class))]
+        if c.confusion_matrix:
+            inner.append(Figure(f"confusion_{e.name}", plots.confusion(c.confusion_matrix, names),
+                                "Rows: true class; columns: predicted. Colour: share of the true class."))
+        if c.precision_per_class:
+            per_class = []
+            for i, name in enumerate(names):
+                per_class.append([name, _at(c.precision_per_class, i), _at(c.recall_per_class, i),
+                                  _at(c.f1_per_class, i), str(c.support_per_class[i]) if i < len(c.support_per_class) else "—"])
+            inner.append(Table.build(["class", "precision", "sensitivity", "F1", "support"], per_class))
+        if not inner:
+            inner.append(Text("No confusion matrix or per-class figures in this file.", "muted"))
+        groups.append(Group(e.name, inner, subtitle=f"accuracy {pct(c.accuracy)}"))
+    blocks.append(Group("", groups, layout="grid"))
+    return Section("quality", "Quality — classification", blocks)
+
+
+def _at(values: list[float], i: int) -> str:
+    return num(values[i]) if i < len(values) else "—"

@@ -1,0 +1,57 @@
+"""Every runtime against the baseline: a table sorted by latency and the quality/latency/size chart."""
+
+from __future__ import annotations
+
+from .. import plots
+from ..blocks import Cell, Figure, Section, Table, Text
+from ..collect import Report
+from ..compare import comparison_rows, reference_quality
+from ..fmt import ms, pct, points, seconds, size, times
+
+
+def build(report: Report) -> Section | None:
+    if not report.entries:
+        return None
+    rows = comparison_rows(report)
+    quality_names = sorted({r.quality_name for r in rows if r.quality_name})
+    quality_title = " / ".join(quality_names) or "quality"
+    several_targets = len({_target(r.entry) for r in rows}) > 1
+    columns = ["runtime", "format"] + (["target"] if several_targets else []) + [
+        "mean ms", "p99 ms", "speed-up", "model size", "size ×", quality_title, "Δ quality", "convert time"]
+    table_rows = []
+    for r in rows:
+        e = r.entry
+        name = Cell(e.name + (" (baseline)" if r.is_baseline else ""), "baseline" if r.is_baseline else "",
+                    title=e.runtime_label)
+        delta_tone = "" if r.within_tolerance is None or r.is_baseline else ("good" if r.within_tolerance else "bad")
+        speed_tone = "" if r.speedup is None or r.is_baseline else ("good" if r.speedup >= 1 else "bad")
+        lat = e.data.latency_ms
+        table_rows.append(
+            [name, e.data.model_format or "—"] + ([_target(e)] if several_targets else []) + [
+                ms(r.latency_ms), ms(lat.p99 if lat else None), Cell(times(r.speedup), speed_tone),
+                size(r.size_bytes), times(r.size_ratio), pct(r.quality),
+                Cell("baseline" if r.is_baseline and r.quality is not None else points(r.quality_delta), delta_tone),
+                seconds(e.data.compile_time_s)])
+    numeric_from = 3 if several_targets else 2
+    blocks: list = [Table.build(columns, table_rows, numeric_from=numeric_from,
+                                caption="Sorted by mean latency. Speed-up = baseline latency / runtime latency; "
+                                        "size × = baseline size / model size (above 1 = smaller); Δ quality in "
+                                        "percentage points, green within the tolerance.")]
+    ref = reference_quality(report)
+    points_ = [{"label": r.entry.name, "latency": r.latency_ms, "quality": r.quality, "size": r.size_bytes,
+                "color": r.entry.color, "baseline": r.is_baseline}
+               for r in rows if r.latency_ms is not None and r.quality is not None
+               and (ref is None or r.entry.data.task == ref[0])]
+    if points_:
+        floor = ref[2] - report.tolerance if ref is not None else None
+        blocks.append(Figure("quality_vs_latency", plots.bubble_chart(points_, ref[1] if ref else "quality", floor),
+                             "Up and to the left is better; the dashed line is the lowest quality still within "
+                             "the tolerance."))
+    elif rows:
+        blocks.append(Text("No runtime has both a latency and a quality figure: no quality/latency chart.", "muted"))
+    return Section("comparison", "Comparison", blocks)
+
+
+def _target(entry) -> str:
+    t = entry.data.target
+    return f"{t.kind} {t.address}".strip()

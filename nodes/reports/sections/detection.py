@@ -1,0 +1,91 @@
+"""Detection quality: mAP@0.5 and mAP@[.5:.95] per runtime, AP per class, precision-recall curves
+and mAP against the score threshold (to choose the threshold to deploy with)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import plots
+from ..blocks import Cell, Figure, Group, Section, Table, Text
+from ..collect import Entry, Report
+from ..compare import comparison_rows
+from ..fmt import num, pct, points
+
+
+def _classes(entries: list[Entry]) -> list[str]:
+    names: list[str] = []
+    for e in entries:
+        q = e.data.detection
+        for name in list(q.class_names) + list(q.ap_per_class) + list(q.ap50_95_per_class):
+            if name not in names:
+                names.append(name)
+    return names
+
+
+def _best_threshold(q) -> tuple[float, float] | None:
+    thr, values = q.map_vs_threshold.get("threshold", []), q.map_vs_threshold.get("map50", [])
+    if not thr or len(thr) != len(values):
+        return None
+    i = int(np.argmax(values))
+    return float(thr[i]), float(values[i])
+
+
+def build(report: Report) -> Section | None:
+    entries = [e for e in report.entries if e.data.detection is not None]
+    if not entries:
+        return None
+    rows = {r.entry.name: r for r in comparison_rows(report)}
+    table = []
+    for e in entries:
+        q = e.data.detection
+        r = rows[e.name]
+        tone = "" if r.within_tolerance is None or r.is_baseline else ("good" if r.within_tolerance else "bad")
+        best = _best_threshold(q)
+        table.append([Cell(e.name, "baseline" if r.is_baseline else ""), pct(q.map50), pct(q.map50_95),
+                      num(q.mean_iou), f"{best[0]:.2f} ({pct(best[1])})" if best else "—",
+                      Cell("baseline" if r.is_baseline else points(r.quality_delta), tone)])
+    blocks: list = [Table.build(
+        ["runtime", "mAP@0.5", "mAP@[.5:.95]", "mean IoU", "best score threshold (mAP@0.5)", "Δ mAP@0.5"], table,
+        caption="COCO-style 101-point interpolated AP; mean IoU of matched detections.")]
+
+    classes = _classes(entries)
+    if classes and any(e.data.detection.ap_per_class for e in entries):
+        ap_rows = []
+        for name in classes:
+            row = [name]
+            for e in entries:
+                q = e.data.detection
+                ap, ap_coco = q.ap_per_class.get(name), q.ap50_95_per_class.get(name)
+                row.append(num(ap) + (f" / {num(ap_coco)}" if ap_coco is not None else ""))
+            ap_rows.append(row)
+        blocks.append(Table.build(["class"] + [e.name for e in entries], ap_rows,
+                                  caption="AP@0.5 / AP@[.5:.95] per class."))
+        series = [{"label": e.name, "color": e.color,
+                   "values": [e.data.detection.ap_per_class.get(c, 0.0) for c in classes]}
+                  for e in entries if e.data.detection.ap_per_class]
+        blocks.append(Figure("detection_ap_per_class", plots.grouped_bars(classes, series, "AP@0.5 (%)",
+                                                                          "AP@0.5 per class")))
+
+    curves = [{"label": e.name, "color": e.color, "threshold": e.data.detection.map_vs_threshold["threshold"],
+               "map50": e.data.detection.map_vs_threshold["map50"]}
+              for e in entries if _best_threshold(e.data.detection) is not None]
+    if curves:
+        blocks.append(Figure("detection_map_vs_threshold", plots.map_vs_threshold(curves),
+                             "Detections below the threshold are dropped before matching."))
+
+    seen: dict[str, str] = {}
+    groups = []
+    for e in entries:
+        q = e.data.detection
+        if not q.pr_curves:
+            continue
+        key = repr(sorted(q.pr_curves.items()))
+        if key in seen:
+            groups.append(Group(e.name, [Text(f"Identical precision-recall curves to {seen[key]}.", "muted")]))
+            continue
+        seen[key] = e.name
+        groups.append(Group(e.name, [Figure(f"pr_{e.name}", plots.pr_curves(q.pr_curves, q.ap_per_class))],
+                            subtitle=f"precision-recall at IoU 0.5 · mAP@0.5 {pct(q.map50)}"))
+    if groups:
+        blocks.append(Group("", groups, layout="grid"))
+    return Section("detection", "Quality — detection", blocks)

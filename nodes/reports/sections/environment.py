@@ -1,0 +1,68 @@
+"""Where the numbers come from: CPU, cores, OS and every framework version, per distinct machine."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..blocks import Section, Table, Text
+from ..collect import Entry, Report
+
+#: nested dicts under these keys hold package versions: shown by package name alone
+VERSION_KEYS = ("versions", "frameworks", "packages", "libraries")
+FIRST = ("cpu", "cpu_model", "processor", "cores", "cpu_count", "logical_cores", "physical_cores", "machine",
+         "os", "platform", "system", "release", "python", "memory", "memory_gb", "ram_gb")
+
+
+def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    out: dict[str, str] = {}
+    for key, value in data.items():
+        name = key if not prefix or prefix in VERSION_KEYS else f"{prefix}.{key}"
+        if isinstance(value, dict):
+            out.update(flatten(value, key if not prefix else name))
+        elif isinstance(value, list | tuple):
+            out[name] = ", ".join(str(v) for v in value)
+        elif value is not None and value != "":
+            out[name] = f"{value:g}" if isinstance(value, float) else str(value)
+    return out
+
+
+def environment_of(entry: Entry) -> dict[str, str]:
+    env = flatten(entry.data.environment)
+    target = entry.data.target
+    device = flatten(target.device)
+    if target.kind not in ("", "local") and device:
+        # a remote device: its own description wins over the host's
+        env = {**{f"host {k}": v for k, v in env.items() if k not in device}, **device}
+    else:
+        env = {**device, **env}
+    env["target"] = f"{target.kind} {target.address}".strip()
+    return env
+
+
+def build(report: Report) -> Section | None:
+    if not report.entries:
+        return None
+    groups: list[tuple[dict[str, str], list[str]]] = []
+    for e in report.entries:
+        env = environment_of(e)
+        if len(env) <= 1:
+            continue
+        for known, names in groups:
+            if known == env:
+                names.append(e.name)
+                break
+        else:
+            groups.append((env, [e.name]))
+    if not groups:
+        return Section("environment", "Environment", [Text("No environment recorded in the measurements.", "muted")])
+    keys: list[str] = []
+    for env, _ in groups:
+        keys += [k for k in env if k not in keys]
+    keys.sort(key=lambda k: (FIRST.index(k) if k in FIRST else len(FIRST), k.startswith("host "), k))
+    columns = ["", *(", ".join(names) if len(groups) > 1 else "value" for _, names in groups)]
+    rows = [[key] + [env.get(key, "—") for env, _ in groups] for key in keys]
+    blocks: list = [Table.build(columns, rows, numeric_from=len(columns))]
+    if len(groups) > 1:
+        blocks.insert(0, Text("The runtimes did not all run in the same environment; one column per distinct one.",
+                              "muted"))
+    return Section("environment", "Environment", blocks)

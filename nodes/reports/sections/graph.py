@@ -1,0 +1,64 @@
+"""The pipeline that produced the numbers: the graph as a picture and each step's time."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .. import plots
+from ..blocks import Figure, Group, Section, Table
+from ..collect import Report, RunInfo
+from ..fmt import seconds
+
+
+def node_states(run: RunInfo) -> tuple[dict[str, str], dict[str, float]]:
+    """node -> done/cached/failed/skipped, and node -> seconds, from the run's events."""
+    from engine.events import NodeCached, NodeFailed, NodeFinished, NodeSkipped, NodeStarted
+
+    states: dict[str, str] = {}
+    durations: dict[str, float] = {}
+    for event in run.events:
+        if isinstance(event, NodeStarted):
+            states[event.node] = "running"
+        elif isinstance(event, NodeFinished):
+            states[event.node] = "done"
+            durations[event.node] = event.duration_s
+        elif isinstance(event, NodeCached):
+            states[event.node] = "cached"
+        elif isinstance(event, NodeFailed):
+            states[event.node] = "failed"
+        elif isinstance(event, NodeSkipped):
+            states[event.node] = "skipped"
+    return states, durations
+
+
+def _nodes_and_edges(graph: dict[str, Any]) -> tuple[list[dict[str, Any]], list[tuple[str, str]]]:
+    nodes = [n for n in graph.get("nodes", []) if isinstance(n, dict) and isinstance(n.get("id"), str)]
+    edges = []
+    for e in graph.get("edges", []):
+        try:
+            edges.append((str(e["from"][0]), str(e["to"][0])))
+        except (KeyError, IndexError, TypeError):
+            continue
+    return nodes, edges
+
+
+def build(report: Report) -> Section | None:
+    runs = [r for r in report.runs if r.graph]
+    if not runs:
+        return None
+    blocks: list = []
+    for run in runs:
+        nodes, edges = _nodes_and_edges(run.graph)
+        if not nodes:
+            continue
+        states, durations = node_states(run)
+        inner: list = [Figure(f"graph_{run.name}", plots.graph_picture(nodes, edges, states),
+                              "Left to right in execution order; border: green ran, blue cached, red failed, "
+                              "grey skipped.")]
+        if states:
+            inner.append(Table.build(["node", "kind", "state", "time"],
+                                     [[n["id"], n.get("kind", ""), states.get(n["id"], "—"),
+                                       seconds(durations.get(n["id"]))] for n in nodes], numeric_from=3))
+        title = run.graph.get("name") or run.name
+        blocks.append(Group(title if len(runs) == 1 else f"{run.name}: {title}", inner))
+    return Section("graph", "Pipeline", blocks) if blocks else None

@@ -1,0 +1,71 @@
+"""One card per runtime: what ran, where, on what, how big, how long it took to prepare."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..blocks import Group, KeyValues, Note, Section
+from ..collect import Entry, Report
+from ..fmt import ms, pct, seconds, size
+
+
+def _scalar(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, list | tuple):
+        return "×".join(str(v) for v in value) if all(isinstance(v, int) for v in value) else ", ".join(map(str, value))
+    return str(value)
+
+
+def summary_items(entry: Entry) -> list[tuple[str, str]]:
+    d = entry.data
+    items = [("runtime", d.runtime or "—")]
+    if d.label and d.label != d.runtime:
+        items.append(("label", d.label))
+    if entry.run:
+        items.append(("run", entry.run))
+    items += [("model format", d.model_format or "—"), ("model size", size(d.model_size_bytes))]
+    if d.compile_time_s is not None:
+        items.append(("compile / convert time", seconds(d.compile_time_s)))
+    for step in d.pipeline:
+        what = step.get("kind") or step.get("node") or "step"
+        node = step.get("node")
+        secs = step.get("seconds")
+        items.append((f"  step {what}", (f"{node}: " if node and node != what else "") + seconds(secs)))
+    t = d.target
+    target = f"{t.kind} {t.address}".strip()
+    cpu = t.device.get("cpu") or t.device.get("cpu_model") or t.device.get("machine")
+    items.append(("target", target + (f" — {cpu}" if cpu else "")))
+    if d.dataset:
+        items.append(("dataset", ", ".join(f"{k} {_scalar(v)}" for k, v in d.dataset.items() if v not in (None, ""))))
+    items.append(("task", d.task))
+    if d.latency_ms is not None:
+        items.append(("latency mean / p99", f"{ms(d.latency_ms.mean)} / {ms(d.latency_ms.p99)} ms "
+                                            f"({d.latency_ms.count or len(d.latencies_ms)} calls)"))
+    if d.throughput_per_s:
+        items.append(("throughput", f"{d.throughput_per_s:.1f} inferences/s"))
+    if d.batch_size != 1:
+        items.append(("batch size", str(d.batch_size)))
+    q = entry.quality
+    if q is not None:
+        items.append((q[0], pct(q[1])))
+    if d.options:
+        items.append(("options", ", ".join(f"{k}={_scalar(v)}" for k, v in d.options.items())))
+    return items
+
+
+def build(report: Report) -> Section | None:
+    if not report.entries:
+        return None
+    groups = []
+    for entry in report.entries:
+        blocks: list = [KeyValues(summary_items(entry))]
+        if entry.data.warnings:
+            blocks.append(Note("Warnings from the run:", "warn", list(entry.data.warnings)))
+        if entry.missing:
+            blocks.append(Note("Missing from the measurements file:", "warn", list(entry.missing)))
+        if entry.notes:
+            blocks.append(Note("Notes:", "info", list(entry.notes)))
+        subtitle = entry.runtime_label + (" · baseline" if entry is report.baseline else "")
+        groups.append(Group(entry.name, blocks, subtitle=subtitle, anchor=f"rt-{entry.name}"))
+    return Section("runtimes", "Runtimes", [Group("", groups, layout="grid")])

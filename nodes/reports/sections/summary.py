@@ -1,0 +1,55 @@
+"""The verdict at the top: fastest, smallest, most accurate, and the one to use."""
+
+from __future__ import annotations
+
+from ..blocks import Card, Cards, Note, Section, Text
+from ..collect import Report
+from ..compare import Row, comparison_rows, verdict
+from ..fmt import ms, pct, ratio_text, size
+
+
+def _latency_detail(row: Row) -> str:
+    text = f"{ms(row.latency_ms)} ms mean"
+    if row.speedup is not None and not row.is_baseline:
+        text += f" · {ratio_text(row.speedup, 'faster', 'slower')}"
+    return text
+
+
+def build(report: Report) -> Section | None:
+    if not report.entries:
+        return Section("summary", "Verdict", [Note("No measurements to report.", "error", report.problems)])
+    rows = comparison_rows(report)
+    v = verdict(report, rows)
+    cards = []
+    if v.recommended is not None:
+        r = v.recommended
+        detail = _latency_detail(r)
+        if r.quality is not None:
+            detail += f" · {r.quality_name} {pct(r.quality)}"
+        cards.append(Card("Best within tolerance", r.entry.name, detail, "best"))
+    if v.fastest is not None:
+        cards.append(Card("Fastest", v.fastest.entry.name, _latency_detail(v.fastest)))
+    if v.smallest is not None:
+        r = v.smallest
+        detail = size(r.size_bytes)
+        if r.size_ratio is not None and not r.is_baseline:
+            detail += f" · {ratio_text(r.size_ratio, 'smaller', 'larger')}"
+        cards.append(Card("Smallest", r.entry.name, detail))
+    if v.most_accurate is not None:
+        r = v.most_accurate
+        cards.append(Card("Most accurate", r.entry.name, f"{r.quality_name} {pct(r.quality)}"))
+    blocks: list = [Cards(cards), Text(v.sentence, "lead")]
+    if v.reasons:
+        blocks.append(Note("Why:", "info", v.reasons))
+    base = report.baseline
+    if base is not None:
+        blocks.append(Text(f"Baseline: {base.name} ({base.runtime_label}). Speed-up and size ratios are "
+                           f"against it; the accuracy tolerance is {report.tolerance * 100:.2f} percentage points.",
+                           "muted"))
+    incomplete = [f"{e.name}: {', '.join(e.missing)}" for e in report.entries if e.missing]
+    if incomplete:
+        blocks.append(Note("Some measurements are incomplete; the report shows what they hold. Missing:",
+                           "warn", incomplete))
+    if report.problems:
+        blocks.append(Note("Some inputs could not be read:", "error", report.problems))
+    return Section("summary", "Verdict", blocks)

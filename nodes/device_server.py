@@ -1,0 +1,451 @@
+"""`heiti serve`: run on a device, serve its runtimes to a host over TCP or a serial line.
+
+One loop per link reads frames, answers each request, and streams STATS while a model is loaded.
+A bad frame (garbage, bad CRC, oversize, truncated) gets an ERROR reply and the parser
+resynchronises on the next frame start; a client that vanishes only ends its own link. Inference
+is serialised across links so that two hosts never disturb each other's measurements.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+import platform
+import select
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from engine.protocol import (
+    DEFAULT_MAX_PAYLOAD,
+    VERSION,
+    Channel,
+    ErrorCode,
+    Message,
+    MsgType,
+    ProtocolError,
+    error_fields,
+)
+from engine.transport import (
+    LinkClosed,
+    LinkTimeout,
+    SerialTransport,
+    TcpTransport,
+    Transport,
+    is_loopback,
+    listen_tcp,
+    parse_address,
+)
+from nodes.model_store import ModelStore, StoreError
+
+MAX_LINKS = 8
+_STORE_CODES = {"bad_request": ErrorCode.BAD_REQUEST, "mismatch": ErrorCode.UPLOAD_MISMATCH,
+                "unsafe": ErrorCode.UNSAFE_ARCHIVE, "too_large": ErrorCode.TOO_LARGE, "no_model": ErrorCode.NO_MODEL}
+
+
+def _say(message: str) -> None:
+    print(f"heiti serve: {message}", file=sys.stderr, flush=True)
+
+
+def read_temperature() -> float | None:
+    """The hottest CPU/SoC sensor in °C, or None where none is readable."""
+    try:
+        sensors = psutil.sensors_temperatures()
+    except (AttributeError, OSError):
+        sensors = {}
+    preferred = ("cpu_thermal", "cpu-thermal", "soc_thermal", "coretemp", "k10temp", "zenpower", "cpu")
+    for name in preferred + tuple(sorted(sensors)):
+        values = [s.current for s in sensors.get(name, []) if s.current is not None and -40 < s.current < 150]
+        if values:
+            return float(max(values))
+    zone = Path("/sys/class/thermal/thermal_zone0/temp")
+    try:
+        return int(zone.read_text().strip()) / 1000.0
+    except (OSError, ValueError):
+        return None
+
+
+class StatsSampler:
+    """Samples device metrics in a background thread; links send the newest sample."""
+
+    def __init__(self, period: float) -> None:
+        self.period = max(0.05, float(period))
+        self.latest: dict[str, Any] | None = None
+        self.count = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="stats-sampler", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        proc = psutil.Process()
+        psutil.cpu_percent(None)
+        proc.cpu_percent(None)
+        while not self._stop.wait(self.period):
+            sample: dict[str, Any] = {
+                "t": time.monotonic(),
+                "cpu_percent": psutil.cpu_percent(None),
+                "proc_cpu_percent": proc.cpu_percent(None),
+                "rss_mb": proc.memory_info().rss / 2**20,
+                "mem_percent": psutil.virtual_memory().percent,
+            }
+            temp = read_temperature()
+            if temp is not None:
+                sample["temp_c"] = temp
+            self.latest, self.count = sample, self.count + 1
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+class DeviceServer:
+    def __init__(
+        self,
+        workdir: Path,
+        token: str | None = None,
+        stats_period: float = 0.5,
+        max_payload: int = DEFAULT_MAX_PAYLOAD,
+        frame_timeout: float = 5.0,
+        write_timeout: float = 10.0,
+        idle_timeout: float = 600.0,
+    ) -> None:
+        self.store = ModelStore(Path(workdir))
+        self.token = token or None
+        self.max_payload = max_payload
+        self.frame_timeout = frame_timeout
+        self.write_timeout = write_timeout
+        self.idle_timeout = idle_timeout
+        self.sampler = StatsSampler(stats_period)
+        self.infer_lock = threading.Lock()
+        self.stopped = threading.Event()
+        self.address: tuple[str, int] | None = None
+        self._links: set[_Link] = set()
+        self._links_lock = threading.Lock()
+
+    def device_info(self) -> dict[str, Any]:
+        from nodes.backends import available_runtimes
+
+        vm = psutil.virtual_memory()
+        return {
+            "protocol": VERSION, "server": "heiti serve", "hostname": platform.node(),
+            "system": platform.system(), "machine": platform.machine(), "python": platform.python_version(),
+            "cpu_count": os.cpu_count(), "mem_total_mb": round(vm.total / 2**20), "runtimes": available_runtimes(),
+            "max_payload": self.max_payload, "stats_period": self.sampler.period, "time": time.monotonic(),
+        }
+
+    # --- serving ----------------------------------------------------------------------------------
+    def serve_tcp(self, host: str, port: int) -> None:
+        """Accept clients until `stop()`; each link runs in its own thread."""
+        listener = listen_tcp(host, port)
+        self.address = listener.getsockname()[:2]
+        _say(f"listening on tcp {self.address[0]}:{self.address[1]}")
+        try:
+            while not self.stopped.is_set():
+                ready, _, _ = select.select([listener], [], [], 0.2)
+                if not ready:
+                    continue
+                try:
+                    sock, peer = listener.accept()
+                except OSError:
+                    continue
+                transport = TcpTransport(sock, f"tcp {peer[0]}:{peer[1]}")
+                with self._links_lock:
+                    busy = len(self._links) >= MAX_LINKS
+                if busy:
+                    self._refuse(transport)
+                    continue
+                link = _Link(self, transport, stream=False)
+                threading.Thread(target=link.run, name=f"link {peer}", daemon=True).start()
+        finally:
+            listener.close()
+
+    def _refuse(self, transport: Transport) -> None:
+        try:
+            Channel(transport).send(MsgType.ERROR, error_fields(ErrorCode.BUSY, f"{MAX_LINKS} clients already connected"), timeout=1)
+        except (LinkClosed, LinkTimeout):
+            pass
+        transport.close()
+
+    def serve_serial(self, port: str, baud: int) -> None:
+        """Serve one serial line until `stop()`, reopening it when it disappears (USB unplugged)."""
+        while not self.stopped.is_set():
+            try:
+                transport = SerialTransport(port, baud)
+            except LinkClosed as err:
+                _say(f"{err}; retrying in 1 s")
+                self.stopped.wait(1.0)
+                continue
+            _say(f"serving on {transport.name}")
+            _Link(self, transport, stream=True).run()
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.sampler.stop()
+        with self._links_lock:
+            links = list(self._links)
+        for link in links:
+            link.channel.close()
+
+
+class _Link:
+    """One client link: authentication state, the open session, and the request loop."""
+
+    def __init__(self, server: DeviceServer, transport: Transport, stream: bool) -> None:
+        self.server = server
+        self.channel = Channel(transport, server.max_payload, server.frame_timeout)
+        self.stream = stream  # a serial line: never "closes"; a new HELLO starts over
+        self.greeted = False
+        self.session: Any = None
+        self.loading = False
+        self._stats_sent = 0
+        self._last_garbage_reply = 0.0
+        self._last_request = time.monotonic()
+
+    @property
+    def name(self) -> str:
+        return self.channel.transport.name
+
+    def run(self) -> None:
+        with self.server._links_lock:
+            self.server._links.add(self)
+        try:
+            self._loop()
+        except (LinkClosed, LinkTimeout) as err:
+            _say(f"{self.name}: link ended ({err})")
+        except Exception as err:  # noqa: BLE001 - a link's failure must never reach the server
+            _say(f"{self.name}: link failed: {type(err).__name__}: {err}")
+        finally:
+            self._close_session()
+            self.channel.close()
+            with self.server._links_lock:
+                self.server._links.discard(self)
+
+    def _loop(self) -> None:
+        period = self.server.sampler.period
+        while not self.server.stopped.is_set():
+            self._send_stats()
+            try:
+                msg = self.channel.receive(min(period, 0.5))
+            except ProtocolError as err:
+                self._protocol_error(err)
+                continue
+            now = time.monotonic()
+            if msg is None:
+                if not self.stream and now - self._last_request > self.server.idle_timeout:
+                    _say(f"{self.name}: idle for {self.server.idle_timeout:g}s, closing")
+                    return
+                continue
+            self._last_request = now
+            if msg.is_reply:
+                continue  # a client never sends replies; ignore stray ones
+            if not self._dispatch(msg):
+                return
+
+    # --- replies ------------------------------------------------------------------------------------
+    def _reply(self, msg: Message, msg_type: MsgType, fields: dict[str, Any] | None = None, arrays: Any = ()) -> None:
+        self.channel.send(msg_type, fields, arrays, seq=msg.seq, reply=True, timeout=self.server.write_timeout)
+
+    def _error(self, seq: int, code: ErrorCode, message: str) -> None:
+        self.channel.send(MsgType.ERROR, error_fields(code, message), seq=seq, reply=True, timeout=self.server.write_timeout)
+
+    def _protocol_error(self, err: ProtocolError) -> None:
+        now = time.monotonic()
+        if err.code == ErrorCode.GARBAGE:
+            if now - self._last_garbage_reply < 0.2:
+                return  # one reply per burst of noise, not one per byte
+            self._last_garbage_reply = now
+        self._error(err.seq or 0, err.code, err.message)
+
+    def _send_stats(self) -> None:
+        sampler = self.server.sampler
+        if (self.session is None and not self.loading) or sampler.count == self._stats_sent or sampler.latest is None:
+            return
+        self._stats_sent = sampler.count
+        try:
+            self.channel.send(MsgType.STATS, dict(sampler.latest), timeout=self.server.write_timeout)
+        except LinkTimeout:
+            if not self.stream:
+                raise
+            _say(f"{self.name}: nobody reads the line; stopping the session's stats")
+            self._close_session()
+
+    # --- requests -----------------------------------------------------------------------------------
+    def _dispatch(self, msg: Message) -> bool:
+        """Answer one request; False ends the link."""
+        kind = msg.type
+        if kind == MsgType.HELLO:
+            return self._hello(msg)
+        if not self.greeted:
+            self._error(msg.seq, ErrorCode.HELLO_FIRST, "send HELLO (with the token, if the device has one) first")
+            return True
+        if kind == MsgType.PING:
+            self._reply(msg, MsgType.PING, {"time": time.monotonic()})
+        elif kind == MsgType.BYE:
+            self._close_session()
+            self._reply(msg, MsgType.BYE)
+            if not self.stream:
+                return False
+            self.greeted = False
+        elif kind == MsgType.UPLOAD_MODEL:
+            self._upload(msg)
+        elif kind == MsgType.LOAD:
+            self._load(msg)
+        elif kind == MsgType.INFER:
+            self._infer(msg)
+        else:
+            self._error(msg.seq, ErrorCode.UNKNOWN_TYPE, f"message type {kind} is not a request this device knows")
+        return True
+
+    def _hello(self, msg: Message) -> bool:
+        self._close_session()
+        self.greeted = False
+        token = self.server.token
+        given = msg.fields.get("token") or ""
+        if token is not None and not (isinstance(given, str) and hmac.compare_digest(given.encode(), token.encode())):
+            self._error(msg.seq, ErrorCode.UNAUTHORIZED, "wrong or missing token")
+            _say(f"{self.name}: refused a HELLO with a wrong token")
+            return self.stream
+        version = msg.fields.get("protocol")
+        if version != VERSION:
+            self._error(msg.seq, ErrorCode.UNSUPPORTED_VERSION, f"client speaks protocol {version}, device {VERSION}")
+            return True
+        self.greeted = True
+        self._reply(msg, MsgType.HELLO, self.server.device_info())
+        return True
+
+    def _upload(self, msg: Message) -> None:
+        f, store = msg.fields, self.server.store
+        try:
+            sha, size = f.get("sha256"), f.get("size")
+            if msg.data is None:
+                complete, offset = store.begin(sha, size)
+                self._reply(msg, MsgType.OK, {"complete": complete, "offset": offset})
+                return
+            complete, _ = store.begin(sha, size)
+            if complete:
+                self._reply(msg, MsgType.OK, {"complete": True, "offset": size})
+                return
+            offset = store.append(sha, size, f.get("offset"), msg.data)
+            if offset == size:
+                store.finish(sha, f.get("name"), f.get("packing", "file"))
+                _say(f"{self.name}: model {sha[:12]}… stored ({size} bytes)")
+                self._reply(msg, MsgType.OK, {"complete": True, "offset": offset})
+            else:
+                self._reply(msg, MsgType.OK, {"complete": False, "offset": offset})
+        except StoreError as err:
+            fields = error_fields(_STORE_CODES.get(err.kind, ErrorCode.BAD_REQUEST), str(err))
+            if isinstance(sha, str) and len(sha) == 64:
+                try:
+                    fields["offset"] = store.offset(sha)
+                except StoreError:
+                    pass
+            self.channel.send(MsgType.ERROR, fields, seq=msg.seq, reply=True, timeout=self.server.write_timeout)
+
+    def _load(self, msg: Message) -> None:
+        from nodes.backends import BackendUnavailable, available_runtimes, open_session
+
+        self._close_session()
+        f = msg.fields
+        runtime = f.get("runtime")
+        try:
+            path = self.server.store.entry_path(ModelStore.check_sha(f.get("sha256")), f.get("entry"))
+        except StoreError as err:
+            self._error(msg.seq, _STORE_CODES.get(err.kind, ErrorCode.BAD_REQUEST), str(err))
+            return
+        if runtime not in available_runtimes():
+            self._error(msg.seq, ErrorCode.RUNTIME_UNAVAILABLE,
+                        f"runtime {runtime!r} is not installed on this device (it has: {', '.join(available_runtimes()) or 'none'})")
+            return
+        options = f.get("options") or {}
+        result: dict[str, Any] = {}
+
+        def work() -> None:
+            try:
+                result["session"] = open_session(runtime, str(path), options)
+            except BaseException as err:  # noqa: BLE001 - reported to the client
+                result["error"] = err
+
+        started = time.perf_counter()
+        worker = threading.Thread(target=work, name="load", daemon=True)
+        self.loading = True
+        try:
+            worker.start()
+            while worker.is_alive():  # stats keep the client's timeout from firing on a slow load
+                worker.join(self.server.sampler.period)
+                self._send_stats()
+        finally:
+            self.loading = False
+        if "error" in result:
+            err = result["error"]
+            code = ErrorCode.RUNTIME_UNAVAILABLE if isinstance(err, BackendUnavailable) else ErrorCode.LOAD_FAILED
+            self._error(msg.seq, code, f"{runtime} could not load {path.name}: {type(err).__name__}: {err}")
+            return
+        self.session = result["session"]
+        load_ms = (time.perf_counter() - started) * 1e3
+        _say(f"{self.name}: loaded {path.name} on {runtime} in {load_ms:.0f} ms")
+        self._reply(msg, MsgType.OK, {"inputs": _jsonable(self.session.inputs), "outputs": _jsonable(self.session.outputs),
+                                      "load_ms": load_ms, "time": time.monotonic()})
+
+    def _infer(self, msg: Message) -> None:
+        if self.session is None:
+            self._error(msg.seq, ErrorCode.NO_SESSION, "no model loaded on this link; send LOAD first")
+            return
+        try:
+            with self.server.infer_lock:
+                t0 = time.perf_counter_ns()
+                outputs = self.session.run(msg.arrays)
+                device_ns = time.perf_counter_ns() - t0
+        except Exception as err:  # noqa: BLE001 - reported to the client
+            self._error(msg.seq, ErrorCode.INFER_FAILED, f"{type(err).__name__}: {err}")
+            return
+        self._reply(msg, MsgType.OUTPUT, {"device_ms": device_ns / 1e6}, outputs)
+
+    def _close_session(self) -> None:
+        session, self.session = self.session, None
+        if session is not None:
+            try:
+                session.close()
+            except Exception as err:  # noqa: BLE001
+                _say(f"{self.name}: closing the session failed: {err}")
+
+
+def _jsonable(value: Any) -> Any:
+    import json
+
+    return json.loads(json.dumps(value, default=str))
+
+
+def main(args: Any) -> int:
+    """Entry point of `heiti serve` (arguments defined in engine/cli.py)."""
+    token = args.token or os.environ.get("HEITI_TOKEN") or None
+    workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="heiti-serve-"))
+    if args.tcp:
+        try:
+            host, port = parse_address(args.tcp)
+        except ValueError as err:
+            _say(str(err))
+            return 2
+        if not is_loopback(host) and not token:
+            _say(f"refusing to listen on {host}, which is not loopback, without --token "
+                 "(clients then present it in HELLO; keep it secret)")
+            return 2
+    server = DeviceServer(workdir, token=token, stats_period=args.stats_period)
+    _say(f"models are kept in {workdir}; runtimes here: {', '.join(server.device_info()['runtimes']) or 'none'}")
+    try:
+        if args.tcp:
+            server.serve_tcp(host, port)
+        else:
+            server.serve_serial(args.serial, args.baud)
+    except KeyboardInterrupt:
+        _say("stopped")
+    except OSError as err:
+        _say(f"cannot serve: {err}")
+        return 2
+    finally:
+        server.stop()
+    return 0
+

@@ -1,0 +1,182 @@
+"""Where `heiti serve` keeps uploaded models: one folder per SHA-256, filled chunk by chunk.
+
+An upload is appended to `partial/<sha>.part`, so a link that drops mid-way resumes from the last
+byte received. When complete, its SHA-256 is checked and it becomes `models/<sha>/<name>` (one
+file), or a folder unpacked from a tar archive. Unpacking refuses anything but plain files and
+folders under the target (no absolute paths, no `..`, no links or devices) and caps total size.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import tarfile
+import threading
+from pathlib import Path, PurePosixPath
+
+_SHA = re.compile(r"^[0-9a-f]{64}$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+\-]{0,127}$")
+DEFAULT_MAX_MODEL_BYTES = 8 * 1024**3
+
+
+class StoreError(Exception):
+    """A refused upload; `kind` is one of bad_request, mismatch, unsafe, too_large."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class ModelStore:
+    def __init__(self, root: Path, max_model_bytes: int = DEFAULT_MAX_MODEL_BYTES) -> None:
+        self.root = Path(root)
+        self.models = self.root / "models"
+        self.partial = self.root / "partial"
+        self.models.mkdir(parents=True, exist_ok=True)
+        self.partial.mkdir(parents=True, exist_ok=True)
+        self.max_model_bytes = max_model_bytes
+        self._lock = threading.Lock()
+
+    # --- checks ---------------------------------------------------------------------------------
+    @staticmethod
+    def check_sha(sha: object) -> str:
+        if not isinstance(sha, str) or not _SHA.match(sha):
+            raise StoreError("bad_request", f"sha256 must be 64 lowercase hex digits, got {sha!r}")
+        return sha
+
+    @staticmethod
+    def check_name(name: object) -> str:
+        if not isinstance(name, str) or not _NAME.match(name) or name in (".", ".."):
+            raise StoreError("bad_request", f"model name {name!r} is not a plain file name")
+        return name
+
+    def is_complete(self, sha: str) -> bool:
+        return (self.models / self.check_sha(sha) / ".complete").exists()
+
+    def offset(self, sha: str) -> int:
+        part = self.partial / f"{self.check_sha(sha)}.part"
+        return part.stat().st_size if part.exists() else 0
+
+    # --- upload ---------------------------------------------------------------------------------
+    def begin(self, sha: str, size: int) -> tuple[bool, int]:
+        """(already complete?, bytes already received) for an upload of `size` bytes."""
+        self.check_sha(sha)
+        if not isinstance(size, int) or size < 0:
+            raise StoreError("bad_request", f"bad size {size!r}")
+        if size > self.max_model_bytes:
+            raise StoreError("too_large", f"model of {size} bytes is over this device's limit of {self.max_model_bytes}")
+        if self.is_complete(sha):
+            return True, size
+        free = shutil.disk_usage(self.root).free
+        if free < 2 * size:
+            raise StoreError("too_large", f"not enough disk space: {size} bytes to store, {free} free")
+        offset = self.offset(sha)
+        if offset > size:
+            (self.partial / f"{sha}.part").unlink()
+            offset = 0
+        return False, offset
+
+    def append(self, sha: str, size: int, offset: int, data: memoryview | bytes) -> int:
+        """Append a chunk at `offset` (must be where the partial file ends); returns the new end."""
+        self.check_sha(sha)
+        with self._lock:
+            current = self.offset(sha)
+            if offset != current:
+                raise StoreError("bad_request", f"chunk at offset {offset}, but {current} bytes are stored; resend from {current}")
+            if offset + len(data) > size or size > self.max_model_bytes:
+                raise StoreError("bad_request", f"chunk runs past the declared size {size}")
+            with open(self.partial / f"{sha}.part", "ab") as f:
+                f.write(data)
+            return offset + len(data)
+
+    def finish(self, sha: str, name: str, packing: str) -> Path:
+        """Verify the hash of a fully received upload and install it; returns its folder."""
+        self.check_sha(sha)
+        self.check_name(name)
+        part = self.partial / f"{sha}.part"
+        with self._lock:
+            if self.is_complete(sha):
+                part.unlink(missing_ok=True)
+                return self.models / sha
+            actual = file_sha256(part)
+            if actual != sha:
+                part.unlink()
+                raise StoreError("mismatch", f"received bytes hash to {actual[:12]}…, expected {sha[:12]}…; upload again")
+            staging = self.models / f".{sha}.staging"
+            shutil.rmtree(staging, ignore_errors=True)
+            staging.mkdir()
+            try:
+                if packing == "file":
+                    os.replace(part, staging / name)
+                elif packing == "tar":
+                    _safe_unpack(part, staging, self.max_model_bytes)
+                    part.unlink()
+                else:
+                    raise StoreError("bad_request", f"unknown packing {packing!r} (file or tar)")
+                (staging / ".complete").write_text(name)
+                final = self.models / sha
+                shutil.rmtree(final, ignore_errors=True)
+                os.replace(staging, final)
+            except BaseException:
+                shutil.rmtree(staging, ignore_errors=True)
+                part.unlink(missing_ok=True)
+                raise
+            return final
+
+    def entry_path(self, sha: str, entry: object) -> Path:
+        """The model file or folder named `entry` inside a complete upload, checked to stay inside."""
+        if not self.is_complete(sha):
+            raise StoreError("no_model", f"no model {sha[:12]}… on this device; upload it first")
+        if not isinstance(entry, str) or not entry:
+            raise StoreError("bad_request", f"bad entry {entry!r}")
+        rel = _safe_relative(entry)
+        path = self.models / sha / rel
+        if not path.exists():
+            raise StoreError("no_model", f"{entry!r} is not in model {sha[:12]}…")
+        return path
+
+
+def _safe_relative(name: str) -> PurePosixPath:
+    path = PurePosixPath(name)
+    if path.is_absolute() or not path.parts or any(p in ("..", "") for p in path.parts) or "\\" in name:
+        raise StoreError("unsafe", f"unsafe path {name!r} in the model archive")
+    return path
+
+
+def _safe_unpack(archive: Path, dest: Path, max_bytes: int) -> None:
+    """Extract plain files and folders only; every check happens before anything is written."""
+    try:
+        with tarfile.open(archive, "r:") as tar:
+            members = tar.getmembers()
+            total = 0
+            for m in members:
+                _safe_relative(m.name)
+                if not (m.isfile() or m.isdir()):
+                    raise StoreError("unsafe", f"{m.name!r} in the model archive is a link or device")
+                total += m.size
+                if total > max_bytes:
+                    raise StoreError("too_large", "model archive unpacks to more than the size limit")
+            for m in members:
+                target = dest / _safe_relative(m.name)
+                if m.isdir():
+                    target.mkdir(parents=True, exist_ok=True)
+                    continue
+                target.parent.mkdir(parents=True, exist_ok=True)
+                source = tar.extractfile(m)
+                assert source is not None
+                with source, open(target, "xb") as out:
+                    shutil.copyfileobj(source, out, 1 << 20)
+    except tarfile.TarError as err:
+        raise StoreError("unsafe", f"model archive is not a readable tar: {err}") from err
+    except FileExistsError as err:
+        raise StoreError("unsafe", f"model archive holds {Path(err.filename).name!r} twice") from err

@@ -1,0 +1,250 @@
+"""Compilers: ONNX/TFLite -> Apache TVM (Relax) library, ONNX -> OpenVINO IR.
+
+compile.tvm builds for the host CPU (auto-detected, exported as a .so that the TVM runtime loads
+with `tvm.runtime.load_module` + `relax.VirtualMachine`) or for a device CPU (aarch64, armv7,
+riscv64, a TVM tag, or a target dict as JSON), exported as a .tar of object files to link on or
+for the device. Optional MetaSchedule tuning keeps its database in a folder reused across runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from engine import In, ModelArtifact, Node, NodeError, Out
+
+from .models import step_meta
+
+#: named cross targets -> TVM target dicts (the options TVM's own tags use for these CPUs)
+CROSS_TARGETS: dict[str, dict[str, Any]] = {
+    "aarch64": {"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mattr": ["+neon"]},
+    "armv7": {"kind": "llvm", "mtriple": "armv7a-linux-gnueabihf", "mattr": ["+neon"]},
+    "riscv64": {"kind": "llvm", "mtriple": "riscv64-unknown-linux-gnu", "mabi": "lp64d",
+                "mattr": ["+m", "+a", "+f", "+d", "+c"]},
+}
+
+
+class _Params(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, bool | int | float | str) or value is None:
+        return value
+    return str(value)
+
+
+def resolve_target(name: str) -> tuple[Any, bool]:
+    """(tvm Target, is_cross) for "host", a named cross target, a TVM tag, or a JSON target dict."""
+    import tvm
+
+    if name == "host":
+        return tvm.target.Target({"kind": "llvm", "mcpu": tvm.target.codegen.llvm_get_system_cpu()}), False
+    if name in CROSS_TARGETS:
+        return tvm.target.Target(CROSS_TARGETS[name]), True
+    try:
+        spec: Any = json.loads(name) if name.lstrip().startswith("{") else name
+        target = tvm.target.Target(spec)
+    except Exception as err:  # noqa: BLE001 - TVM raises several error types for a bad target
+        raise NodeError(f"TVM does not understand target {name!r}: {str(err)[:200]}",
+                        f"use host, {', '.join(CROSS_TARGETS)}, a tag like raspberry-pi/4b-aarch64, or a JSON dict") from err
+    triple = str(target.attrs.get("mtriple", "")) if hasattr(target, "attrs") else ""
+    host_triple = tvm.target.codegen.llvm_get_default_target_triple() if hasattr(
+        tvm.target.codegen, "llvm_get_default_target_triple") else "x86_64"
+    cross = bool(triple) and triple.split("-")[0] != host_triple.split("-")[0]
+    return target, cross
+
+
+def file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _fixed_shapes(model: ModelArtifact, batch: int) -> dict[str, list[int]]:
+    """Input shapes with a free batch set to `batch`; other free dims need model.file's fix_shape."""
+    shapes: dict[str, list[int]] = {}
+    for item in model.inputs:
+        shape = list(item["shape"])
+        if shape and shape[0] is None:
+            shape[0] = batch
+        if any(d is None for d in shape):
+            raise NodeError(f"input {item['name']!r} has dynamic dimensions {item['shape']}; TVM needs fixed shapes",
+                            "set fix_shape on the Model file node, e.g. 1,3,224,224")
+        shapes[item["name"]] = [int(d) for d in shape]
+    return shapes
+
+
+class TVMCompile(Node):
+    """Compile an ONNX or TFLite model with Apache TVM (Relax) for a CPU target.
+
+    target: "host" (this machine's CPU, auto-detected), "aarch64", "armv7", "riscv64", a TVM tag
+    (e.g. raspberry-pi/4b-aarch64) or a target dict as JSON. Host builds are a .so; cross builds a
+    .tar of object files for the device. tune_trials > 0 runs MetaSchedule (minutes) and keeps the
+    tuning database in `tuning_db` (default ~/.cache/heiti/tvm-tuning/<model hash>) for next runs.
+    """
+
+    kind = "compile.tvm"
+    title = "TVM compile"
+    category = "Compilers"
+
+    class Params(_Params):
+        target: str = Field("host", description="host, aarch64, armv7, riscv64, a TVM tag or a JSON target dict")
+        opt_level: int = Field(3, ge=0, le=3, description="TVM optimisation level")
+        batch: int = Field(1, ge=1, description="batch size used where the model's batch is dynamic")
+        tune_trials: int = Field(0, ge=0, description="MetaSchedule trials; 0 = no tuning")
+        tuning_db: str = Field("", description="tuning database folder (default ~/.cache/heiti/tvm-tuning/<model hash>)")
+        retune: bool = Field(False, description="tune again even when the database already holds enough records")
+
+        @field_validator("target")
+        @classmethod
+        def _target(cls, value: str) -> str:
+            value = value.strip()
+            if not value:
+                raise ValueError("target is empty; use host, aarch64, armv7, riscv64, a TVM tag or a JSON dict")
+            if value.startswith("{"):
+                try:
+                    json.loads(value)
+                except json.JSONDecodeError as err:
+                    raise ValueError(f"target looks like JSON but does not parse: {err}") from None
+            return value
+
+    inputs = {"model": In(ModelArtifact, formats={"onnx", "tflite"})}
+    outputs = {"model": Out(ModelArtifact, format="tvm")}
+
+    def run(self, ctx: Any, model: ModelArtifact) -> dict[str, Any]:
+        import tvm
+
+        t0 = time.perf_counter()
+        p = self.params
+        target, cross = resolve_target(p.target)
+        shapes = _fixed_shapes(model, p.batch)
+        ctx.progress(0.1, f"importing {model.model_format}")
+        mod = self._import(model, shapes)
+        tuned = 0
+        if p.tune_trials > 0:
+            mod, tuned = self._tune(ctx, mod, target, model)
+        ctx.progress(0.6, "compiling")
+        with tvm.transform.PassContext(opt_level=p.opt_level):
+            executable = tvm.compile(mod, target=target)
+        path = ctx.workdir / ("model.tar" if cross else "model.so")
+        ctx.progress(0.9, "exporting")
+        executable.export_library(str(path))
+        seconds = time.perf_counter() - t0
+        inputs = [{"name": item["name"], "shape": shapes[item["name"]], "dtype": item.get("dtype", "float32"),
+                   **({"quantization": item["quantization"]} if "quantization" in item else {})}
+                  for item in model.inputs]
+        meta = step_meta(model, ctx, self.kind, seconds, compile_time_s=round(seconds, 3), convert_time_s=round(seconds, 3),
+                         target=_json_safe(dict(target.export())), target_name=p.target, cross=cross,
+                         opt_level=p.opt_level, tuned_trials=tuned, source_format=model.model_format)
+        ctx.log(f"TVM {'cross ' if cross else ''}build for {p.target} in {seconds:.2f} s -> {path.name}")
+        return {"model": ModelArtifact(path=path, model_format="tvm", inputs=inputs, outputs=model.outputs, meta=meta)}
+
+    def _import(self, model: ModelArtifact, shapes: dict[str, list[int]]) -> Any:
+        try:
+            if model.model_format == "onnx":
+                import onnx
+                from tvm.relax.frontend.onnx import from_onnx
+
+                dtypes = {i["name"]: i.get("dtype", "float32") for i in model.inputs}
+                return from_onnx(onnx.load(str(model.path)), shape_dict=shapes, dtype_dict=dtypes)
+            import tflite
+            from tvm.relax.frontend.tflite import from_tflite
+
+            buffer = Path(model.path).read_bytes()
+            tfl = tflite.Model.GetRootAsModel(buffer, 0)
+            dtypes = {i["name"]: i.get("dtype", "float32") for i in model.inputs}
+            return from_tflite(tfl, shape_dict=shapes, dtype_dict=dtypes)
+        except NodeError:
+            raise
+        except Exception as err:  # noqa: BLE001 - frontends raise anything on unsupported operators
+            raise NodeError(f"TVM cannot import this {model.model_format} model: {type(err).__name__}: {str(err)[:300]}",
+                            "QOperator-quantised ONNX (QLinearConv, ConvInteger) does not import; use QDQ") from err
+
+    def _tune(self, ctx: Any, mod: Any, target: Any, model: ModelArtifact) -> tuple[Any, int]:
+        import tvm
+        from tvm import relax
+        from tvm.s_tir import meta_schedule as ms
+
+        p = self.params
+        folder = Path(p.tuning_db).expanduser() if p.tuning_db else (
+            Path.home() / ".cache" / "heiti" / "tvm-tuning" / file_digest(Path(model.path))[:16])
+        folder.mkdir(parents=True, exist_ok=True)
+        records = folder / "database_tuning_record.json"
+        existing = sum(1 for _ in open(records, encoding="utf-8")) if records.is_file() else 0
+        with target:
+            mod = tvm.transform.Sequential([relax.transform.DecomposeOpsForInference(),
+                                            relax.transform.CanonicalizeBindings(),
+                                            relax.pipeline.zero_pipeline()])(mod)
+        if existing >= p.tune_trials and not p.retune:
+            ctx.log(f"reusing {existing} tuning records from {folder}")
+            trials = 0
+        else:
+            import importlib.util
+
+            cost_model = "xgb" if importlib.util.find_spec("xgboost") else "random"
+            ctx.progress(0.2, f"tuning ({p.tune_trials} trials, {cost_model} cost model)")
+            ctx.log(f"MetaSchedule: {p.tune_trials} trials, database {folder}")
+            with target, tvm.transform.PassContext(opt_level=p.opt_level):
+                ms.relax_integration.tune_relax(
+                    mod, params={}, target=target, work_dir=str(folder), max_trials_global=p.tune_trials,
+                    num_trials_per_iter=min(64, p.tune_trials), builder=ms.builder.LocalBuilder(timeout_sec=120),
+                    runner=ms.runner.LocalRunner(timeout_sec=60), cost_model=cost_model)
+            trials = p.tune_trials
+        with target, tvm.transform.PassContext(opt_level=p.opt_level):
+            mod = relax.transform.MetaScheduleApplyDatabase(str(folder))(mod)
+        return mod, trials
+
+
+class OpenVINOCompile(Node):
+    """Convert an ONNX model to OpenVINO IR (.xml + .bin); the precision hint is kept for the runtime."""
+
+    kind = "compile.openvino"
+    title = "OpenVINO IR"
+    category = "Compilers"
+
+    class Params(_Params):
+        precision: Literal["f32", "bf16", "f16"] = Field(
+            "f32", description="inference precision hint for the runtime (f32 gives exact comparisons)")
+        compress_to_fp16: bool = Field(False, description="store weights as fp16 in the .bin")
+
+    inputs = {"model": In(ModelArtifact, formats={"onnx"})}
+    outputs = {"model": Out(ModelArtifact, format="openvino")}
+
+    def run(self, ctx: Any, model: ModelArtifact) -> dict[str, Any]:
+        import openvino as ov
+
+        t0 = time.perf_counter()
+        p = self.params
+        try:
+            converted = ov.convert_model(str(model.path))
+        except Exception as err:  # noqa: BLE001
+            raise NodeError(f"OpenVINO cannot convert this ONNX model: {str(err)[:300]}") from err
+        path = ctx.workdir / "model.xml"
+        ov.save_model(converted, str(path), compress_to_fp16=p.compress_to_fp16)
+
+        def describe(ports: Any) -> list[dict[str, Any]]:
+            out = []
+            for port in ports:
+                shape = port.get_partial_shape()
+                dims = [d.get_length() if d.is_static else None for d in shape]
+                out.append({"name": port.get_any_name(), "shape": dims, "dtype": port.get_element_type().to_dtype().name})
+            return out
+
+        seconds = time.perf_counter() - t0
+        meta = step_meta(model, ctx, self.kind, seconds, convert_time_s=round(seconds, 4),
+                         precision_hint=p.precision, ov_config={"INFERENCE_PRECISION_HINT": p.precision},
+                         weights_file=path.with_suffix(".bin").name)
+        return {"model": ModelArtifact(path=path, model_format="openvino", inputs=describe(converted.inputs),
+                                       outputs=describe(converted.outputs), meta=meta)}

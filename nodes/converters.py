@@ -1,0 +1,397 @@
+"""Converters and optimizers: torch/Keras -> ONNX/TFLite, ONNX quantisation, torch pruning.
+
+Each node declares the formats it accepts and the one it makes, so that validation can propose a
+chain of them (the format graph is built from these declarations). Each one records its own time
+in meta["convert_time_s"] and appends itself to meta["pipeline"], keeping the upstream meta.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from engine import DatasetHandle, In, ModelArtifact, Node, NodeError, Out
+
+from .models import step_meta
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+class _Params(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# --- describing model inputs and outputs ---------------------------------------------------------
+def onnx_io(model: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """[{name, shape, dtype}] of an ONNX model's graph inputs (initializers excluded) and outputs."""
+    import onnx
+
+    initializers = {i.name for i in model.graph.initializer}
+
+    def describe(value: Any) -> dict[str, Any]:
+        tensor = value.type.tensor_type
+        shape = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in tensor.shape.dim]
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type).name if tensor.elem_type else "float32"
+        return {"name": value.name, "shape": shape, "dtype": dtype}
+
+    inputs = [describe(v) for v in model.graph.input if v.name not in initializers]
+    return inputs, [describe(v) for v in model.graph.output]
+
+
+def tflite_io(path: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]], Any]:
+    """Inputs/outputs of a .tflite file (with int8 scale/zero point), and its interpreter."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(path))
+
+    def describe(details: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        out = []
+        for d in details:
+            signature = [int(v) for v in d.get("shape_signature", d["shape"])]
+            item: dict[str, Any] = {"name": d["name"], "shape": [v if v > 0 else None for v in signature],
+                                    "dtype": np.dtype(d["dtype"]).name}
+            scale, zero = d.get("quantization", (0.0, 0))
+            if scale:
+                item["quantization"] = [float(scale), int(zero)]
+            out.append(item)
+        return out
+
+    return describe(interpreter.get_input_details()), describe(interpreter.get_output_details()), interpreter
+
+
+def _load_split(dataset: DatasetHandle, split: str, count: int, seed: int, layout: str) -> np.ndarray:
+    """Up to `count` samples of one split (seeded choice), float32, in the model's layout."""
+    with np.load(dataset.path, allow_pickle=False) as data:
+        x = data[f"x_{split}"]
+    if len(x) == 0:
+        raise NodeError(f"the dataset's {split} split is empty; calibration needs samples")
+    if count and count < len(x):
+        x = x[np.sort(np.random.default_rng(seed).choice(len(x), count, replace=False))]
+    x = x.astype(np.float32)
+    return x.transpose(0, 2, 3, 1) if layout == "NHWC" and x.ndim == 4 else x
+
+
+def _artifact(model: ModelArtifact, ctx: Any, kind: str, t0: float, path: Path, fmt: str,
+              inputs: list[dict[str, Any]], outputs: list[dict[str, Any]], **meta: Any) -> ModelArtifact:
+    seconds = time.perf_counter() - t0
+    full = step_meta(model, ctx, kind, seconds, convert_time_s=round(seconds, 4), **meta)
+    ctx.log(f"{kind}: {fmt} model written in {seconds:.2f} s ({path.stat().st_size} bytes)")
+    return ModelArtifact(path=path, model_format=fmt, inputs=inputs, outputs=outputs, meta=full)
+
+
+def _image_shape(model: ModelArtifact) -> list[int]:
+    shape = model.meta.get("input_shape")
+    if not shape:
+        raise NodeError("the model's meta has no input_shape; it cannot be exported without an example input")
+    return [int(v) for v in shape]
+
+
+# --- torch -> ONNX -----------------------------------------------------------------------------------
+class TorchToOnnx(Node):
+    """Export a torch model (state_dict + arch, or a torch.export .pt2) to a single ONNX file."""
+
+    kind = "convert.torch_to_onnx"
+    title = "Export torch to ONNX"
+    category = "Converters"
+
+    class Params(_Params):
+        opset: int = Field(17, ge=11, le=23, description="ONNX opset version")
+        dynamic_batch: bool = Field(False, description="leave the batch dimension free (fixed 1 otherwise)")
+        exporter: Literal["auto", "torchscript", "dynamo"] = Field(
+            "auto", description="auto: TorchScript tracing for torch models (fast), dynamo for .pt2")
+
+    inputs = {"model": In(ModelArtifact, formats={"torch", "pt2"})}
+    outputs = {"model": Out(ModelArtifact, format="onnx")}
+
+    def run(self, ctx: Any, model: ModelArtifact) -> dict[str, Any]:
+        import onnx
+        import torch
+
+        from .torch_arch import get_arch, load_model
+
+        t0 = time.perf_counter()
+        p = self.params
+        path = ctx.workdir / "model.onnx"
+        if model.model_format == "pt2":
+            program = torch.export.load(str(model.path))
+            module: Any = program
+            example = tuple(torch.zeros([d or 1 for d in i["shape"]], dtype=getattr(torch, i["dtype"]))
+                            for i in model.inputs)
+            input_names = [i["name"] for i in model.inputs]
+            output_names = None
+            exporter = "dynamo"
+            if p.dynamic_batch:
+                ctx.warn("dynamic_batch is ignored for .pt2: the exported program fixes its own shapes")
+        else:
+            module = load_model(model.path, model.meta)
+            example = (torch.zeros([1, *_image_shape(model)]),)
+            input_names = [model.meta.get("input_name", "input")]
+            output_names = get_arch(model.meta["arch"]).output_names
+            exporter = "torchscript" if p.exporter == "auto" else p.exporter
+        ctx.progress(0.2, f"exporting with {exporter}")
+        kwargs: dict[str, Any] = {"input_names": input_names, "opset_version": p.opset}
+        if output_names:
+            kwargs["output_names"] = output_names
+        if exporter == "torchscript":
+            if p.dynamic_batch:
+                kwargs["dynamic_axes"] = {n: {0: "batch"} for n in input_names + list(output_names or [])}
+            torch.onnx.export(module, example, str(path), dynamo=False, **kwargs)
+        else:
+            if p.dynamic_batch and not isinstance(module, torch.export.ExportedProgram):
+                kwargs["dynamic_shapes"] = tuple({0: torch.export.Dim("batch")} for _ in example)
+            torch.onnx.export(module, example, str(path), dynamo=True, external_data=False, verbose=False, **kwargs)
+        onnx_model = onnx.load(str(path))
+        onnx.checker.check_model(onnx_model)
+        inputs, outputs = onnx_io(onnx_model)
+        art = _artifact(model, ctx, self.kind, t0, path, "onnx", inputs, outputs, layout=model.meta.get("layout", "NCHW"),
+                        input_name=inputs[0]["name"], opset=p.opset, exporter=exporter)
+        return {"model": art}
+
+
+# --- Keras -> TFLite ----------------------------------------------------------------------------------
+def fixed_batch_keras(model: Any, batch: int) -> Any:
+    """A functional wrapper with a fixed batch size: TFLite then needs no SHAPE ops for Flatten."""
+    import keras
+
+    inputs = [keras.Input(batch_shape=(batch, *t.shape[1:]), name=t.name, dtype=t.dtype) for t in model.inputs]
+    return keras.Model(inputs, model(inputs[0] if len(inputs) == 1 else inputs))
+
+
+class KerasToTFLite(Node):
+    """Convert a Keras model to TensorFlow Lite: float32, float16, dynamic-range or full int8.
+
+    int8 is full-integer quantisation (int8 weights, activations, inputs and outputs) calibrated
+    on a representative set drawn from the dataset's train split: it needs the dataset input.
+    """
+
+    kind = "convert.keras_to_tflite"
+    title = "Convert Keras to TFLite"
+    category = "Converters"
+
+    class Params(_Params):
+        quantization: Literal["float32", "float16", "dynamic", "int8"] = Field("float32")
+        representative_samples: int = Field(200, ge=1, le=100_000, description="train samples used to calibrate int8")
+        batch: int = Field(1, ge=1, description="fixed batch size of the TFLite model")
+        seed: int = Field(0, description="seed of the representative sample choice")
+
+    inputs = {"model": In(ModelArtifact, formats={"keras"}),
+              "dataset": In(DatasetHandle, formats={"classification", "detection"}, required=False,
+                            description="needed for int8: calibration samples from its train split")}
+    outputs = {"model": Out(ModelArtifact, format="tflite")}
+
+    def run(self, ctx: Any, model: ModelArtifact, dataset: DatasetHandle | None = None) -> dict[str, Any]:
+        import keras
+        import tensorflow as tf
+
+        t0 = time.perf_counter()
+        p = self.params
+        if p.quantization == "int8" and dataset is None:
+            raise NodeError("int8 quantisation needs calibration data: connect a dataset to input 'dataset'",
+                            "or choose quantization float32, float16 or dynamic")
+        net = keras.models.load_model(model.path, safe_mode=True, compile=False)
+        converter = tf.lite.TFLiteConverter.from_keras_model(fixed_batch_keras(net, p.batch))
+        if p.quantization != "float32":
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        if p.quantization == "float16":
+            converter.target_spec.supported_types = [tf.float16]
+        if p.quantization == "int8":
+            assert dataset is not None
+            samples = _load_split(dataset, "train", p.representative_samples, p.seed, model.meta.get("layout", "NHWC"))
+
+            def representative() -> Any:
+                for start in range(0, len(samples) - p.batch + 1, p.batch):
+                    ctx.check_cancelled()
+                    yield [samples[start:start + p.batch]]
+
+            converter.representative_dataset = representative
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+            converter.inference_input_type = tf.int8
+            converter.inference_output_type = tf.int8
+        ctx.progress(0.3, f"converting ({p.quantization})")
+        path = ctx.workdir / "model.tflite"
+        with contextlib.redirect_stdout(io.StringIO()):  # TF prints the traced signature
+            path.write_bytes(converter.convert())
+        inputs, outputs, interpreter = tflite_io(path)
+        interpreter.allocate_tensors()
+        art = _artifact(model, ctx, self.kind, t0, path, "tflite", inputs, outputs, quantization=p.quantization,
+                        layout=model.meta.get("layout", "NHWC"), input_name=inputs[0]["name"])
+        return {"model": art}
+
+
+# --- Keras -> ONNX ------------------------------------------------------------------------------------
+class KerasToOnnx(Node):
+    """Convert a Keras model to ONNX with tf2onnx (traced as a tf.function with a fixed signature)."""
+
+    kind = "convert.keras_to_onnx"
+    title = "Export Keras to ONNX"
+    category = "Converters"
+
+    class Params(_Params):
+        opset: int = Field(17, ge=11, le=18, description="ONNX opset version")
+        nchw_input: bool = Field(True, description="make the ONNX model take NCHW input (a transpose is added inside)")
+        batch: int = Field(1, ge=1, description="fixed batch size")
+
+    inputs = {"model": In(ModelArtifact, formats={"keras"})}
+    outputs = {"model": Out(ModelArtifact, format="onnx")}
+
+    def run(self, ctx: Any, model: ModelArtifact) -> dict[str, Any]:
+        import keras
+        import onnx
+        import tensorflow as tf
+        import tf2onnx
+
+        t0 = time.perf_counter()
+        p = self.params
+        net = keras.models.load_model(model.path, safe_mode=True, compile=False)
+        if len(net.inputs) != 1:
+            raise NodeError(f"Keras to ONNX handles single-input models; this one has {len(net.inputs)} inputs")
+        name = model.meta.get("input_name") or "input"
+        spec = tf.TensorSpec([p.batch, *net.inputs[0].shape[1:]], net.inputs[0].dtype, name=name)
+        function = tf.function(lambda x: net(x, training=False), input_signature=[spec])
+        path = ctx.workdir / "model.onnx"
+        ctx.progress(0.3, "tracing and converting")
+        rank4 = len(spec.shape) == 4
+        proto, _ = tf2onnx.convert.from_function(
+            function, input_signature=[spec], opset=p.opset,
+            inputs_as_nchw=[f"{name}:0"] if p.nchw_input and rank4 else None)
+        onnx.save(proto, str(path))
+        onnx.checker.check_model(proto)
+        inputs, outputs = onnx_io(proto)
+        layout = "NCHW" if p.nchw_input and rank4 else model.meta.get("layout", "NHWC")
+        art = _artifact(model, ctx, self.kind, t0, path, "onnx", inputs, outputs, layout=layout,
+                        input_name=inputs[0]["name"], opset=p.opset)
+        return {"model": art}
+
+
+# --- ONNX quantisation -------------------------------------------------------------------------------
+class OnnxQuantize(Node):
+    """Quantise an ONNX model with ONNX Runtime: static QDQ int8 calibrated on the dataset, or dynamic.
+
+    Static QDQ models import into TVM and OpenVINO; dynamic ones use integer operators
+    (ConvInteger, MatInteger) that only ONNX Runtime runs.
+    """
+
+    kind = "optimize.onnx_quantize"
+    title = "Quantise ONNX (int8)"
+    category = "Optimizers"
+
+    class Params(_Params):
+        mode: Literal["static", "dynamic"] = Field("static", description="static QDQ (needs a dataset) or dynamic")
+        calibration_samples: int = Field(200, ge=1, le=100_000, description="train samples used to calibrate")
+        calibrate_method: Literal["minmax", "entropy", "percentile"] = Field("minmax")
+        activation_type: Literal["int8", "uint8"] = Field("uint8", description="type of quantised activations")
+        per_channel: bool = Field(False, description="per-channel weight scales")
+        seed: int = 0
+
+    inputs = {"model": In(ModelArtifact, formats={"onnx"}),
+              "dataset": In(DatasetHandle, formats={"classification", "detection"}, required=False,
+                            description="calibration samples for static mode")}
+    outputs = {"model": Out(ModelArtifact, format="onnx")}
+
+    def run(self, ctx: Any, model: ModelArtifact, dataset: DatasetHandle | None = None) -> dict[str, Any]:
+        import onnx
+        from onnxruntime import quantization as q
+
+        t0 = time.perf_counter()
+        p = self.params
+        path = ctx.workdir / "model.onnx"
+        prepared = ctx.workdir / "prepared.onnx"
+        try:
+            q.quant_pre_process(str(model.path), str(prepared), skip_symbolic_shape=True)
+        except Exception as err:  # noqa: BLE001 - pre-processing is an optional improvement
+            ctx.warn(f"quantisation pre-processing skipped: {err}")
+            prepared = Path(model.path)
+        if p.mode == "dynamic":
+            q.quantize_dynamic(str(prepared), str(path), weight_type=q.QuantType.QUInt8, per_channel=p.per_channel)
+        else:
+            if dataset is None:
+                raise NodeError("static quantisation needs calibration data: connect a dataset to input 'dataset'",
+                                "or set mode to dynamic")
+            samples = _load_split(dataset, "train", p.calibration_samples, p.seed, model.meta.get("layout", "NCHW"))
+            method = {"minmax": q.CalibrationMethod.MinMax, "entropy": q.CalibrationMethod.Entropy,
+                      "percentile": q.CalibrationMethod.Percentile}[p.calibrate_method]
+            activation = q.QuantType.QInt8 if p.activation_type == "int8" else q.QuantType.QUInt8
+            ctx.progress(0.2, f"calibrating on {len(samples)} samples")
+            q.quantize_static(str(prepared), str(path), _Calibration(model, samples, ctx),
+                              quant_format=q.QuantFormat.QDQ, activation_type=activation,
+                              weight_type=q.QuantType.QInt8, per_channel=p.per_channel, calibrate_method=method)
+        if prepared != Path(model.path):
+            prepared.unlink(missing_ok=True)
+        quantised = onnx.load(str(path))
+        inputs, outputs = onnx_io(quantised)
+        art = _artifact(model, ctx, self.kind, t0, path, "onnx", inputs, outputs,
+                        quantization=f"{p.mode}-int8" if p.mode == "dynamic" else f"qdq-{p.activation_type}")
+        return {"model": art}
+
+
+class _Calibration:
+    """onnxruntime CalibrationDataReader over prepared samples, one sample per call (batch 1)."""
+
+    def __init__(self, model: ModelArtifact, samples: np.ndarray, ctx: Any) -> None:
+        self.name = model.inputs[0]["name"] if model.inputs else model.meta.get("input_name", "input")
+        self.samples = samples
+        self.ctx = ctx
+        self.index = 0
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        self.ctx.check_cancelled()
+        if self.index >= len(self.samples):
+            return None
+        sample = self.samples[self.index:self.index + 1]
+        self.index += 1
+        return {self.name: sample}
+
+    def rewind(self) -> None:
+        self.index = 0
+
+
+# --- torch pruning -----------------------------------------------------------------------------------
+class TorchPrune(Node):
+    """Zero the smallest weights (L1 unstructured) of every Conv and Linear layer, made permanent."""
+
+    kind = "optimize.torch_prune"
+    title = "Prune torch weights"
+    category = "Optimizers"
+
+    class Params(_Params):
+        sparsity: float = Field(0.5, ge=0.0, lt=1.0, description="share of weights set to zero")
+        scope: Literal["layer", "global"] = Field("layer", description="per layer, or one threshold for all layers")
+
+    inputs = {"model": In(ModelArtifact, formats={"torch"})}
+    outputs = {"model": Out(ModelArtifact, format="torch")}
+
+    def run(self, ctx: Any, model: ModelArtifact) -> dict[str, Any]:
+        from torch import nn
+        from torch.nn.utils import prune
+
+        from .torch_arch import load_model, save_model
+
+        t0 = time.perf_counter()
+        p = self.params
+        module = load_model(model.path, model.meta)
+        targets = [(m, "weight") for m in module.modules() if isinstance(m, nn.Conv2d | nn.Conv1d | nn.Linear)]
+        if not targets:
+            raise NodeError("the model has no Conv or Linear layer to prune")
+        if p.scope == "global":
+            prune.global_unstructured(targets, pruning_method=prune.L1Unstructured, amount=p.sparsity)
+        else:
+            for layer, name in targets:
+                prune.l1_unstructured(layer, name, amount=p.sparsity)
+        for layer, name in targets:
+            prune.remove(layer, name)
+        zeros = sum(int((layer.weight == 0).sum()) for layer, _ in targets)
+        total = sum(layer.weight.numel() for layer, _ in targets)
+        path = ctx.workdir / "model.pt"
+        seconds = time.perf_counter() - t0
+        meta = step_meta(model, ctx, self.kind, seconds, convert_time_s=round(seconds, 4),
+                         sparsity=round(zeros / total, 4))
+        save_model(module, path, meta)
+        ctx.log(f"pruned {zeros} of {total} weights ({zeros / total:.1%})")
+        return {"model": model.model_copy(update={"path": path, "meta": meta})}

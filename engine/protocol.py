@@ -105,7 +105,7 @@ class Frame:
     type: int
     flags: int
     seq: int
-    payload: bytes | bytearray
+    payload: bytes | bytearray | memoryview
 
 
 @dataclass
@@ -132,14 +132,22 @@ def _nbytes(part: Buffer) -> int:
     return part.nbytes if isinstance(part, memoryview) else len(part)
 
 
-def encode_frame(msg_type: int, parts: Sequence[Buffer], seq: int = 0, flags: int = 0) -> list[Buffer]:
-    """Frame the payload `parts` without joining them: the list goes to a scatter-gather write."""
-    length = sum(_nbytes(p) for p in parts)
+def frame_header(msg_type: int, length: int, seq: int = 0, flags: int = 0) -> bytes:
     head = _HEAD.pack(MAGIC, VERSION, int(msg_type), int(flags), seq & 0xFFFFFFFF, length)
+    return head + _U32.pack(zlib.crc32(head))
+
+
+def frame_trailer(parts: Sequence[Buffer]) -> bytes:
     crc = 0
     for part in parts:
         crc = zlib.crc32(part, crc)
-    return [head + _U32.pack(zlib.crc32(head)), *parts, _U32.pack(crc)]
+    return _U32.pack(crc)
+
+
+def encode_frame(msg_type: int, parts: Sequence[Buffer], seq: int = 0, flags: int = 0) -> list[Buffer]:
+    """Frame the payload `parts` without joining them: the list goes to a scatter-gather write."""
+    length = sum(_nbytes(p) for p in parts)
+    return [frame_header(msg_type, length, seq, flags), *parts, frame_trailer(parts)]
 
 
 class FrameParser:
@@ -209,8 +217,14 @@ class FrameParser:
         if len(buf) < end:
             return None
         (sent_crc,) = _U32.unpack_from(buf, HEADER_SIZE + length)
-        payload = buf[HEADER_SIZE : HEADER_SIZE + length]
-        del buf[:end]
+        payload: bytearray | memoryview
+        if len(buf) == end and length >= 4096:
+            # the buffer holds just this frame: hand it over instead of copying the payload out
+            payload = memoryview(buf)[HEADER_SIZE : HEADER_SIZE + length]
+            self._buf = bytearray()
+        else:
+            payload = buf[HEADER_SIZE : HEADER_SIZE + length]
+            del buf[:end]
         crc = self._crc
         self._head, self._crc, self._crc_done = None, 0, 0
         if crc != sent_crc:
@@ -260,7 +274,9 @@ def _pad(n: int) -> bytes:
 
 def npy_parts(array: np.ndarray) -> list[Buffer]:
     """An array as npy bytes (header, data) without copying C-contiguous data."""
-    array = np.ascontiguousarray(array)
+    array = np.asarray(array)
+    if not array.flags.c_contiguous:
+        array = np.ascontiguousarray(array)
     if array.dtype.hasobject:
         raise ValueError("object arrays cannot be sent (never pickle)")
     head = io.BytesIO()
@@ -273,13 +289,13 @@ def npy_parts(array: np.ndarray) -> list[Buffer]:
 
 
 def encode_message(fields: dict[str, Any], arrays: Iterable[np.ndarray] = (), data: Buffer | None = None) -> list[Buffer]:
-    """Payload parts: u32 JSON length, JSON, then 64-byte aligned blobs (arrays, then `data`)."""
+    """Payload parts: u32 JSON length, JSON {fields, arrays: [sizes], data: size}, then 64-byte
+    aligned blobs (the npy arrays, then `data`)."""
     blobs = [npy_parts(a) for a in arrays]
-    meta = dict(fields)
-    meta["_arrays"] = [sum(_nbytes(p) for p in blob) for blob in blobs]
+    meta: dict[str, Any] = {"fields": fields, "arrays": [sum(_nbytes(p) for p in blob) for blob in blobs]}
     if data is not None:
         blobs.append([data])
-        meta["_data"] = _nbytes(data)
+        meta["data"] = _nbytes(data)
     text = json.dumps(meta, separators=(",", ":"), allow_nan=True).encode()
     parts: list[Buffer] = [_U32.pack(len(text)) + text]
     offset = 4 + len(text)
@@ -317,8 +333,11 @@ def _decode(frame: Frame) -> Message:
     meta = json.loads(bytes(payload[4 : 4 + json_len]).decode("utf-8"))
     if not isinstance(meta, dict):
         raise _bad("message header is not a JSON object", frame.seq)
-    sizes = meta.pop("_arrays", [])
-    data_size = meta.pop("_data", None)
+    fields = meta.get("fields", {})
+    sizes = meta.get("arrays", [])
+    data_size = meta.get("data")
+    if not isinstance(fields, dict):
+        raise _bad("message fields are not a JSON object", frame.seq)
     if not isinstance(sizes, list) or not all(isinstance(s, int) and s >= 0 for s in sizes):
         raise _bad("bad array table", frame.seq)
     if data_size is not None and (not isinstance(data_size, int) or data_size < 0):
@@ -337,7 +356,11 @@ def _decode(frame: Frame) -> Message:
         if offset + data_size > payload.nbytes:
             raise _bad("data blob runs past the payload", frame.seq)
         data = payload[offset : offset + data_size]
-    return Message(frame.type, meta, arrays, data, frame.seq, frame.flags)
+    return Message(frame.type, fields, arrays, data, frame.seq, frame.flags)
+
+
+#: parsed npy headers: the same few shapes repeat for every inference, and parsing is slow
+_npy_headers: dict[bytes, tuple[Any, bool, np.dtype]] = {}
 
 
 def decode_npy(blob: memoryview, seq: int = 0) -> np.ndarray:
@@ -354,9 +377,16 @@ def decode_npy(blob: memoryview, seq: int = 0) -> np.ndarray:
     end = start + hlen
     if hlen > _MAX_NPY_HEADER or end > blob.nbytes:
         raise _bad("npy header too long", seq)
-    fp = io.BytesIO(b"\x93NUMPY\x01\x00" + struct.pack("<H", hlen) + bytes(blob[start:end]))
-    npy_format.read_magic(fp)
-    shape, fortran, dtype = npy_format.read_array_header_1_0(fp, max_header_size=_MAX_NPY_HEADER)
+    text = bytes(blob[start:end])
+    known = _npy_headers.get(text)
+    if known is None:
+        fp = io.BytesIO(b"\x93NUMPY\x01\x00" + struct.pack("<H", hlen) + text)
+        npy_format.read_magic(fp)
+        known = npy_format.read_array_header_1_0(fp, max_header_size=_MAX_NPY_HEADER)
+        if len(_npy_headers) > 256:
+            _npy_headers.clear()
+        _npy_headers[text] = known
+    shape, fortran, dtype = known
     if dtype.hasobject:
         raise _bad("object arrays are refused (they would need pickle)", seq)
     count = 1
@@ -389,6 +419,9 @@ def error_fields(code: ErrorCode, message: str, **extra: Any) -> dict[str, Any]:
     return {"code": int(code), "name": code.name, "message": message, **extra}
 
 
+_OVERLAP_FROM = 64 * 1024
+
+
 class Channel:
     """Messages over a byte stream: a transport (read/write with timeouts) plus a FrameParser.
 
@@ -412,7 +445,15 @@ class Channel:
         reply: bool = False,
         timeout: float = 10.0,
     ) -> None:
-        self.transport.write(frame_message(msg_type, fields, arrays, data, seq, reply), timeout)
+        parts = encode_message(fields or {}, arrays, data)
+        length = sum(_nbytes(p) for p in parts)
+        head = frame_header(msg_type, length, seq, Flags.REPLY if reply else Flags.NONE)
+        if length < _OVERLAP_FROM:
+            self.transport.write([head, *parts, frame_trailer(parts)], timeout)
+        else:
+            # send the payload first and checksum it while the peer is already reading it
+            self.transport.write([head, *parts], timeout)
+            self.transport.write([frame_trailer(parts)], timeout)
 
     def receive(self, timeout: float) -> Message | None:
         deadline = time.monotonic() + timeout

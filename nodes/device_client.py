@@ -253,12 +253,14 @@ class RemoteSession:
         #: device-side time of the last `run` (the runtime call only), in ms
         self.last_device_ms = float("nan")
         self.runs = 0
+        self.uploaded = False
         self._closed = False
 
     def start(self) -> RemoteSession:
         self._client.with_retries("connecting", lambda: None)
         self._check_runtime()
-        self._client.with_retries("the upload", lambda: self._client.upload(self._bundle))
+        #: False when the device already had the model (same SHA-256) and the upload was skipped
+        self.uploaded = self._client.with_retries("the upload", lambda: self._client.upload(self._bundle))
         reply = self._client.with_retries("loading the model", self._load, restore=self._restore_upload)
         self.inputs = reply.fields.get("inputs", [])
         self.outputs = reply.fields.get("outputs", [])

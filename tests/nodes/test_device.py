@@ -1,0 +1,498 @@
+"""`heiti serve` and the remote session over real sockets on 127.0.0.1 and real pseudo-terminals.
+
+Every wait is bounded: servers run with short frame timeouts, clients with short request timeouts,
+and each test module-level timeout keeps a broken link from hanging the suite.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import tarfile
+import threading
+import time
+from argparse import Namespace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from engine.payloads import ModelArtifact, TargetHandle
+from engine.protocol import VERSION, Channel, ErrorCode, MsgType, frame_message
+from engine.transport import VirtualSerialLink, connect_tcp
+from nodes.device_server import DeviceServer, main
+from nodes.targets import DeviceError, open_remote_session, pack_model
+
+pytestmark = pytest.mark.timeout(120)
+REPO = Path(__file__).resolve().parents[2]
+
+
+# --- helpers ----------------------------------------------------------------------------------------
+def make_onnx(path: Path, in_shape: tuple[int, ...], external: bool = False) -> Path:
+    """A small real model: mean over all but the first two axes, then a 3->10 or C->10 matmul."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    channels = in_shape[1]
+    rng = np.random.default_rng(0)
+    weight = numpy_helper.from_array(rng.standard_normal((channels, 10)).astype(np.float32), "w")
+    nodes, inits = [], [weight]
+    source = "x"
+    if len(in_shape) > 2:
+        inits.append(numpy_helper.from_array(np.arange(2, len(in_shape), dtype=np.int64), "axes"))
+        nodes.append(helper.make_node("ReduceMean", ["x", "axes"], ["m"], keepdims=0))
+        source = "m"
+    nodes.append(helper.make_node("MatMul", [source, "w"], ["y"]))
+    graph = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(in_shape))],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [in_shape[0], 10])], initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 9
+    if external:
+        onnx.save(model, str(path), save_as_external_data=True, location=path.name + ".data", size_threshold=0)
+    else:
+        onnx.save(model, str(path))
+    return path
+
+
+def local_run(path: Path, x: np.ndarray) -> np.ndarray:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+
+
+class ServerThread:
+    def __init__(self, workdir: Path, port: int = 0, **kwargs) -> None:
+        kwargs.setdefault("frame_timeout", 0.5)
+        kwargs.setdefault("stats_period", 0.1)
+        self.server = DeviceServer(workdir, **kwargs)
+        self.thread = threading.Thread(target=self.server.serve_tcp, args=("127.0.0.1", port), daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 5
+        while self.server.address is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert self.server.address is not None
+        self.port = self.server.address[1]
+        self.address = f"127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        self.server.stop()
+        self.thread.join(5)
+
+
+@pytest.fixture
+def server(tmp_path: Path):
+    running = ServerThread(tmp_path / "device")
+    yield running
+    running.stop()
+
+
+def tcp_target(address: str, **options) -> TargetHandle:
+    return TargetHandle(kind="tcp", address=address, options={"timeout_s": 3.0, "retries": 1, **options})
+
+
+def raw_channel(address: str) -> Channel:
+    return Channel(connect_tcp(address, 2.0), frame_timeout=1.0)
+
+
+def hello(channel: Channel, seq: int = 1, token: str = "") -> None:
+    channel.send(MsgType.HELLO, {"protocol": VERSION, "token": token}, seq=seq)
+
+
+def next_reply(channel: Channel, timeout: float = 3.0):
+    """The next message that is not STATS."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        msg = channel.receive(deadline - time.monotonic())
+        if msg is not None and msg.type != MsgType.STATS:
+            return msg
+    raise AssertionError("no reply")
+
+
+# --- TCP ----------------------------------------------------------------------------------------------
+def test_remote_onnx_equals_in_process_and_streams_device_stats(server: ServerThread, tmp_path: Path) -> None:
+    model_path = make_onnx(tmp_path / "m.onnx", (1, 3, 224, 224))
+    x = np.random.default_rng(1).random((1, 3, 224, 224), dtype=np.float32)  # the 602 KB input
+    stats: list[dict] = []
+    session = open_remote_session(tcp_target(server.address), "onnxruntime",
+                                  ModelArtifact(path=model_path, model_format="onnx"), {"threads": 1}, stats.append)
+    try:
+        assert session.inputs[0]["name"] == "x" and session.outputs[0]["shape"] == [1, 10]
+        assert "onnxruntime" in session.device_info["runtimes"] and session.uploaded
+        started = time.perf_counter()
+        while time.perf_counter() - started < 0.5:
+            (y,) = session.run([x])
+        np.testing.assert_allclose(y, local_run(model_path, x), rtol=1e-5, atol=1e-6)
+        assert 0 < session.last_device_ms < 1000
+    finally:
+        session.close()
+    assert stats, "no STATS arrived while the session was open"
+    sample = stats[-1]
+    assert {"t", "cpu_percent", "rss_mb", "mem_percent"} <= sample.keys()
+    assert abs(sample["t"] - time.perf_counter()) < 5  # mapped onto this host's perf_counter clock
+    again = open_remote_session(tcp_target(server.address), "onnxruntime", ModelArtifact(path=model_path, model_format="onnx"))
+    try:
+        assert not again.uploaded  # same SHA-256: the device kept it
+    finally:
+        again.close()
+
+
+def test_model_with_side_files_is_packed_and_runs(server: ServerThread, tmp_path: Path) -> None:
+    model_path = make_onnx(tmp_path / "ext.onnx", (2, 4), external=True)
+    bundle = pack_model(model_path, "onnx")
+    assert bundle.packing == "tar" and bundle.entry == "ext.onnx"
+    assert pack_model(model_path, "onnx").sha256 == bundle.sha256  # deterministic archive
+    bundle.cleanup()
+    x = np.arange(8, dtype=np.float32).reshape(2, 4)
+    session = open_remote_session(tcp_target(server.address), "onnxruntime", ModelArtifact(path=model_path, model_format="onnx"))
+    try:
+        np.testing.assert_allclose(session.run([x])[0], local_run(model_path, x), rtol=1e-5)
+    finally:
+        session.close()
+
+
+def test_archive_with_path_traversal_or_links_is_refused(server: ServerThread, tmp_path: Path) -> None:
+    import hashlib
+
+    for name, kind in (("../evil.txt", tarfile.REGTYPE), ("link", tarfile.SYMTYPE)):
+        archive = tmp_path / "bad.tar"
+        with tarfile.open(archive, "w") as tar:
+            info = tarfile.TarInfo(name)
+            info.type = kind
+            info.linkname = "/etc/passwd" if kind == tarfile.SYMTYPE else ""
+            payload = b"owned" if kind == tarfile.REGTYPE else b""
+            info.size = len(payload)
+            tar.addfile(info, __import__("io").BytesIO(payload))
+        data = archive.read_bytes()
+        sha = hashlib.sha256(data).hexdigest()
+        channel = raw_channel(server.address)
+        try:
+            hello(channel)
+            assert next_reply(channel).type == MsgType.HELLO
+            channel.send(MsgType.UPLOAD_MODEL, {"sha256": sha, "size": len(data), "name": "bad.tar", "packing": "tar",
+                                                "offset": 0}, data=data, seq=2)
+            reply = next_reply(channel)
+            assert reply.type == MsgType.ERROR and reply.fields["code"] == ErrorCode.UNSAFE_ARCHIVE
+        finally:
+            channel.close()
+    assert not (server.server.store.root / "evil.txt").exists()
+    assert not (server.server.store.root.parent / "evil.txt").exists()
+
+
+def test_wrong_token_is_refused_and_the_right_one_accepted(tmp_path: Path) -> None:
+    running = ServerThread(tmp_path / "device", token="s3cret")
+    model = ModelArtifact(path=make_onnx(tmp_path / "m.onnx", (1, 4)), model_format="onnx")
+    try:
+        started = time.monotonic()
+        with pytest.raises(DeviceError) as info:
+            open_remote_session(tcp_target(running.address, token="guess", retries=3), "onnxruntime", model)
+        assert info.value.code == ErrorCode.UNAUTHORIZED and "token" in str(info.value)
+        assert time.monotonic() - started < 2  # refused at once, not retried
+        session = open_remote_session(tcp_target(running.address, token="s3cret"), "onnxruntime", model)
+        session.close()
+    finally:
+        running.stop()
+
+
+def test_non_loopback_bind_needs_a_token(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    args = Namespace(tcp="0.0.0.0:0", serial=None, baud=115200, token=None, workdir=str(tmp_path), stats_period=0.5)
+    os.environ.pop("HEITI_TOKEN", None)
+    assert main(args) == 2
+    assert "--token" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("fault", ["garbage", "bad_crc", "truncated", "oversize", "vanish"])
+def test_server_survives_bad_frames_and_answers_the_next_one(server: ServerThread, fault: str) -> None:
+    channel = raw_channel(server.address)
+    transport = channel.transport
+    try:
+        good = b"".join(bytes(p) for p in frame_message(MsgType.HELLO, {"protocol": VERSION}, seq=7))
+        if fault == "garbage":
+            transport.write([os.urandom(5000)], timeout=2)
+            expected = ErrorCode.GARBAGE
+        elif fault == "bad_crc":
+            damaged = bytearray(good)
+            damaged[25] ^= 0xFF
+            transport.write([bytes(damaged)], timeout=2)
+            expected = ErrorCode.BAD_CRC
+        elif fault == "truncated":
+            transport.write([good[:-6]], timeout=2)
+            expected = ErrorCode.TRUNCATED
+        elif fault == "oversize":
+            huge = frame_message(MsgType.UPLOAD_MODEL, {}, data=b"\0" * 64, seq=9)
+            head = bytearray(bytes(huge[0]))
+            head[12:16] = (server.server.max_payload + 1).to_bytes(4, "big")
+            import zlib
+
+            head[16:20] = zlib.crc32(bytes(head[:16])).to_bytes(4, "big")
+            transport.write([bytes(head)], timeout=2)
+            expected = ErrorCode.OVERSIZE
+        else:  # a client that sends half a frame and goes away
+            transport.write([good[:10]], timeout=2)
+            channel.close()
+            channel = raw_channel(server.address)
+            transport = channel.transport
+            expected = None
+        if expected is not None:
+            reply = next_reply(channel)
+            assert reply.type == MsgType.ERROR and reply.fields["code"] == expected
+            if fault == "oversize":
+                channel.close()  # the device would skip the announced bytes: start a clean link
+                channel = raw_channel(server.address)
+                transport = channel.transport
+        transport.write([good], timeout=2)
+        reply = next_reply(channel)
+        assert reply.type == MsgType.HELLO and reply.seq == 7 and reply.is_reply
+    finally:
+        channel.close()
+
+
+def test_requests_before_hello_and_unknown_types_get_errors(server: ServerThread) -> None:
+    channel = raw_channel(server.address)
+    try:
+        channel.send(MsgType.INFER, {}, [np.zeros(3, np.float32)], seq=1)
+        assert next_reply(channel).fields["code"] == ErrorCode.HELLO_FIRST
+        hello(channel, seq=2)
+        assert next_reply(channel).type == MsgType.HELLO
+        channel.send(MsgType.INFER, {}, [np.zeros(3, np.float32)], seq=3)
+        assert next_reply(channel).fields["code"] == ErrorCode.NO_SESSION
+        channel.send(0x55, {}, seq=4)
+        assert next_reply(channel).fields["code"] == ErrorCode.UNKNOWN_TYPE
+        channel.send(MsgType.PING, seq=5)
+        assert next_reply(channel).type == MsgType.PING
+    finally:
+        channel.close()
+
+
+class CuttingProxy:
+    """Forwards TCP to the server; the first connection is cut after `budget` client bytes."""
+
+    def __init__(self, target_port: int, budget: int) -> None:
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(4)
+        self.address = f"127.0.0.1:{self.listener.getsockname()[1]}"
+        self.target_port, self.budget, self.cuts = target_port, budget, 0
+        self.forwarded = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            cut = self.cuts == 0
+            self.cuts += 1
+            threading.Thread(target=self._pump, args=(client, upstream, cut), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client, False), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket, cut: bool) -> None:
+        sent = 0
+        try:
+            while data := src.recv(65536):
+                if cut and sent + len(data) > self.budget:
+                    dst.sendall(data[: self.budget - sent])
+                    break
+                dst.sendall(data)
+                sent += len(data)
+                self.forwarded += len(data)
+        except OSError:
+            pass
+        for s in (src, dst):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            s.close()
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def test_link_dropped_mid_upload_is_reported_then_resumed_on_retry(server: ServerThread, tmp_path: Path) -> None:
+    # a 4 MB model so that the upload spans several 1 MiB chunks
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = numpy_helper.from_array(np.random.default_rng(0).standard_normal((1000, 1000)).astype(np.float32), "w")
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "big",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1000])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1000])], initializer=[weight])
+    onnx_model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    onnx_model.ir_version = 9
+    model_path = tmp_path / "big.onnx"
+    onnx.save(onnx_model, str(model_path))
+    model = ModelArtifact(path=model_path, model_format="onnx")
+    size = model_path.stat().st_size
+
+    proxy = CuttingProxy(server.port, budget=2_600_000)
+    try:
+        with pytest.raises(DeviceError) as info:
+            open_remote_session(tcp_target(proxy.address, retries=0), "onnxruntime", model)
+        message = str(info.value)
+        assert re.search(r"uploaded \d\.\d of 4\.0 MB, then the upload failed", message), message
+        stored = server.server.store.offset(pack_model(model_path, "onnx").sha256)
+        assert 0 < stored < size
+        session = open_remote_session(tcp_target(proxy.address, retries=2), "onnxruntime", model)
+        try:
+            x = np.ones((1, 1000), np.float32)
+            np.testing.assert_allclose(session.run([x])[0], local_run(model_path, x), rtol=1e-4)
+        finally:
+            session.close()
+        assert proxy.forwarded < 2 * size  # the second upload resumed instead of starting over
+    finally:
+        proxy.close()
+
+
+def _start_cli_server(workdir: Path, address: str) -> tuple[subprocess.Popen, int]:
+    proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "serve", "--tcp", address, "--workdir", str(workdir),
+                             "--stats-period", "0.2"], cwd=REPO, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        match = re.search(r"listening on tcp [\d.]+:(\d+)", line)
+        if match:
+            threading.Thread(target=proc.stderr.read, daemon=True).start()  # keep the pipe drained
+            return proc, int(match.group(1))
+        if proc.poll() is not None:
+            break
+    proc.kill()
+    raise AssertionError("heiti serve did not start")
+
+
+def test_server_restart_is_reported_and_a_retry_reconnects(tmp_path: Path) -> None:
+    model_path = make_onnx(tmp_path / "m.onnx", (1, 4))
+    model = ModelArtifact(path=model_path, model_format="onnx")
+    first, port = _start_cli_server(tmp_path / "device", "127.0.0.1:0")
+    x = np.ones((1, 4), np.float32)
+    session = open_remote_session(tcp_target(f"127.0.0.1:{port}", retries=0), "onnxruntime", model)
+    second = None
+    try:
+        session.run([x])
+        first.kill()
+        first.wait(10)
+        with pytest.raises(DeviceError) as info:
+            session.run([x])
+        assert "ran 1 inference, then inference 2 failed" in str(info.value)
+        second, _ = _start_cli_server(tmp_path / "device", f"127.0.0.1:{port}")
+        session._client.retries = 3
+        np.testing.assert_allclose(session.run([x])[0], local_run(model_path, x), rtol=1e-5)
+    finally:
+        session.close()
+        for proc in (first, second):
+            if proc is not None and proc.poll() is None:
+                proc.terminate()
+                proc.wait(10)
+
+
+def test_unreachable_device_fails_fast_with_a_clear_message(tmp_path: Path) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        free_port = probe.getsockname()[1]
+    model = ModelArtifact(path=make_onnx(tmp_path / "m.onnx", (1, 4)), model_format="onnx")
+    started = time.monotonic()
+    with pytest.raises(DeviceError) as info:
+        open_remote_session(tcp_target(f"127.0.0.1:{free_port}", retries=2), "onnxruntime", model)
+    assert time.monotonic() - started < 5
+    assert "nothing done yet, then connecting failed" in str(info.value) and "3 attempts" in str(info.value)
+
+
+def test_missing_runtime_is_named(server: ServerThread, tmp_path: Path) -> None:
+    model = ModelArtifact(path=make_onnx(tmp_path / "m.onnx", (1, 4)), model_format="onnx")
+    with pytest.raises(DeviceError, match="runtime 'nope' is not installed"):
+        open_remote_session(tcp_target(server.address), "nope", model)
+
+
+# --- serial over pseudo-terminals ----------------------------------------------------------------------
+@pytest.fixture
+def serial_link(tmp_path: Path):
+    link = VirtualSerialLink()
+    servers = []
+
+    def serve(baud: int) -> DeviceServer:
+        device = DeviceServer(tmp_path / f"device{baud}", frame_timeout=0.5, stats_period=0.1)
+        threading.Thread(target=device.serve_serial, args=(link.port_a, baud), daemon=True).start()
+        servers.append(device)
+        return device
+
+    yield link, serve
+    for device in servers:
+        device.stop()
+    time.sleep(0.1)
+    link.close()
+
+
+@pytest.mark.parametrize("baud", [115200, 921600])
+def test_serial_session_runs_at_the_line_speed(serial_link, tmp_path: Path, baud: int) -> None:
+    link, serve = serial_link
+    serve(baud)
+    model_path = make_onnx(tmp_path / "m.onnx", (1, 64))
+    size = model_path.stat().st_size
+    target = TargetHandle(kind="serial", address=link.port_b, options={"baud": baud, "timeout_s": 3, "retries": 1})
+    stats: list[dict] = []
+    started = time.perf_counter()
+    session = open_remote_session(target, "onnxruntime", ModelArtifact(path=model_path, model_format="onnx"), {}, stats.append)
+    try:
+        elapsed = time.perf_counter() - started
+        assert elapsed > size / (baud / 10)  # paced like the real line: not faster than baud/10 bytes/s
+        x = np.linspace(0, 1, 64, dtype=np.float32).reshape(1, 64)
+        for _ in range(3):
+            (y,) = session.run([x])
+        np.testing.assert_allclose(y, local_run(model_path, x), rtol=1e-5)
+        time.sleep(0.3)
+        session.run([x])
+        assert stats
+    finally:
+        session.close()
+
+
+def test_serial_line_noise_is_retried_transparently(serial_link, tmp_path: Path) -> None:
+    link, serve = serial_link
+    serve(921600)
+    model_path = make_onnx(tmp_path / "m.onnx", (1, 64))
+    hits = {"n": 0}
+
+    def corrupt(data: bytes) -> bytes:
+        # damage one byte of the first three frames that carry an array (INFER requests)
+        if len(data) > 200 and hits["n"] < 3 and b"NUMPY" in data:
+            hits["n"] += 1
+            damaged = bytearray(data)
+            damaged[len(damaged) // 2] ^= 0x5A
+            return bytes(damaged)
+        return data
+
+    target = TargetHandle(kind="serial", address=link.port_b, options={"baud": 921600, "timeout_s": 2, "retries": 4})
+    session = open_remote_session(target, "onnxruntime", ModelArtifact(path=model_path, model_format="onnx"))
+    try:
+        link.corrupt = corrupt
+        x = np.full((1, 64), 0.5, np.float32)
+        (y,) = session.run([x])
+        np.testing.assert_allclose(y, local_run(model_path, x), rtol=1e-5)
+        assert hits["n"] >= 1
+    finally:
+        link.corrupt = None
+        session.close()
+
+
+def test_serial_garbage_then_hello(serial_link) -> None:
+    from engine.transport import SerialTransport
+
+    link, serve = serial_link
+    serve(921600)
+    channel = Channel(SerialTransport(link.port_b, 921600), frame_timeout=0.5)
+    try:
+        channel.transport.write([b"\x00\xff" * 300], timeout=2)
+        first = next_reply(channel)
+        assert first.type == MsgType.ERROR and first.fields["code"] == ErrorCode.GARBAGE
+        hello(channel, seq=3)
+        reply = next_reply(channel)
+        assert reply.type == MsgType.HELLO and reply.seq == 3
+    finally:
+        channel.close()
+

@@ -496,3 +496,31 @@ def test_serial_garbage_then_hello(serial_link) -> None:
     finally:
         channel.close()
 
+
+
+# --- target nodes -----------------------------------------------------------------------------------
+def test_target_nodes_describe_the_device_or_fail_clearly(server: ServerThread, tmp_path: Path) -> None:
+    from engine.executor import Executor
+    from engine.graph import Graph
+    from engine.registry import Registry
+    from nodes.targets import LocalTarget, SerialTarget, TcpTarget
+
+    registry = Registry()
+    for cls in (LocalTarget, TcpTarget, SerialTarget):
+        registry.register(cls)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        free_port = probe.getsockname()[1]
+    graph = Graph(name="targets")
+    graph.add_node("target.local", "here")
+    graph.add_node("target.tcp", "board", {"address": server.address, "timeout_s": 2})
+    graph.add_node("target.tcp", "nobody", {"address": f"127.0.0.1:{free_port}", "timeout_s": 1, "retries": 0})
+    result = Executor(registry, cache_dir=tmp_path / "cache").run(graph, tmp_path / "run")
+    assert result.outputs["here"]["target"].kind == "local"
+    board = result.outputs["board"]["target"]
+    assert (board.kind, board.address) == ("tcp", server.address)
+    assert "onnxruntime" in board.options["device"]["runtimes"]
+    assert result.states["nobody"] == "failed"
+    assert "heiti serve" in result.errors["nobody"] and "connecting failed" in result.errors["nobody"]
+    with pytest.raises(ValueError, match="HOST:PORT"):
+        TcpTarget.Params(address="no port here")

@@ -154,7 +154,7 @@ class RuntimeNode(Node):
             compile_time_s=_compile_time(model.meta), pipeline=list(model.meta.get("pipeline") or []),
             latency_ms=latency_stats(result.latencies_ns / NS_PER_MS, result.first_ns / NS_PER_MS),
             preprocess_ms=latency_stats(pre_ns / NS_PER_MS),
-            latencies_ms=[round(v, 5) for v in (result.latencies_ns / NS_PER_MS).tolist()],
+            latencies_ms=[round(v, 6) for v in (result.latencies_ns / NS_PER_MS).tolist()],
             throughput_per_s=n_samples / (result.latencies_ns.sum() / 1e9) if result.latencies_ns.sum() else None,
             batch_size=p.batch_size, resources=resources,
             loop_period_ms=result.wall_ns / max(result.completed, 1) / NS_PER_MS,
@@ -248,12 +248,20 @@ def _check_shape(session: Any, x: np.ndarray, batch_size: int, runtime: str) -> 
     if len(shape) != len(want):
         raise NodeError(f"{runtime}: the model takes inputs of shape {shape}, the dataset gives {want}",
                         "check the model's layout (meta 'layout') and the dataset's input shape")
-    for i, (have, need) in enumerate(zip(shape, want, strict=True)):
-        if have is not None and have != need:
-            what = "batch size" if i == 0 else f"dimension {i}"
-            raise NodeError(f"{runtime}: the model's {what} is fixed at {have}, the run needs {need} "
-                            f"(inputs {want}, model {shape})",
-                            "set batch_size to the model's batch" if i == 0 else "resize the dataset")
+    def fits(dims: list[int]) -> bool:
+        return all(have is None or have == need for have, need in zip(shape[1:], dims, strict=True))
+
+    if shape[0] is not None and shape[0] != batch_size:
+        raise NodeError(f"{runtime}: the model's batch size is fixed at {shape[0]}, the run needs "
+                        f"{batch_size} (inputs {want}, model {shape})", "set batch_size to the model's batch")
+    if not fits(want[1:]):
+        other = None
+        if len(want) == 4:
+            swapped = {"NHWC": [want[2], want[3], want[1]], "NCHW": [want[3], want[1], want[2]]}
+            other = next((name for name, dims in swapped.items() if fits(dims)), None)
+        raise NodeError(f"{runtime}: the model takes inputs of shape {shape}, the dataset gives {want}",
+                        f"the model looks {other}: set its meta 'layout' to {other}" if other
+                        else "resize the dataset to the model's input")
 
 
 def _compile_time(meta: dict[str, Any]) -> float | None:

@@ -44,7 +44,8 @@ class Entry:
 
     @property
     def runtime_label(self) -> str:
-        return self.data.label or self.data.runtime or self.node
+        label = self.data.label
+        return label if label and label != self.node else (self.data.runtime or self.node)
 
     @property
     def is_native(self) -> bool:
@@ -185,13 +186,31 @@ def fill_from_events(entry: Entry, run: RunInfo | None) -> None:
 
 
 def resource_kind(name: str, unit: str) -> str | None:
-    """'cpu', 'memory' or None, from a series' name and unit."""
+    """'cpu', 'memory' or None, from a series' name and unit (per-core series are left out)."""
     low = name.lower()
+    if "core" in low:
+        return None
     if "cpu" in low:
         return "cpu"
+    if unit.strip() == "%":
+        return None  # memory as a share of the system: not comparable across machines
     if any(word in low for word in ("rss", "mem", "ram")) or unit.lower() in ("mb", "mib", "bytes", "b"):
         return "memory"
     return None
+
+
+#: preferred series per panel, best first; others of the same kind are used only when these are absent
+PREFERRED = {"cpu": ("cpu_percent", "process_cpu_percent"), "memory": ("rss_mb",)}
+
+
+def pick_series(series: list[TimeSeries], kind: str) -> TimeSeries | None:
+    """The one series of an entry that stands for `kind` ('cpu' or 'memory') in plots."""
+    usable = [s for s in series if resource_kind(s.name, s.unit) == kind and s.t and len(s.t) == len(s.values)]
+    for name in PREFERRED[kind]:
+        for s in usable:
+            if s.name == name:
+                return s
+    return usable[0] if usable else None
 
 
 def check_completeness(entry: Entry) -> None:

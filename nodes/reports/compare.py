@@ -83,6 +83,8 @@ class Verdict:
     recommended: Row | None
     sentence: str
     reasons: list[str]
+    #: every row sharing the best quality (exact conversions often tie)
+    tied_most_accurate: list[Row]
 
 
 def verdict(report: Report, rows: list[Row] | None = None) -> Verdict:
@@ -99,7 +101,8 @@ def verdict(report: Report, rows: list[Row] | None = None) -> Verdict:
     if recommended is None and not scored:
         recommended = fastest  # nothing to judge accuracy by: speed decides
     sentence, reasons = _explain(report, recommended, ref)
-    return Verdict(fastest, smallest, most_accurate, recommended, sentence, reasons)
+    tied = [r for r in scored if most_accurate is not None and abs(r.quality - most_accurate.quality) < 1e-9]
+    return Verdict(fastest, smallest, most_accurate, recommended, sentence, reasons, tied)
 
 
 def _explain(report: Report, rec: Row | None, ref: tuple[str, str, float] | None) -> tuple[str, list[str]]:

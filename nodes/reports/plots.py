@@ -22,13 +22,14 @@ STYLE = {
 }
 
 
-def _figure(width: float, height: float) -> Any:
+def _figure(width: float, height: float, layout: str | None = "constrained") -> Any:
+    """A figure on an Agg canvas; layout=None for grids placed by hand (constrained layout costs a draw)."""
     # the Agg canvas is attached explicitly: no pyplot, no global backend switch (the editor may run
     # a report on a worker thread next to its own Qt plots)
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+    fig = Figure(figsize=(width, height), dpi=DPI, layout=layout)
     FigureCanvasAgg(fig)
     return fig
 
@@ -56,25 +57,33 @@ def bubble_chart(points: list[dict[str, Any]], quality_name: str, floor: float |
 
     points: {label, latency, quality, size, color, baseline}; `floor` draws the tolerance line.
     """
+    from matplotlib.lines import Line2D
+
     with _style():
-        fig = _figure(7.2, 4.0)
+        fig = _figure(9.0, 4.4)
         ax = fig.add_subplot()
         sizes = [p["size"] or 0 for p in points]
         biggest = max(sizes) if any(sizes) else 1
-        for p in points:
-            area = 60 + 1800 * ((p["size"] or biggest * 0.05) / biggest)
-            ax.scatter([p["latency"]], [p["quality"] * 100], s=area, color=p["color"], alpha=0.55,
-                       edgecolor="black" if p.get("baseline") else p["color"], linewidth=1.6 if p.get("baseline") else 0.8,
+        handles = []
+        for i, p in enumerate(points, start=1):
+            area = 40 + 1400 * ((p["size"] or biggest * 0.05) / biggest)
+            ax.scatter([p["latency"]], [p["quality"] * 100], s=area, color=p["color"], alpha=0.5,
+                       edgecolor="black" if p.get("baseline") else p["color"], linewidth=1.6 if p.get("baseline") else 1,
                        zorder=3)
-            ax.annotate(p["label"] + (" (baseline)" if p.get("baseline") else ""), (p["latency"], p["quality"] * 100),
-                        xytext=(0, 0), textcoords="offset points", ha="center", va="center", fontsize=8, zorder=4)
+            ax.annotate(str(i), (p["latency"], p["quality"] * 100), ha="center", va="center", fontsize=8,
+                        fontweight="bold", zorder=4)
+            handles.append(Line2D([], [], marker="o", linestyle="", markersize=8, color=p["color"], alpha=0.7,
+                                  markeredgecolor="black" if p.get("baseline") else p["color"],
+                                  label=f"{i}  {p['label']}" + (" (baseline)" if p.get("baseline") else "")))
+        ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False,
+                  handletextpad=0.3, labelspacing=0.7)
         if floor is not None:
             ax.axhline(floor * 100, color="#c0392b", linestyle="--", linewidth=1)
             ax.annotate("accuracy tolerance", (1, floor * 100), xycoords=("axes fraction", "data"), ha="right",
                         va="bottom", fontsize=7, color="#c0392b")
         if _log_scale_wanted([p["latency"] for p in points]):
-            ax.set_xscale("log")
-        ax.margins(x=0.18, y=0.25)
+            _log_x(ax)
+        ax.margins(x=0.12, y=0.3)
         ax.set_xlabel("mean latency per inference (ms) — lower is better")
         ax.set_ylabel(f"{quality_name} (%) — higher is better")
         ax.set_title("Quality vs latency (bubble area = model size)")
@@ -86,7 +95,7 @@ def violins(series: list[dict[str, Any]]) -> bytes:
     with _style():
         fig = _figure(7.2, 0.55 * len(series) + 1.0)
         ax = fig.add_subplot()
-        data = [_thin(np.asarray(s["values"], dtype=float)) for s in series]
+        data = [_thin(_clip_tail(np.asarray(s["values"], dtype=float))) for s in series]
         positions = list(range(len(series), 0, -1))
         parts = ax.violinplot(data, positions=positions, orientation="horizontal", widths=0.8,
                               showmedians=True, showextrema=False)
@@ -99,11 +108,28 @@ def violins(series: list[dict[str, Any]]) -> bytes:
             p99 = float(np.percentile(values, 99))
             ax.plot([p99], [pos], marker="|", color="#c0392b", markersize=10)
         ax.set_yticks(positions, [s["label"] for s in series])
-        if _log_scale_wanted([float(np.median(d)) for d in data]):
-            ax.set_xscale("log")
-        ax.set_xlabel("latency per inference (ms); black: median, red: p99")
+        medians = [float(np.median(d)) for d in data]
+        if max(medians) / max(min(medians), 1e-12) > 4:
+            _log_x(ax)
+        ax.set_xlabel("latency per inference (ms); black: median, red: p99; the slowest 0.5 % left out")
         ax.set_title("Latency distribution")
         return _png(fig)
+
+
+def _clip_tail(values: np.ndarray, keep: float = 99.5) -> np.ndarray:
+    """Drop the slowest few calls: a single spike otherwise squeezes the violin into a line."""
+    if values.size < 20:
+        return values
+    return values[values <= np.percentile(values, keep)]
+
+
+def _log_x(ax: Any) -> None:
+    from matplotlib.ticker import FuncFormatter, LogLocator
+
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
 
 
 def _thin(values: np.ndarray, limit: int = 4000) -> np.ndarray:
@@ -119,7 +145,9 @@ def histograms(series: list[dict[str, Any]]) -> bytes:
     cols = min(n, 4)
     rows = math.ceil(n / cols)
     with _style():
-        fig = _figure(min(2.4 * cols + 0.6, 10.5), 1.9 * rows + 0.2)
+        fig = _figure(min(2.4 * cols + 0.6, 10.5), 1.9 * rows + 0.2, layout=None)
+        fig.subplots_adjust(left=0.02, right=0.98, bottom=0.5 / (1.9 * rows + 0.2), top=1 - 0.3 / (1.9 * rows + 0.2),
+                            wspace=0.12, hspace=0.75)
         for i, s in enumerate(series):
             ax = fig.add_subplot(rows, cols, i + 1)
             values = np.asarray(s["values"], dtype=float)
@@ -157,10 +185,13 @@ def confusion(matrix: Sequence[Sequence[int]], class_names: Sequence[str]) -> by
     names = list(class_names) if len(class_names) == n else [str(i) for i in range(n)]
     totals = m.sum(axis=1, keepdims=True)
     norm = np.divide(m, totals, out=np.zeros_like(m), where=totals > 0)
-    side = min(max(2.2, 0.32 * n + 1.2), 5.0)
+    side = min(max(2.2, 0.24 * n + 0.8), 4.4)
     annotate = n <= 15
     with _style():
-        fig = _figure(2 * side + 0.6, side + 0.3)
+        fig = _figure(2 * side + 0.4, side + 0.2, layout=None)
+        longest = max(len(s) for s in names) if n <= 25 else 0
+        margin = min(0.4, 0.11 + 0.018 * longest)  # room for the class names under and beside each matrix
+        fig.subplots_adjust(left=margin * 0.5 + 0.03, right=0.99, bottom=margin, top=0.93, wspace=0.1 + margin * 0.5)
         for i, (values, title, fmt) in enumerate(((m, "counts", "{:.0f}"), (norm, "normalised by true class", "{:.2f}"))):
             ax = fig.add_subplot(1, 2, i + 1)
             ax.grid(False)
@@ -257,6 +288,7 @@ def graph_picture(nodes: list[dict[str, Any]], edges: list[tuple[str, str]], sta
         layers = [sorted(layer) for layer in nx.topological_generations(g)]
     except nx.NetworkXUnfeasible:
         layers = [sorted(g.nodes)]
+    layers = _order_layers(g, layers)
     kinds = {n["id"]: n.get("kind", "") for n in nodes}
     tallest = max((len(layer) for layer in layers), default=1)
     pos = {}
@@ -273,7 +305,7 @@ def graph_picture(nodes: list[dict[str, Any]], edges: list[tuple[str, str]], sta
             family = kind.split(".")[0]
             label = _short(node_id, 18) + ("\n" + _short(kind, 22) if kind else "")
             artists[node_id] = ax.text(
-                x, y, label, ha="center", va="center", fontsize=7.5, zorder=3,
+                x, y, label, ha="center", va="center", fontsize=8.5, zorder=3,
                 bbox={"boxstyle": "round,pad=0.45", "facecolor": FAMILY_COLORS.get(family, "#f8fafc"),
                       "edgecolor": STATE_EDGES.get(states.get(node_id, ""), "#64748b"), "linewidth": 1.4})
         for a, b in g.edges:
@@ -283,6 +315,28 @@ def graph_picture(nodes: list[dict[str, Any]], edges: list[tuple[str, str]], sta
         ax.set_xlim(-0.6, len(layers) - 0.4)
         ax.set_ylim(-(tallest / 2) - 0.1, tallest / 2 + 0.1)
         return _png(fig)
+
+
+def _order_layers(g: Any, layers: list[list[str]], sweeps: int = 4) -> list[list[str]]:
+    """Order nodes within each layer by the mean height of their neighbours (fewer crossings)."""
+    layers = [list(layer) for layer in layers]
+
+    def place(layer: list[str]) -> None:
+        for k, node in enumerate(layer):
+            height[node] = k - (len(layer) - 1) / 2
+
+    height: dict[str, float] = {}
+    for layer in layers:
+        place(layer)
+    for sweep in range(sweeps):
+        down = sweep % 2 == 0
+        for i in range(1, len(layers)) if down else range(len(layers) - 2, -1, -1):
+            def key(node: str, down: bool = down) -> float:
+                near = [height[n] for n in (g.predecessors(node) if down else g.successors(node))]
+                return sum(near) / len(near) if near else height[node]
+            layers[i].sort(key=key)
+            place(layers[i])
+    return layers
 
 
 def _short(text: str, limit: int) -> str:

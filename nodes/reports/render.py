@@ -49,11 +49,13 @@ def report_from_runs(run_dirs: list[Path], baseline: str = "", title: str = "", 
         names.add(run.name)
         report.runs.append(run)
         report.problems += run.problems
+        entries = []
         for file in files:
             try:
-                report.entries.append(read_entry(file, run=run.name))
+                entries.append(read_entry(file, run=run.name))
             except ValueError as err:
                 report.problems.append(str(err))
+        report.entries += sorted(entries, key=_order_key(run))
     if not report.entries:
         raise NoMeasurements("no readable measurements in " + ", ".join(map(str, run_dirs))
                              + ("" if not report.problems else ": " + "; ".join(report.problems)))
@@ -77,6 +79,17 @@ def report_from_files(files: list[tuple[Path, str]], run_dir: Path | None, basel
         raise NoMeasurements("none of the measurements could be read: " + "; ".join(report.problems))
     report.title = report.title or "Heiti report" + (f" — {_graph_name(run)}" if _graph_name(run) else "")
     return finish(report, baseline)
+
+
+def _order_key(run: RunInfo):
+    """Entries in the order their nodes ran (else as the graph lists them, else by name)."""
+    from engine.events import RunStarted
+
+    order: list[str] = next((list(e.order) for e in run.events if isinstance(e, RunStarted)), [])
+    if not order and run.graph:
+        order = [n.get("id") for n in run.graph.get("nodes", []) if isinstance(n, dict)]
+    where = {node: i for i, node in enumerate(order)}
+    return lambda entry: (where.get(entry.node, len(where)), entry.node)
 
 
 def _graph_name(run: RunInfo) -> str:

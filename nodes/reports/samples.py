@@ -63,12 +63,19 @@ def _latencies(rng: np.random.Generator, mean_ms: float, calls: int) -> np.ndarr
 
 def _resources(rng: np.random.Generator, seconds: float, period: float = 0.1) -> list[TimeSeries]:
     t = np.arange(0, seconds, period)
-    cpu = np.clip(95 + rng.normal(0, 6, t.size), 0, None)
-    cpu[:3] = [20, 60, 85][: min(3, t.size)]
+    cores = np.clip(rng.normal(88, 8, (2, t.size)), 0, 100)
+    cores[:, :3] = np.array([20, 60, 85])[: min(3, t.size)]
+    cpu = cores.mean(axis=0)
+    process = np.clip(cores.sum(axis=0) - rng.uniform(5, 15, t.size), 0, 200)
     rss = 180 + 25 * (1 - np.exp(-t / 0.5)) + rng.normal(0, 0.5, t.size)
     start = float(rng.uniform(5, 30))  # run clock: runtimes ran one after the other
-    return [TimeSeries(name="cpu_percent", unit="%", t=list(start + t), values=list(cpu)),
-            TimeSeries(name="rss_mb", unit="MB", t=list(start + t), values=list(rss))]
+    clock = list(start + t)
+    series = [TimeSeries(name="cpu_percent", unit="%", t=clock, values=list(cpu)),
+              TimeSeries(name="rss_mb", unit="MB", t=clock, values=list(rss)),
+              TimeSeries(name="process_cpu_percent", t=clock, values=list(process)),
+              TimeSeries(name="mem_percent", unit="%", t=clock, values=list(30 + rss / 100))]
+    series += [TimeSeries(name=f"cpu_percent_core{i}", unit="%", t=clock, values=list(cores[i])) for i in range(2)]
+    return series
 
 
 def _confusion(rng: np.random.Generator, accuracy: float, classes: int, samples: int) -> np.ndarray:

@@ -13,6 +13,8 @@ from ..fmt import num, pct, points
 
 def _fingerprint(entry: Entry) -> tuple:
     c = entry.data.classification
+    if not c.confusion_matrix and not c.precision_per_class:
+        return ("nothing to compare", entry.name)
     return (tuple(map(tuple, c.confusion_matrix)), tuple(c.precision_per_class), tuple(c.recall_per_class))
 
 
@@ -32,16 +34,13 @@ def build(report: Report) -> Section | None:
     blocks: list = [Table.build(
         ["runtime", "accuracy", "top-5", "precision (mean)", "sensitivity (mean)", "F1 (mean)", "G-mean", "Δ accuracy"],
         table, caption="Means are unweighted over classes; G-mean is the geometric mean of per-class sensitivity.")]
-    seen: dict[tuple, str] = {}
-    groups = []
+    same: dict[tuple, list[Entry]] = {}
     for e in entries:
+        same.setdefault(_fingerprint(e), []).append(e)
+    groups = []
+    for twins in same.values():
+        e, others = twins[0], twins[1:]
         c = e.data.classification
-        key = _fingerprint(e)
-        if key in seen and (c.confusion_matrix or c.precision_per_class):
-            groups.append(Group(e.name, [Text(f"Identical confusion matrix and per-class figures to {seen[key]}.",
-                                              "muted")]))
-            continue
-        seen.setdefault(key, e.name)
         inner: list = []
         names = c.class_names or [str(i) for i in range(len(c.confusion_matrix or c.precision_per_class))]
         if c.confusion_matrix:
@@ -55,8 +54,11 @@ def build(report: Report) -> Section | None:
             inner.append(Table.build(["class", "precision", "sensitivity", "F1", "support"], per_class))
         if not inner:
             inner.append(Text("No confusion matrix or per-class figures in this file.", "muted"))
-        groups.append(Group(e.name, inner, subtitle=f"accuracy {pct(c.accuracy)}"))
-    blocks.append(Group("", groups, layout="grid"))
+        subtitle = f"accuracy {pct(c.accuracy)}"
+        if others:
+            subtitle += " · identical for " + ", ".join(o.name for o in others)
+        groups.append(Group(e.name, inner, subtitle=subtitle, layout="row"))
+    blocks += groups
     return Section("quality", "Quality — classification", blocks)
 
 

@@ -6,7 +6,7 @@ from .. import plots
 from ..blocks import Cell, Figure, Section, Table, Text
 from ..collect import Report
 from ..compare import comparison_rows, reference_quality
-from ..fmt import ms, pct, points, seconds, size, times
+from ..fmt import ms, pct, points, ratio_text, seconds, size, times
 
 
 def build(report: Report) -> Section | None:
@@ -17,7 +17,7 @@ def build(report: Report) -> Section | None:
     quality_title = " / ".join(quality_names) or "quality"
     several_targets = len({_target(r.entry) for r in rows}) > 1
     columns = ["runtime", "format"] + (["target"] if several_targets else []) + [
-        "mean ms", "p99 ms", "speed-up", "model size", "size ×", quality_title, "Δ quality", "convert time"]
+        "mean ms", "p99 ms", "speed-up", "model size", "size vs baseline", quality_title, "Δ quality", "convert time"]
     table_rows = []
     for r in rows:
         e = r.entry
@@ -29,13 +29,13 @@ def build(report: Report) -> Section | None:
         table_rows.append(
             [name, e.data.model_format or "—"] + ([_target(e)] if several_targets else []) + [
                 ms(r.latency_ms), ms(lat.p99 if lat else None), Cell(times(r.speedup), speed_tone),
-                size(r.size_bytes), times(r.size_ratio), pct(r.quality),
+                size(r.size_bytes), _size_change(r), pct(r.quality),
                 Cell("baseline" if r.is_baseline and r.quality is not None else points(r.quality_delta), delta_tone),
                 seconds(e.data.compile_time_s)])
     numeric_from = 3 if several_targets else 2
     blocks: list = [Table.build(columns, table_rows, numeric_from=numeric_from,
                                 caption="Sorted by mean latency. Speed-up = baseline latency / runtime latency; "
-                                        "size × = baseline size / model size (above 1 = smaller); Δ quality in "
+                                        "size against the baseline's; Δ quality in "
                                         "percentage points, green within the tolerance.")]
     ref = reference_quality(report)
     points_ = [{"label": r.entry.name, "latency": r.latency_ms, "quality": r.quality, "size": r.size_bytes,
@@ -50,6 +50,14 @@ def build(report: Report) -> Section | None:
     elif rows:
         blocks.append(Text("No runtime has both a latency and a quality figure: no quality/latency chart.", "muted"))
     return Section("comparison", "Comparison", blocks)
+
+
+def _size_change(row) -> Cell:
+    if row.is_baseline or row.size_ratio is None:
+        return Cell("—" if row.size_ratio is None else "1.00×")
+    if abs(row.size_ratio - 1) < 0.005:
+        return Cell("same")
+    return Cell(ratio_text(row.size_ratio, "smaller", "larger"), "good" if row.size_ratio > 1 else "")
 
 
 def _target(entry) -> str:

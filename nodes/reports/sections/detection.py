@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import plots
-from ..blocks import Cell, Figure, Group, Section, Table, Text
+from ..blocks import Cell, Figure, Group, Section, Table
 from ..collect import Entry, Report
 from ..compare import comparison_rows
 from ..fmt import num, pct, points
@@ -23,11 +23,20 @@ def _classes(entries: list[Entry]) -> list[str]:
 
 
 def _best_threshold(q) -> tuple[float, float] | None:
+    """(threshold, mAP@0.5 there): from the curve, preferring the file's own choice when it names one."""
     thr, values = q.map_vs_threshold.get("threshold", []), q.map_vs_threshold.get("map50", [])
     if not thr or len(thr) != len(values):
         return None
     i = int(np.argmax(values))
+    named = getattr(q, "best_score_threshold", None)
+    if isinstance(named, int | float) and thr:
+        i = int(np.argmin(np.abs(np.asarray(thr, float) - float(named))))
     return float(thr[i]), float(values[i])
+
+
+def _extra(q, name: str) -> str:
+    value = getattr(q, name, None)
+    return str(value) if isinstance(value, int | float) else "—"
 
 
 def build(report: Report) -> Section | None:
@@ -43,9 +52,11 @@ def build(report: Report) -> Section | None:
         best = _best_threshold(q)
         table.append([Cell(e.name, "baseline" if r.is_baseline else ""), pct(q.map50), pct(q.map50_95),
                       num(q.mean_iou), f"{best[0]:.2f} ({pct(best[1])})" if best else "—",
+                      _extra(q, "images"), _extra(q, "ground_truth_boxes"), _extra(q, "detections"),
                       Cell("baseline" if r.is_baseline else points(r.quality_delta), tone)])
     blocks: list = [Table.build(
-        ["runtime", "mAP@0.5", "mAP@[.5:.95]", "mean IoU", "best score threshold (mAP@0.5)", "Δ mAP@0.5"], table,
+        ["runtime", "mAP@0.5", "mAP@[.5:.95]", "mean IoU", "best score threshold (mAP@0.5 there)", "images",
+         "true boxes", "detections", "Δ mAP@0.5"], table,
         caption="COCO-style 101-point interpolated AP; mean IoU of matched detections.")]
 
     classes = _classes(entries)
@@ -66,26 +77,34 @@ def build(report: Report) -> Section | None:
         blocks.append(Figure("detection_ap_per_class", plots.grouped_bars(classes, series, "AP@0.5 (%)",
                                                                           "AP@0.5 per class")))
 
-    curves = [{"label": e.name, "color": e.color, "threshold": e.data.detection.map_vs_threshold["threshold"],
-               "map50": e.data.detection.map_vs_threshold["map50"]}
-              for e in entries if _best_threshold(e.data.detection) is not None]
+    curves: list[dict] = []
+    for e in entries:
+        q = e.data.detection
+        if _best_threshold(q) is None:
+            continue
+        twin = next((c for c in curves if c["threshold"] == q.map_vs_threshold["threshold"]
+                     and c["map50"] == q.map_vs_threshold["map50"]), None)
+        if twin is not None:  # identical curves would hide each other: one line, both names
+            twin["label"] += f" = {e.name}"
+            continue
+        curves.append({"label": e.name, "color": e.color, "threshold": q.map_vs_threshold["threshold"],
+                       "map50": q.map_vs_threshold["map50"]})
     if curves:
         blocks.append(Figure("detection_map_vs_threshold", plots.map_vs_threshold(curves),
                              "Detections below the threshold are dropped before matching."))
 
-    seen: dict[str, str] = {}
-    groups = []
+    same: dict[str, list[Entry]] = {}
     for e in entries:
+        if e.data.detection.pr_curves:
+            same.setdefault(repr(sorted(e.data.detection.pr_curves.items())), []).append(e)
+    groups = []
+    for e, *others in same.values():
         q = e.data.detection
-        if not q.pr_curves:
-            continue
-        key = repr(sorted(q.pr_curves.items()))
-        if key in seen:
-            groups.append(Group(e.name, [Text(f"Identical precision-recall curves to {seen[key]}.", "muted")]))
-            continue
-        seen[key] = e.name
+        subtitle = f"precision-recall at IoU 0.5 · mAP@0.5 {pct(q.map50)}"
+        if others:
+            subtitle += " · identical for " + ", ".join(o.name for o in others)
         groups.append(Group(e.name, [Figure(f"pr_{e.name}", plots.pr_curves(q.pr_curves, q.ap_per_class))],
-                            subtitle=f"precision-recall at IoU 0.5 · mAP@0.5 {pct(q.map50)}"))
+                            subtitle=subtitle))
     if groups:
         blocks.append(Group("", groups, layout="grid"))
     return Section("detection", "Quality — detection", blocks)

@@ -9,14 +9,15 @@ from ..collect import Entry, Report
 
 #: nested dicts under these keys hold package versions: shown by package name alone
 VERSION_KEYS = ("versions", "frameworks", "packages", "libraries")
-FIRST = ("cpu", "cpu_model", "processor", "cores", "cpu_count", "logical_cores", "physical_cores", "machine",
-         "os", "platform", "system", "release", "python", "memory", "memory_gb", "ram_gb")
+FIRST = ("target", "cpu", "cpu_model", "processor", "machine", "cores", "cpu_count", "cores_logical", "logical_cores",
+         "cores_physical", "physical_cores", "memory", "memory_gb", "ram_gb", "os", "platform", "system", "release",
+         "python")
 
 
 def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, str]:
     out: dict[str, str] = {}
     for key, value in data.items():
-        name = key if not prefix or prefix in VERSION_KEYS else f"{prefix}.{key}"
+        name = f"{key} version" if prefix in VERSION_KEYS else key if not prefix else f"{prefix}.{key}"
         if isinstance(value, dict):
             out.update(flatten(value, key if not prefix else name))
         elif isinstance(value, list | tuple):
@@ -58,7 +59,8 @@ def build(report: Report) -> Section | None:
     keys: list[str] = []
     for env, _ in groups:
         keys += [k for k in env if k not in keys]
-    keys.sort(key=lambda k: (FIRST.index(k) if k in FIRST else len(FIRST), k.startswith("host "), k))
+    keys.sort(key=lambda k: (k.endswith(" version"), k.startswith("host "),
+                             FIRST.index(k) if k in FIRST else len(FIRST), k))
     columns = ["", *(", ".join(names) if len(groups) > 1 else "value" for _, names in groups)]
     rows = [[key] + [env.get(key, "—") for env, _ in groups] for key in keys]
     blocks: list = [Table.build(columns, rows, numeric_from=len(columns))]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from .. import plots
 from ..blocks import Figure, Section, Table, Text
-from ..collect import Report, resource_kind
+from ..collect import Report, pick_series
 
 UNITS_TO_MB = {"b": 1 / 2**20, "bytes": 1 / 2**20, "kb": 1 / 1024, "kib": 1 / 1024, "mb": 1.0, "mib": 1.0,
                "gb": 1024.0, "gib": 1024.0}
@@ -28,38 +28,46 @@ def build(report: Report) -> Section | None:
     cpu, memory, table = [], [], []
     cpu_unit = "%"
     for e in report.entries:
-        peak_cpu = mean_cpu = peak_mem = None
-        for s in e.data.resources:
-            kind = resource_kind(s.name, s.unit)
-            if kind is None or not s.t or len(s.t) != len(s.values):
-                continue
-            t0 = s.t[0]
-            times = [t - t0 for t in s.t]
-            label = e.name + (f" ({s.source})" if s.source not in ("", "host") else "")
-            if kind == "cpu":
-                cpu_unit = s.unit or cpu_unit
-                cpu.append({"label": label, "t": times, "values": s.values, "color": e.color})
-                peak_cpu = max(s.values)
-                mean_cpu = sum(s.values) / len(s.values)
-            else:
-                scale = _memory_scale(s.name, s.unit)
-                values = [v * scale for v in s.values]
-                memory.append({"label": label, "t": times, "values": values, "color": e.color})
-                peak_mem = max(values)
-        if e.data.resources:
-            table.append([e.name, f"{mean_cpu:.0f}" if mean_cpu is not None else "—",
-                          f"{peak_cpu:.0f}" if peak_cpu is not None else "—",
-                          f"{peak_mem:.0f}" if peak_mem is not None else "—"])
+        row = [e.name, "—", "—", "—", "—"]
+        source = ""
+        cpu_series = pick_series(e.data.resources, "cpu")
+        if cpu_series is not None:
+            cpu_unit = cpu_series.unit or cpu_unit
+            cpu.append(_line(e, cpu_series, 1.0))
+            row[1] = f"{sum(cpu_series.values) / len(cpu_series.values):.0f}"
+            row[2] = f"{max(cpu_series.values):.0f}"
+            source = cpu_series.source
+        process = next((s for s in e.data.resources if s.name == "process_cpu_percent" and s.values), None)
+        if process is not None and process is not cpu_series:
+            row[3] = f"{sum(process.values) / len(process.values):.0f}"
+        mem_series = pick_series(e.data.resources, "memory")
+        if mem_series is not None:
+            line = _line(e, mem_series, _memory_scale(mem_series.name, mem_series.unit))
+            memory.append(line)
+            row[4] = f"{max(line['values']):.0f}"
+            source = source or mem_series.source
+        if cpu_series is not None or mem_series is not None:
+            if source not in ("", "host"):
+                row[0] = f"{e.name} ({source})"
+            table.append(row)
     if not cpu and not memory:
         return Section("resources", "CPU and memory",
                        [Text("No resource samples in the measurements (or the run's events).", "muted")])
     panels = []
     if cpu:
-        panels.append(("CPU", cpu_unit, cpu))
+        panels.append(("CPU (whole machine)" if cpu_unit == "%" else "CPU", cpu_unit, cpu))
     if memory:
-        panels.append(("Memory (resident)", "MB", memory))
+        panels.append(("Memory of the process (resident)", "MB", memory))
     blocks: list = [
         Figure("resources", plots.timelines(panels), "Each runtime from its own start; the runtimes ran one "
                                                      "after the other, not at the same time."),
-        Table.build(["runtime", "mean CPU %", "peak CPU %", "peak memory MB"], table)]
+        Table.build(["runtime", "mean CPU %", "peak CPU %", "process CPU % (of one core)", "peak memory MB"], table,
+                    caption="CPU: all cores of the machine together, as sampled during the timed loop.")]
     return Section("resources", "CPU and memory", blocks)
+
+
+def _line(entry, series, scale: float) -> dict:
+    t0 = series.t[0]
+    label = entry.name + (f" ({series.source})" if series.source not in ("", "host") else "")
+    return {"label": label, "t": [t - t0 for t in series.t], "values": [v * scale for v in series.values],
+            "color": entry.color}

@@ -20,9 +20,7 @@ def _scalar(value: Any) -> str:
 def summary_items(entry: Entry) -> list[tuple[str, str]]:
     d = entry.data
     items = [("runtime", d.runtime or "—")]
-    if d.label and d.label != d.runtime:
-        items.append(("label", d.label))
-    if entry.run:
+    if entry.run and entry.name != entry.node:
         items.append(("run", entry.run))
     items += [("model format", d.model_format or "—"), ("model size", size(d.model_size_bytes))]
     if d.compile_time_s is not None:
@@ -37,7 +35,8 @@ def summary_items(entry: Entry) -> list[tuple[str, str]]:
     cpu = t.device.get("cpu") or t.device.get("cpu_model") or t.device.get("machine")
     items.append(("target", target + (f" — {cpu}" if cpu else "")))
     if d.dataset:
-        items.append(("dataset", ", ".join(f"{k} {_scalar(v)}" for k, v in d.dataset.items() if v not in (None, ""))))
+        items.append(("dataset", ", ".join(f"{k} {_scalar(v)}" for k, v in d.dataset.items()
+                                           if v not in (None, "", []) and k != "class_names")))
     items.append(("task", d.task))
     if d.latency_ms is not None:
         items.append(("latency mean / p99", f"{ms(d.latency_ms.mean)} / {ms(d.latency_ms.p99)} ms "
@@ -50,7 +49,8 @@ def summary_items(entry: Entry) -> list[tuple[str, str]]:
     if q is not None:
         items.append((q[0], pct(q[1])))
     if d.options:
-        items.append(("options", ", ".join(f"{k}={_scalar(v)}" for k, v in d.options.items())))
+        shown = {k: v for k, v in d.options.items() if k != "label" and v not in (None, "", [], {})}
+        items.append(("options", ", ".join(f"{k}={_scalar(v)}" for k, v in shown.items())))
     return items
 
 

@@ -37,7 +37,11 @@ def build(report: Report) -> Section | None:
         cards.append(Card("Smallest", r.entry.name, detail))
     if v.most_accurate is not None:
         r = v.most_accurate
-        cards.append(Card("Most accurate", r.entry.name, f"{r.quality_name} {pct(r.quality)}"))
+        detail = f"{r.quality_name} {pct(r.quality)}"
+        others = [t.entry.name for t in v.tied_most_accurate if t is not r]
+        if others:
+            detail += " · tied with " + (", ".join(others) if len(others) <= 3 else f"{len(others)} others")
+        cards.append(Card("Most accurate", r.entry.name, detail))
     blocks: list = [Cards(cards), Text(v.sentence, "lead")]
     if v.reasons:
         blocks.append(Note("Why:", "info", v.reasons))

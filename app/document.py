@@ -70,7 +70,7 @@ class GraphDocument(QObject):
         self.graph = Graph()
         self.path: Path | None = None
         self.undo_stack = QUndoStack(self)
-        self.undo_stack.cleanChanged.connect(lambda clean: self.modified_changed.emit(not clean))
+        self.undo_stack.cleanChanged.connect(self._clean_changed)
         self.validation: ValidationResult = validate(self.graph, registry)
         self.node_problems: dict[str, list[str]] = {}
         self.edge_problems: dict[EdgeKey, list[str]] = {}
@@ -78,6 +78,9 @@ class GraphDocument(QObject):
         self._validate_timer.setSingleShot(True)
         self._validate_timer.setInterval(0)
         self._validate_timer.timeout.connect(self.validate_now)
+
+    def _clean_changed(self, clean: bool) -> None:
+        self.modified_changed.emit(not clean)
 
     # --- state ----------------------------------------------------------------------------------
     @property

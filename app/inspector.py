@@ -1,0 +1,185 @@
+"""The inspector: the selected node's params, generated from its kind's Params schema.
+
+Each edit is checked with the kind's own pydantic model as you type: a valid value becomes an
+undoable SetParams command; an invalid one stays in the field with pydantic's message under it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import ValidationError
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QFormLayout, QFrame, QLabel, QScrollArea, QVBoxLayout, QWidget
+
+from engine.catalog import describe_kind
+
+from .document import GraphDocument
+from .inspector_fields import Field, FileChooser, default_file_chooser
+
+
+def is_path_param(name: str, path_params: tuple[str, ...], schema_prop: dict[str, Any]) -> bool:
+    if name in path_params or schema_prop.get("format") == "path":
+        return True
+    return any(option.get("format") == "path" for option in schema_prop.get("anyOf", []))
+
+
+class Inspector(QWidget):
+    def __init__(self, doc: GraphDocument, parent: QWidget | None = None,
+                 file_chooser: FileChooser = default_file_chooser) -> None:
+        super().__init__(parent)
+        self.doc = doc
+        self.file_chooser = file_chooser
+        self.node_id: str | None = None
+        self._committing = False
+        self.fields: dict[str, Field] = {}
+        self.errors: dict[str, QLabel] = {}
+        self.title = QLabel()
+        self.title.setObjectName("InspectorTitle")
+        self.subtitle = QLabel()
+        self.subtitle.setObjectName("InspectorSubtitle")
+        self.subtitle.setWordWrap(True)
+        self.problems = QLabel()
+        self.problems.setObjectName("InspectorProblems")
+        self.problems.setWordWrap(True)
+        self.body = QWidget()
+        self.form = QFormLayout(self.body)
+        self.form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
+        self.form.setLabelAlignment(Qt.AlignmentFlag.AlignRight)
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QFrame.Shape.NoFrame)
+        scroll.setWidget(self.body)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(8, 8, 8, 8)
+        layout.addWidget(self.title)
+        layout.addWidget(self.subtitle)
+        layout.addWidget(self.problems)
+        layout.addWidget(scroll, 1)
+        doc.node_changed.connect(self._on_node_changed)
+        doc.node_removed.connect(lambda node_id: self.show_node(None) if node_id == self.node_id else None)
+        doc.validated.connect(self._on_validated)
+        doc.reset.connect(lambda: self.show_node(None))
+        self.show_node(None)
+
+    # --- building -------------------------------------------------------------------------------
+    def show_node(self, node_id: str | None) -> None:
+        self.node_id = node_id if node_id and self.doc.graph.has_node(node_id) else None
+        while self.form.rowCount():
+            self.form.removeRow(0)
+        self.fields.clear()
+        self.errors.clear()
+        if self.node_id is None:
+            graph = self.doc.graph
+            self.title.setText(graph.name or "untitled")
+            self.subtitle.setText(f"{len(graph.nodes)} nodes, {len(graph.edges)} wires.\n"
+                                  "Select a node to edit its parameters.")
+            self.problems.hide()
+            return
+        spec = self.doc.graph.node(self.node_id)
+        cls = self.doc.node_class(self.node_id)
+        if cls is None:
+            self.title.setText(spec.kind)
+            self.subtitle.setText(f"id {spec.id} — this node kind is not installed")
+            self._show_problems()
+            return
+        info = describe_kind(cls)
+        schema_props = info["params_schema"].get("properties", {})
+        self.title.setText(info["title"])
+        self.subtitle.setText(f"{spec.id} · {cls.kind} · v{cls.version}\n{info['description']}")
+        for name, entry in info["params"].items():
+            field = Field(name, entry, is_path_param(name, cls.path_params, schema_props.get(name, {})),
+                          self.file_chooser)
+            field.changed.connect(lambda value, n=name: self._edited(n, value))
+            label = QLabel(entry.get("title") or name)
+            label.setToolTip(entry.get("description", ""))
+            field.widget.setToolTip(self._help(entry))
+            error = QLabel()
+            error.setObjectName("FieldError")
+            error.setWordWrap(True)
+            error.hide()
+            holder = QWidget()
+            column = QVBoxLayout(holder)
+            column.setContentsMargins(0, 0, 0, 0)
+            column.setSpacing(2)
+            column.addWidget(field.widget)
+            column.addWidget(error)
+            self.form.addRow(label, holder)
+            self.fields[name] = field
+            self.errors[name] = error
+        self._load_values()
+        self._show_problems()
+
+    @staticmethod
+    def _help(entry: dict[str, Any]) -> str:
+        text = entry.get("description", "")
+        limits = [f"{k} {entry[k]}" for k in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum") if k in entry]
+        if limits:
+            text += (" — " if text else "") + ", ".join(limits)
+        if "default" in entry:
+            text += f" (default {entry['default']!r})"
+        return text
+
+    def _load_values(self) -> None:
+        if self.node_id is None:
+            return
+        cls = self.doc.node_class(self.node_id)
+        params = self.doc.graph.node(self.node_id).params
+        for name, field in self.fields.items():
+            model_field = cls.Params.model_fields.get(name) if cls else None
+            default = model_field.get_default(call_default_factory=True) if model_field else None
+            field.set_value(params.get(name, default))
+            self._set_error(name, None)
+
+    def _on_validated(self, _result: object) -> None:
+        if self.node_id is None:
+            self.show_node(None)
+        else:
+            self._show_problems()
+
+    def _show_problems(self) -> None:
+        problems = self.doc.node_problems.get(self.node_id, []) if self.node_id else []
+        self.problems.setText("\n".join(f"⚠ {p}" for p in problems))
+        self.problems.setVisible(bool(problems))
+
+    # --- editing --------------------------------------------------------------------------------
+    def _edited(self, name: str, value: Any) -> None:
+        if self.node_id is None:
+            return
+        error = self.check(name, value)
+        self._set_error(name, error)
+        if error is None:
+            self._committing = True
+            try:
+                self.doc.set_param(self.node_id, name, value)
+            finally:
+                self._committing = False
+
+    def check(self, name: str, value: Any) -> str | None:
+        """pydantic's message for `name` = `value` on the current node, or None when valid."""
+        cls = self.doc.node_class(self.node_id) if self.node_id else None
+        if cls is None:
+            return None
+        candidate = {**self.doc.graph.node(self.node_id).params, name: value}
+        try:
+            cls.Params(**candidate)
+        except ValidationError as err:
+            mine = [e for e in err.errors() if e["loc"] and e["loc"][0] == name]
+            if mine:
+                return "; ".join(e["msg"] for e in mine)
+        except Exception as err:  # noqa: BLE001 - a kind's own validator may raise anything
+            return str(err)
+        return None
+
+    def _set_error(self, name: str, message: str | None) -> None:
+        label = self.errors.get(name)
+        if label is not None:
+            label.setText(message or "")
+            label.setVisible(bool(message))
+        field = self.fields.get(name)
+        if field is not None:
+            field.set_error(message)
+
+    def _on_node_changed(self, node_id: str) -> None:
+        if node_id == self.node_id and not self._committing:
+            self._load_values()

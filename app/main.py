@@ -1,0 +1,40 @@
+"""Entry point of the desktop editor: `heiti` or `heiti edit [FILE]`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def main(args: argparse.Namespace | None = None) -> int:
+    from PySide6.QtWidgets import QApplication
+
+    from engine.registry import default_registry
+
+    from .mainwindow import MainWindow
+    from .theme import apply_theme
+
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    app.setApplicationName("Heiti editor")
+    app.setOrganizationName("Heiti")
+    apply_theme(app)
+    registry = default_registry()
+    window = MainWindow(registry)
+    window.restore_layout()
+    window.show()
+    graph = getattr(args, "graph", None) if args is not None else None
+    if graph:
+        window.files.open(Path(graph))
+    else:
+        window.view.fit_all()
+    window.files.check_recovery()
+    for problem in registry.load_errors:
+        window.log_dock.add("", "warning", f"node kinds: {problem}")
+    return int(app.exec())
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(prog="heiti-edit")
+    parser.add_argument("graph", nargs="?")
+    sys.exit(main(parser.parse_args()))

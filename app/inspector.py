@@ -91,7 +91,7 @@ class Inspector(QWidget):
             field = Field(name, entry, is_path_param(name, cls.path_params, schema_props.get(name, {})),
                           self.file_chooser)
             field.changed.connect(lambda value, n=name: self._edited(n, value))
-            label = QLabel(entry.get("title") or name)
+            label = QLabel(name)
             label.setToolTip(entry.get("description", ""))
             field.widget.setToolTip(self._help(entry))
             error = QLabel()

@@ -16,7 +16,6 @@ from PySide6.QtWidgets import (
     QMainWindow,
     QMessageBox,
     QPushButton,
-    QStyle,
     QToolTip,
     QWidget,
 )
@@ -24,6 +23,7 @@ from PySide6.QtWidgets import (
 from engine.graph import loads_graph
 from engine.registry import Registry
 
+from . import icons
 from .canvas.scene import GraphScene
 from .canvas.view import CanvasView
 from .docks.charts import ChartsDock
@@ -199,11 +199,10 @@ class MainWindow(QMainWindow):
         menu = self.menuBar().addMenu("&Run")
         menu.addActions([a["run"], a["stop"], a["use_cache"], a["open_report"]])
 
-        icons = {"new": "SP_FileIcon", "open": "SP_DialogOpenButton", "save": "SP_DialogSaveButton",
-                 "tb_undo": "SP_ArrowBack", "tb_redo": "SP_ArrowForward", "run": "SP_MediaPlay",
-                 "stop": "SP_MediaStop", "fit": "SP_TitleBarMaxButton"}
-        for name, icon in icons.items():
-            a[name].setIcon(self.style().standardIcon(getattr(QStyle.StandardPixmap, icon)))
+        for name, icon_name in (("new", "new"), ("open", "open"), ("save", "save"), ("tb_undo", "undo"),
+                                ("tb_redo", "redo"), ("run", "run"), ("stop", "stop"), ("fit", "fit"),
+                                ("snap", "snap"), ("use_cache", "cache")):
+            a[name].setIcon(icons.icon(icon_name))
         a["run"].setText("Run")
         a["stop"].setText("Stop")
         bar = self.addToolBar("Main")

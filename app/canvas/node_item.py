@@ -24,6 +24,7 @@ SMALL_FONT = QFont()
 SMALL_FONT.setPixelSize(11)
 _TITLE_METRICS = QFontMetrics(TITLE_FONT)
 _SMALL_METRICS = QFontMetrics(SMALL_FONT)
+STATUS_SPACE = 20  # below the node: the running message or the error
 
 
 class BadgeItem(QGraphicsItem):
@@ -118,7 +119,12 @@ class NodeItem(QGraphicsItem):
 
     # --- Qt -------------------------------------------------------------------------------------
     def boundingRect(self) -> QRectF:  # noqa: N802
-        return self._rect.adjusted(-4, -4, 4, 4)
+        return self._rect.adjusted(-4, -4, 4, STATUS_SPACE)
+
+    def shape(self) -> QPainterPath:
+        path = QPainterPath()
+        path.addRoundedRect(self._rect, style.NODE_RADIUS, style.NODE_RADIUS)
+        return path
 
     def itemChange(self, change: QGraphicsItem.GraphicsItemChange, value):  # noqa: N802, ANN001, ANN201
         if change == QGraphicsItem.GraphicsItemChange.ItemPositionChange:

@@ -46,6 +46,7 @@ CATEGORY_COLOURS = {
     "Train": QColor("#d9822b"),
     "Optimizers": QColor("#2fa37c"),
     "Converters": QColor("#2fa37c"),
+    "Compilers": QColor("#1f9fb4"),
     "Runtimes": QColor("#d4475a"),
     "Targets": QColor("#c9a227"),
     "Reports": QColor("#5a9e3d"),
@@ -65,6 +66,7 @@ FORMAT_COLOURS = {
     "local": QColor("#c9a227"),
     "tcp": QColor("#d6b94a"),
     "serial": QColor("#b08c1e"),
+    "html": QColor("#7fd1c7"),
 }
 
 TYPE_COLOURS = {

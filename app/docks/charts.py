@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QTimer
+from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import (
     QFileDialog,
     QGridLayout,
@@ -41,13 +41,19 @@ CURVE_COLOURS = ["#4f8ef7", "#f29d38", "#46c46e", "#e5484d", "#b36bd4", "#2fb5b5
                  "#8bd346", "#9aa7ff"]
 
 
+#: the main metric of each plot; others on the same plot carry their name in the legend
+MAIN_METRICS = {"latency_ms", "cpu_percent", "rss_mb"}
+#: numbers a device sends with its stats that are not series (its clock)
+IGNORED = {"t"}
+
+
 def plot_for(metric: str) -> str:
     name = metric.lower()
-    if "latency" in name or name.endswith("_ms"):
+    if "latency" in name:
         return "latency"
     if "cpu" in name:
         return "cpu"
-    if "rss" in name or "mem" in name:
+    if "rss" in name or name.endswith("_mb"):
         return "memory"
     if "loss" in name:
         return "loss"
@@ -67,7 +73,7 @@ class Series:
 
     @property
     def label(self) -> str:
-        text = self.node if self.plot in ("latency", "cpu", "memory") else f"{self.node} {self.metric}"
+        text = self.node if self.metric in MAIN_METRICS else f"{self.node} {self.metric}"
         return text + (f" @ {self.source}" if self.source != "host" else "")
 
     @property
@@ -134,6 +140,8 @@ class ChartsDock(QWidget):
     # --- data -----------------------------------------------------------------------------------
     def add_metrics(self, events: list[NodeMetric]) -> None:
         for event in events:
+            if event.name in IGNORED:
+                continue
             key = (event.node, event.name, event.source)
             series = self.series.get(key)
             if series is None:
@@ -190,9 +198,10 @@ class ChartsDock(QWidget):
             if curve is None:
                 plot = self.plots[series.plot]
                 plot.setVisible(True)
-                style = pg.mkPen(self._colour(series.node), width=1.6,
-                                 style=pg.QtCore.Qt.PenStyle.DashLine if series.metric.startswith("val") else None)
-                curve = plot.plot(name=series.label, pen=style)
+                pen = pg.mkPen(self._colour(series.node), width=1.6)
+                if series.metric.startswith("val") or series.source != "host":
+                    pen.setStyle(Qt.PenStyle.DashLine)
+                curve = plot.plot(name=series.label, pen=pen)
                 self.curves[key] = curve
             xs = np.asarray(series.x[-window:], dtype=float)
             ys = np.asarray(series.y[-window:], dtype=float)

@@ -1,0 +1,160 @@
+"""compile.tvm and compile.openvino on a trained digits model: outputs checked against ONNX Runtime."""
+
+from __future__ import annotations
+
+import json
+import tarfile
+
+import numpy as np
+import pytest
+
+from engine.executor import Executor
+from engine.validate import validate
+from tests.nodes.data_h1 import build, ok, real_registry, run
+
+REGISTRY = real_registry()
+
+BASE_NODES = [("d", "dataset.digits", {"seed": 0}), ("tm", "model.torch_cnn", {}), ("tt", "train.torch", {"epochs": 2}),
+              ("o", "convert.torch_to_onnx", {})]
+BASE_EDGES = [("d", "dataset", "tm", "dataset"), ("tm", "model", "tt", "model"), ("d", "dataset", "tt", "dataset"),
+              ("tt", "model", "o", "model")]
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("cache")
+
+
+def run_with(cache, tmp_path, nodes, edges, name="run"):
+    graph = build(BASE_NODES + nodes, BASE_EDGES + edges)
+    return ok(run(graph, tmp_path, name, executor=Executor(REGISTRY, cache_dir=cache)))
+
+
+def inputs_of(result, count=20):
+    with np.load(result.outputs["d"]["dataset"].path, allow_pickle=False) as data:
+        return data["x_test"][:count]
+
+
+def ort_outputs(path, x):
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return np.concatenate([session.run(None, {name: x[i:i + 1]})[0] for i in range(len(x))])
+
+
+def tvm_outputs(path, x, dtype="float32"):
+    import tvm
+    from tvm import relax
+
+    device = tvm.cpu(0)
+    vm = relax.VirtualMachine(tvm.runtime.load_module(str(path)), device)
+    results = []
+    for i in range(len(x)):
+        out = vm["main"](tvm.runtime.tensor(x[i:i + 1].astype(dtype), device))
+        out = out[0] if not hasattr(out, "numpy") else out
+        results.append(out.numpy())
+    return np.concatenate(results)
+
+
+def test_tvm_host_build_matches_onnxruntime(cache, tmp_path):
+    result = run_with(cache, tmp_path, [("tvm", "compile.tvm", {"target": "host", "opt_level": 3})],
+                      [("o", "model", "tvm", "model")])
+    model = result.outputs["tvm"]["model"]
+    assert model.model_format == "tvm" and model.path.suffix == ".so"
+    assert model.meta["cross"] is False and model.meta["target"]["kind"] == "llvm" and model.meta["target"]["mcpu"]
+    assert model.inputs == [{"name": "input", "shape": [1, 1, 8, 8], "dtype": "float32"}]
+    assert model.meta["compile_time_s"] > 0 and model.meta["pipeline"][-1]["kind"] == "compile.tvm"
+    json.dumps(model.meta)  # the target record must be plain JSON
+    x = inputs_of(result)
+    np.testing.assert_allclose(tvm_outputs(model.path, x), ort_outputs(result.outputs["o"]["model"].path, x),
+                               rtol=1e-4, atol=1e-4)
+
+
+def test_tvm_builds_the_qdq_quantised_model(cache, tmp_path):
+    nodes = [("q", "optimize.onnx_quantize", {"calibration_samples": 50}), ("tvm", "compile.tvm", {})]
+    edges = [("o", "model", "q", "model"), ("d", "dataset", "q", "dataset"), ("q", "model", "tvm", "model")]
+    result = run_with(cache, tmp_path, nodes, edges)
+    x = inputs_of(result, 40)
+    ours = tvm_outputs(result.outputs["tvm"]["model"].path, x)
+    reference = ort_outputs(result.outputs["q"]["model"].path, x)
+    assert (ours.argmax(1) == reference.argmax(1)).mean() >= 0.95
+    np.testing.assert_allclose(ours, reference, atol=0.3)
+
+
+@pytest.mark.parametrize("target, triple", [("aarch64", "aarch64"), ("armv7", "armv7a"), ("riscv64", "riscv64")])
+def test_tvm_cross_targets_export_a_tar(cache, tmp_path, target, triple):
+    result = run_with(cache, tmp_path, [("tvm", "compile.tvm", {"target": target})], [("o", "model", "tvm", "model")])
+    model = result.outputs["tvm"]["model"]
+    assert model.path.suffix == ".tar" and model.meta["cross"] is True
+    assert model.meta["target"]["mtriple"].startswith(triple)
+    with tarfile.open(model.path) as archive:
+        assert any(name.endswith(".o") for name in archive.getnames())
+
+
+def test_tvm_named_tag_target(cache, tmp_path):
+    result = run_with(cache, tmp_path, [("tvm", "compile.tvm", {"target": "raspberry-pi/4b-aarch64"})],
+                      [("o", "model", "tvm", "model")])
+    model = result.outputs["tvm"]["model"]
+    assert model.meta["cross"] is True and model.path.suffix == ".tar"
+
+
+def test_tvm_unknown_target_is_a_clear_error(cache, tmp_path):
+    graph = build(BASE_NODES + [("tvm", "compile.tvm", {"target": "z80-spectrum"})], BASE_EDGES + [("o", "model", "tvm", "model")])
+    result = run(graph, tmp_path, executor=Executor(REGISTRY, cache_dir=cache))
+    assert result.status == "failed" and "TVM does not understand target 'z80-spectrum'" in result.errors["tvm"]
+
+
+def test_tvm_bad_json_target_fails_validation():
+    graph = build(BASE_NODES + [("tvm", "compile.tvm", {"target": "{kind: llvm"})], BASE_EDGES + [("o", "model", "tvm", "model")])
+    problems = validate(graph, REGISTRY).for_node("tvm")
+    assert problems and "does not parse" in problems[0].message
+
+
+def test_tvm_from_tflite_matches_litert(tmp_path):
+    from ai_edge_litert.interpreter import Interpreter
+
+    nodes = [("d", "dataset.digits", {}), ("km", "model.keras_cnn", {"channels": 4}), ("l", "convert.keras_to_tflite", {}),
+             ("tvm", "compile.tvm", {})]
+    edges = [("d", "dataset", "km", "dataset"), ("km", "model", "l", "model"), ("l", "model", "tvm", "model")]
+    result = ok(run(build(nodes, edges), tmp_path, registry=REGISTRY))
+    x = inputs_of(result, 10).transpose(0, 2, 3, 1)
+    interpreter = Interpreter(model_path=str(result.outputs["l"]["model"].path))
+    interpreter.allocate_tensors()
+    expected = []
+    for i in range(len(x)):
+        interpreter.set_tensor(interpreter.get_input_details()[0]["index"], x[i:i + 1])
+        interpreter.invoke()
+        expected.append(interpreter.get_tensor(interpreter.get_output_details()[0]["index"]))
+    np.testing.assert_allclose(tvm_outputs(result.outputs["tvm"]["model"].path, x), np.concatenate(expected),
+                               rtol=1e-4, atol=1e-4)
+
+
+def test_openvino_ir_matches_onnxruntime(cache, tmp_path):
+    import openvino as ov
+
+    result = run_with(cache, tmp_path, [("ov", "compile.openvino", {"precision": "f32"})], [("o", "model", "ov", "model")])
+    model = result.outputs["ov"]["model"]
+    assert model.path.suffix == ".xml" and model.path.with_suffix(".bin").is_file()
+    assert model.meta["precision_hint"] == "f32" and model.inputs[0]["shape"] == [1, 1, 8, 8]
+    compiled = ov.Core().compile_model(str(model.path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    x = inputs_of(result)
+    ours = np.concatenate([compiled(x[i:i + 1])[0] for i in range(len(x))])
+    np.testing.assert_allclose(ours, ort_outputs(result.outputs["o"]["model"].path, x), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.heavy
+def test_tvm_tuning_database_is_kept_and_reused(cache, tmp_path):
+    db = tmp_path / "tuning"
+    params = {"tune_trials": 4, "tuning_db": str(db)}
+    first = run_with(cache, tmp_path, [("tvm", "compile.tvm", params)], [("o", "model", "tvm", "model")], "first")
+    assert first.outputs["tvm"]["model"].meta["tuned_trials"] == 4
+    records = db / "database_tuning_record.json"
+    assert records.is_file() and records.read_text().strip()
+    # a changed opt level re-runs the node; the database already has the records, so no tuning again
+    again = run_with(cache, tmp_path, [("tvm", "compile.tvm", {**params, "opt_level": 2})],
+                     [("o", "model", "tvm", "model")], "again")
+    assert again.outputs["tvm"]["model"].meta["tuned_trials"] == 0
+    x = inputs_of(first)
+    np.testing.assert_allclose(tvm_outputs(first.outputs["tvm"]["model"].path, x),
+                               ort_outputs(first.outputs["o"]["model"].path, x), rtol=1e-4, atol=1e-4)

@@ -300,7 +300,7 @@ def encode_message(fields: dict[str, Any], arrays: Iterable[np.ndarray] = (), da
     if data is not None:
         blobs.append([data])
         meta["data"] = _nbytes(data)
-    text = json.dumps(meta, separators=(",", ":"), allow_nan=True).encode()
+    text = json.dumps(meta, separators=(",", ":"), default=str).encode()  # paths and the like as text
     parts: list[Buffer] = [_U32.pack(len(text)) + text]
     offset = 4 + len(text)
     for blob in blobs:

@@ -12,6 +12,7 @@ import hmac
 import os
 import platform
 import select
+import shutil
 import sys
 import tempfile
 import threading
@@ -365,7 +366,7 @@ class _Link:
 
         def work() -> None:
             try:
-                result["session"] = open_session(runtime, str(path), options)
+                result["session"] = open_session(runtime, str(_link_tvm_archive(path) if runtime == "tvm" else path), options)
             except BaseException as err:  # noqa: BLE001 - reported to the client
                 result["error"] = err
 
@@ -411,6 +412,37 @@ class _Link:
                 session.close()
             except Exception as err:  # noqa: BLE001
                 _say(f"{self.name}: closing the session failed: {err}")
+
+
+def _link_tvm_archive(path: Path) -> Path:
+    """A TVM module cross-compiled as a .tar of object files is linked here, on the device it was
+    built for, with this device's C compiler (once: the .so is kept beside the archive)."""
+    if path.suffix != ".tar":
+        return path
+    linked = path.with_name(path.stem + ".linked.so")
+    if linked.exists():
+        return linked
+    import tarfile
+
+    from tvm.support import cc
+
+    objects = path.with_name(path.stem + ".objects")
+    shutil.rmtree(objects, ignore_errors=True)
+    objects.mkdir()
+    with tarfile.open(path) as tar:
+        for member in tar.getmembers():
+            name = Path(member.name).name
+            if not member.isfile() or name != member.name or name.startswith("."):
+                raise ValueError(f"unexpected entry {member.name!r} in the TVM archive")
+            source = tar.extractfile(member)
+            assert source is not None
+            with source, open(objects / name, "xb") as out:
+                shutil.copyfileobj(source, out)
+    partial = linked.with_suffix(".partial.so")
+    cc.create_shared(str(partial), sorted(str(f) for f in objects.iterdir()))
+    os.replace(partial, linked)
+    shutil.rmtree(objects, ignore_errors=True)
+    return linked
 
 
 def _jsonable(value: Any) -> Any:

@@ -524,3 +524,27 @@ def test_target_nodes_describe_the_device_or_fail_clearly(server: ServerThread, 
     assert "heiti serve" in result.errors["nobody"] and "connecting failed" in result.errors["nobody"]
     with pytest.raises(ValueError, match="HOST:PORT"):
         TcpTarget.Params(address="no port here")
+
+
+@pytest.mark.heavy
+def test_tvm_archive_is_linked_on_the_device_and_runs(server: ServerThread, tmp_path: Path) -> None:
+    """What a board does with a module cross-compiled for it: here the 'board' is this host's CPU."""
+    import onnx
+    import tvm
+    from tvm.relax.frontend.onnx import from_onnx
+
+    model_path = make_onnx(tmp_path / "m.onnx", (1, 16))
+    mod = from_onnx(onnx.load(str(model_path)), shape_dict={"x": [1, 16]})
+    target = tvm.target.Target({"kind": "llvm", "mcpu": tvm.target.codegen.llvm_get_system_cpu()})
+    archive = tmp_path / "model.tar"
+    tvm.compile(mod, target=target).export_library(str(archive))
+    x = np.linspace(-1, 1, 16, dtype=np.float32).reshape(1, 16)
+    description = [{"name": "x", "shape": [1, 16], "dtype": "float32"}]
+    session = open_remote_session(tcp_target(server.address, timeout_s=60), "tvm",
+                                  ModelArtifact(path=archive, model_format="tvm"),
+                                  {"inputs": description, "outputs": [{"name": "y", "shape": [1, 10], "dtype": "float32"}]})
+    try:
+        np.testing.assert_allclose(session.run([x])[0], local_run(model_path, x), rtol=1e-4, atol=1e-5)
+    finally:
+        session.close()
+    assert list(server.server.store.models.glob("*/model.linked.so"))

@@ -179,6 +179,8 @@ def build_dataset(json_path: Path, image_dir: Path, params: CocoParams, size: tu
         arrays[f"labels_{split}"] = table[:, 4].astype(np.int64)
         arrays[f"image_idx_{split}"] = np.array([new_index[int(j)] for j in table[:, 5]], dtype=np.int64)
         arrays[f"files_{split}"] = np.array([images[j]["file_name"] for j in idx], dtype=np.str_)
+    arrays["num_classes"] = np.array(len(class_names), dtype=np.int64)
+    arrays["class_names"] = np.array(class_names, dtype=np.str_)
     Path(out_path).parent.mkdir(parents=True, exist_ok=True)
     np.savez(out_path, **arrays)
     if crowd and ctx is not None:

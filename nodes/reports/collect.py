@@ -56,6 +56,13 @@ class Entry:
         return self.data.latency_ms.mean if self.data.latency_ms is not None else None
 
     @property
+    def source_model(self) -> str:
+        """The node that made the model (first step of its pipeline), to tell lineages apart."""
+        steps = [s for s in self.data.pipeline if isinstance(s, dict)]
+        first = next((s for s in steps if str(s.get("kind", "")).startswith("model.")), steps[0] if steps else {})
+        return str(first.get("node") or first.get("kind") or "")
+
+    @property
     def quality(self) -> tuple[str, float] | None:
         """The headline quality figure of the task, as (name, fraction)."""
         d = self.data

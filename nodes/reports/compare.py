@@ -122,7 +122,7 @@ def _explain(report: Report, rec: Row | None, ref: tuple[str, str, float] | None
     if rec.quality is not None and ref is not None:
         if rec.quality_delta is not None and not rec.is_baseline:
             reasons.append(f"{rec.quality_name} {pct(rec.quality)} ({points(rec.quality_delta)} against "
-                           f"{pct(ref[2])}; tolerance {points(-report.tolerance)})")
+                           f"{pct(ref[2])}; the tolerance is {report.tolerance * 100:.2f} pt)")
         else:
             reasons.append(f"{rec.quality_name} {pct(rec.quality)}")
     elif ref is None:
@@ -135,6 +135,6 @@ def _explain(report: Report, rec: Row | None, ref: tuple[str, str, float] | None
     rejected = [r for r in (comparison_rows(report)) if r.within_tolerance is False and r.latency_ms is not None
                 and rec.latency_ms is not None and r.latency_ms < rec.latency_ms]
     for r in rejected:
-        reasons.append(f"{r.entry.name} is faster but loses {points(r.quality_delta)} of {r.quality_name}, "
-                       f"beyond the tolerance")
+        reasons.append(f"{r.entry.name} is faster but loses {abs(r.quality_delta) * 100:.2f} pt of "
+                       f"{r.quality_name}, beyond the tolerance")
     return sentence, reasons

@@ -81,8 +81,9 @@ def bubble_chart(points: list[dict[str, Any]], quality_name: str, floor: float |
             ax.axhline(floor * 100, color="#c0392b", linestyle="--", linewidth=1)
             ax.annotate("accuracy tolerance", (1, floor * 100), xycoords=("axes fraction", "data"), ha="right",
                         va="bottom", fontsize=7, color="#c0392b")
-        if _log_scale_wanted([p["latency"] for p in points]):
-            _log_x(ax)
+        latencies = [p["latency"] for p in points if p["latency"] and p["latency"] > 0]
+        if _log_scale_wanted(latencies):
+            _log_x(ax, decades=math.log10(max(latencies) / min(latencies)))
         ax.margins(x=0.12, y=0.3)
         ax.set_xlabel("mean latency per inference (ms) — lower is better")
         ax.set_ylabel(f"{quality_name} (%) — higher is better")
@@ -110,7 +111,8 @@ def violins(series: list[dict[str, Any]]) -> bytes:
         ax.set_yticks(positions, [s["label"] for s in series])
         medians = [float(np.median(d)) for d in data]
         if max(medians) / max(min(medians), 1e-12) > 4:
-            _log_x(ax)
+            lo, hi = min(float(d.min()) for d in data), max(float(d.max()) for d in data)
+            _log_x(ax, decades=math.log10(hi / lo) if lo > 0 else 9.0)
         ax.set_xlabel("latency per inference (ms); black: median, red: p99; the slowest 0.5 % left out")
         ax.set_title("Latency distribution")
         return _png(fig)
@@ -123,11 +125,12 @@ def _clip_tail(values: np.ndarray, keep: float = 99.5) -> np.ndarray:
     return values[values <= np.percentile(values, keep)]
 
 
-def _log_x(ax: Any) -> None:
+def _log_x(ax: Any, decades: float = 3.0) -> None:
+    """Log x axis with plain numbers; 1-2-5 ticks unless the span is too wide for them."""
     from matplotlib.ticker import FuncFormatter, LogLocator
 
     ax.set_xscale("log")
-    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0) if decades <= 3.5 else (1.0,)))
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
 
@@ -152,10 +155,21 @@ def histograms(series: list[dict[str, Any]]) -> bytes:
             ax = fig.add_subplot(rows, cols, i + 1)
             values = np.asarray(s["values"], dtype=float)
             hi = float(np.percentile(values, 99.5))
-            ax.hist(np.clip(values, None, hi), bins=40, color=s["color"], alpha=0.8)
-            ax.axvline(float(values.mean()), color="#222", linewidth=1)
+            lo = float(values.min())
+            if lo > 0 and hi / lo > 20:  # slow outliers would squash the body into one bar
+                ax.hist(np.clip(values, None, hi), bins=np.geomspace(lo, hi, 41), color=s["color"], alpha=0.8)
+                _log_x(ax, decades=math.log10(hi / lo) * 1.6)
+            else:
+                ax.hist(np.clip(values, None, hi), bins=40, color=s["color"], alpha=0.8)
+            title = s["label"]
+            mean = float(values.mean())
+            if mean <= hi:
+                ax.axvline(mean, color="#222", linewidth=1)
+            else:
+                title += f"\n(mean {mean:.3g} ms: off the scale)"
             ax.axvline(float(np.percentile(values, 99)), color="#c0392b", linewidth=1, linestyle="--")
-            ax.set_title(s["label"], fontsize=9)
+            ax.set_xlim(lo if lo > 0 else None, hi)
+            ax.set_title(title, fontsize=9)
             ax.set_yticks([])
             ax.set_xlabel("ms", fontsize=8)
         return _png(fig)

@@ -60,7 +60,8 @@ def report_from_runs(run_dirs: list[Path], baseline: str = "", title: str = "", 
         raise NoMeasurements("no readable measurements in " + ", ".join(map(str, run_dirs))
                              + ("" if not report.problems else ": " + "; ".join(report.problems)))
     if not report.title:
-        report.title = "Heiti report — " + (report.runs[0].name if len(report.runs) == 1 else
+        only = report.runs[0]
+        report.title = "Heiti report — " + ((_graph_name(only) or only.name) if len(report.runs) == 1 else
                                              f"{len(report.runs)} runs compared")
     return finish(report, baseline)
 

@@ -16,8 +16,10 @@ def build(report: Report) -> Section | None:
     quality_names = sorted({r.quality_name for r in rows if r.quality_name})
     quality_title = " / ".join(quality_names) or "quality"
     several_targets = len({_target(r.entry) for r in rows}) > 1
-    columns = ["runtime", "format"] + (["target"] if several_targets else []) + [
-        "mean ms", "p99 ms", "speed-up", "model size", "size vs baseline", quality_title, "Δ quality", "convert time"]
+    several_models = len({r.entry.source_model for r in rows}) > 1
+    extra = (["model"] if several_models else []) + (["target"] if several_targets else [])
+    columns = ["runtime", "format", *extra,
+               "mean ms", "median ms", "p99 ms", "speed-up", "model size", "size vs baseline", quality_title, "Δ quality", "convert time"]
     table_rows = []
     for r in rows:
         e = r.entry
@@ -27,16 +29,20 @@ def build(report: Report) -> Section | None:
         speed_tone = "" if r.speedup is None or r.is_baseline else ("good" if r.speedup >= 1 else "bad")
         lat = e.data.latency_ms
         table_rows.append(
-            [name, e.data.model_format or "—"] + ([_target(e)] if several_targets else []) + [
-                ms(r.latency_ms), ms(lat.p99 if lat else None), Cell(times(r.speedup), speed_tone),
+            [name, e.data.model_format or "—"] + ([e.source_model or "—"] if several_models else [])
+            + ([_target(e)] if several_targets else []) + [
+                ms(r.latency_ms), ms(lat.median if lat else None), ms(lat.p99 if lat else None), Cell(times(r.speedup), speed_tone),
                 size(r.size_bytes), _size_change(r), pct(r.quality),
                 Cell("baseline" if r.is_baseline and r.quality is not None else points(r.quality_delta), delta_tone),
                 seconds(e.data.compile_time_s)])
-    numeric_from = 3 if several_targets else 2
+    numeric_from = 2 + len(extra)
     blocks: list = [Table.build(columns, table_rows, numeric_from=numeric_from,
                                 caption="Sorted by mean latency. Speed-up = baseline latency / runtime latency; "
                                         "size against the baseline's; Δ quality in "
                                         "percentage points, green within the tolerance.")]
+    if several_models:
+        blocks.append(Text("The runtimes run models trained separately (column model): their accuracy differs by "
+                           "training as well as by conversion.", "muted"))
     ref = reference_quality(report)
     points_ = [{"label": r.entry.name, "latency": r.latency_ms, "quality": r.quality, "size": r.size_bytes,
                 "color": r.entry.color, "baseline": r.is_baseline}

@@ -43,28 +43,40 @@ def environment_of(entry: Entry) -> dict[str, str]:
 def build(report: Report) -> Section | None:
     if not report.entries:
         return None
-    groups: list[tuple[dict[str, str], list[str]]] = []
+    machines: list[tuple[dict[str, str], list[str]]] = []  # (machine description, entry names)
+    versions: dict[str, dict[str, list[str]]] = {}  # package -> version -> entry names
     for e in report.entries:
         env = environment_of(e)
+        for key in [k for k in env if k.endswith(" version")]:
+            versions.setdefault(key.removesuffix(" version"), {}).setdefault(env.pop(key), []).append(e.name)
         if len(env) <= 1:
             continue
-        for known, names in groups:
+        for known, names in machines:
             if known == env:
                 names.append(e.name)
                 break
         else:
-            groups.append((env, [e.name]))
-    if not groups:
+            machines.append((env, [e.name]))
+    if not machines and not versions:
         return Section("environment", "Environment", [Text("No environment recorded in the measurements.", "muted")])
-    keys: list[str] = []
-    for env, _ in groups:
-        keys += [k for k in env if k not in keys]
-    keys.sort(key=lambda k: (k.endswith(" version"), k.startswith("host "),
-                             FIRST.index(k) if k in FIRST else len(FIRST), k))
-    columns = ["", *(", ".join(names) if len(groups) > 1 else "value" for _, names in groups)]
-    rows = [[key] + [env.get(key, "—") for env, _ in groups] for key in keys]
-    blocks: list = [Table.build(columns, rows, numeric_from=len(columns))]
-    if len(groups) > 1:
-        blocks.insert(0, Text("The runtimes did not all run in the same environment; one column per distinct one.",
-                              "muted"))
+    blocks: list = []
+    if machines:
+        keys: list[str] = []
+        for env, _ in machines:
+            keys += [k for k in env if k not in keys]
+        keys.sort(key=lambda k: (k.startswith("host "), FIRST.index(k) if k in FIRST else len(FIRST), k))
+        columns = ["", *(", ".join(names) if len(machines) > 1 else "value" for _, names in machines)]
+        rows = [[key.replace("_", " ")] + [env.get(key, "—") for env, _ in machines] for key in keys]
+        if len(machines) > 1:
+            blocks.append(Text("The runtimes ran on different machines or set-ups: one column each.", "muted"))
+        blocks.append(Table.build(columns, rows, numeric_from=len(columns)))
+    if versions:
+        everyone = len(report.entries)
+        rows = []
+        for package in sorted(versions, key=str.lower):
+            for version, names in versions[package].items():
+                used = "all runtimes" if len(names) == everyone else ", ".join(names)
+                rows.append([package, version, used])
+        blocks.append(Table.build(["package", "version", "recorded by"], rows, numeric_from=3,
+                                  caption="Versions of the frameworks each runtime used."))
     return Section("environment", "Environment", blocks)

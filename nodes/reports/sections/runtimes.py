@@ -26,10 +26,8 @@ def summary_items(entry: Entry) -> list[tuple[str, str]]:
     if d.compile_time_s is not None:
         items.append(("compile / convert time", seconds(d.compile_time_s)))
     for step in d.pipeline:
-        what = step.get("kind") or step.get("node") or "step"
-        node = step.get("node")
-        secs = step.get("seconds")
-        items.append((f"  step {what}", (f"{node}: " if node and node != what else "") + seconds(secs)))
+        node, kind = step.get("node") or "", step.get("kind") or ""
+        items.append((f"  {node or kind or 'step'}", (f"{kind} · " if kind and node else "") + seconds(step.get("seconds"))))
     t = d.target
     target = f"{t.kind} {t.address}".strip()
     cpu = t.device.get("cpu") or t.device.get("cpu_model") or t.device.get("machine")

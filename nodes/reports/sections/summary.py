@@ -47,9 +47,16 @@ def build(report: Report) -> Section | None:
         blocks.append(Note("Why:", "info", v.reasons))
     base = report.baseline
     if base is not None:
-        blocks.append(Text(f"Baseline: {base.name} ({base.runtime_label}). Speed-up and size ratios are "
+        blocks.append(Text(f"Baseline: {base.name} — {base.runtime_label}. Speed-up and size ratios are "
                            f"against it; the accuracy tolerance is {report.tolerance * 100:.2f} percentage points.",
                            "muted"))
+    noisy = [f"{e.name}: mean {ms(lat.mean)} ms against a median of {ms(lat.median)} ms"
+             for e in report.entries if (lat := e.data.latency_ms) is not None and lat.median > 0
+             and (lat.mean > 2 * lat.median or lat.p99 < lat.mean)]
+    if noisy:
+        blocks.append(Note("A few very slow calls dominate the mean latency of some runtimes (a busy machine or "
+                           "a background task?). Compare medians as well, or run again on a quiet machine:",
+                           "warn", noisy))
     incomplete = [f"{e.name}: {', '.join(e.missing)}" for e in report.entries if e.missing]
     if incomplete:
         blocks.append(Note("Some measurements are incomplete; the report shows what they hold. Missing:",

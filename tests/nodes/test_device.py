@@ -548,3 +548,42 @@ def test_tvm_archive_is_linked_on_the_device_and_runs(server: ServerThread, tmp_
     finally:
         session.close()
     assert list(server.server.store.models.glob("*/model.linked.so"))
+
+
+def test_slow_link_is_served_not_cut_off(server: ServerThread) -> None:
+    """A frame dribbling in byte groups, each gap shorter than the frame timeout, is still a frame."""
+    channel = raw_channel(server.address)
+    try:
+        whole = b"".join(bytes(p) for p in frame_message(MsgType.HELLO, {"protocol": VERSION}, seq=4))
+        started = time.monotonic()
+        for i in range(0, len(whole), 4):
+            channel.transport.write([whole[i : i + 4]], timeout=2)
+            time.sleep(0.06)
+        assert time.monotonic() - started > server.server.frame_timeout  # longer than a stall may last
+        reply = next_reply(channel)
+        assert reply.type == MsgType.HELLO and reply.seq == 4
+    finally:
+        channel.close()
+
+
+def test_folder_model_is_uploaded_as_a_safe_tar(server: ServerThread, tmp_path: Path) -> None:
+    from nodes.device_client import DeviceClient
+
+    folder = tmp_path / "model_ir"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "model.xml").write_text("<net/>")
+    (folder / "model.bin").write_bytes(os.urandom(3000))
+    (folder / "sub" / "extra.json").write_text("{}")
+    bundle = pack_model(folder, "openvino")
+    assert (bundle.packing, bundle.entry) == ("tar", "model_ir")
+    client = DeviceClient(tcp_target(server.address))
+    try:
+        client.connect()
+        assert client.upload(bundle) is True
+        assert client.upload(bundle) is False  # already there
+    finally:
+        client.close()
+        bundle.cleanup()
+    stored = server.server.store.entry_path(bundle.sha256, "model_ir")
+    assert (stored / "model.bin").read_bytes() == (folder / "model.bin").read_bytes()
+    assert (stored / "sub" / "extra.json").exists()

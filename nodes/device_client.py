@@ -252,6 +252,8 @@ class RemoteSession:
         self.device_info: dict[str, Any] = {}
         #: device-side time of the last `run` (the runtime call only), in ms
         self.last_device_ms = float("nan")
+        #: the same, plus the device's input preparation and output fetching around the call
+        self.last_device_total_ms = float("nan")
         self.runs = 0
         self.uploaded = False
         self._closed = False
@@ -296,6 +298,7 @@ class RemoteSession:
             lambda: self._client.request(MsgType.INFER, {}, arrays, expect=MsgType.OUTPUT),
             restore=self._restore)
         self.last_device_ms = float(reply.fields.get("device_ms", float("nan")))
+        self.last_device_total_ms = float(reply.fields.get("device_total_ms", float("nan")))
         self.runs += 1
         self._client.done = f"ran {self.runs} inference{'s' if self.runs > 1 else ''}"
         return list(reply.arrays)

@@ -201,6 +201,7 @@ class _Link:
         self.stream = stream  # a serial line: never "closes"; a new HELLO starts over
         self.greeted = False
         self.session: Any = None
+        self.steps: tuple[Any, Any, Any, Any] = (None, None, None, None)
         self.loading = False
         self._stats_sent = 0
         self._last_garbage_reply = 0.0
@@ -386,6 +387,7 @@ class _Link:
             self._error(msg.seq, code, f"{runtime} could not load {path.name}: {type(err).__name__}: {err}")
             return
         self.session = result["session"]
+        self.steps = _session_steps(self.session)
         load_ms = (time.perf_counter() - started) * 1e3
         _say(f"{self.name}: loaded {path.name} on {runtime} in {load_ms:.0f} ms")
         self._reply(msg, MsgType.OK, {"inputs": _jsonable(self.session.inputs), "outputs": _jsonable(self.session.outputs),
@@ -395,15 +397,23 @@ class _Link:
         if self.session is None:
             self._error(msg.seq, ErrorCode.NO_SESSION, "no model loaded on this link; send LOAD first")
             return
+        prepare, stage, run, finish = self.steps
+        clock = time.perf_counter_ns
         try:
             with self.server.infer_lock:
-                t0 = time.perf_counter_ns()
-                outputs = self.session.run(msg.arrays)
-                device_ns = time.perf_counter_ns() - t0
+                start = clock()
+                feed = prepare(msg.arrays)
+                if stage is not None:
+                    stage(feed)
+                t0 = clock()
+                raw = run(feed)  # the call a local measurement times, timed the same way here
+                device_ns = clock() - t0
+                outputs = finish(raw) if finish is not None else raw
+                total_ns = clock() - start
         except Exception as err:  # noqa: BLE001 - reported to the client
             self._error(msg.seq, ErrorCode.INFER_FAILED, f"{type(err).__name__}: {err}")
             return
-        self._reply(msg, MsgType.OUTPUT, {"device_ms": device_ns / 1e6}, outputs)
+        self._reply(msg, MsgType.OUTPUT, {"device_ms": device_ns / 1e6, "device_total_ms": total_ns / 1e6}, outputs)
 
     def _close_session(self) -> None:
         session, self.session = self.session, None
@@ -412,6 +422,15 @@ class _Link:
                 session.close()
             except Exception as err:  # noqa: BLE001
                 _say(f"{self.name}: closing the session failed: {err}")
+
+
+def _session_steps(session: Any) -> tuple[Any, Any, Any, Any]:
+    """(prepare, stage, run, finish) as the host's measurement loop splits them; run-only otherwise."""
+    try:
+        from nodes.backends import session_steps
+    except ImportError:
+        return (lambda inputs: inputs), None, session.run, None
+    return session_steps(session)
 
 
 def _link_tvm_archive(path: Path) -> Path:

@@ -244,8 +244,13 @@ class _Link:
             self._last_request = now
             if msg.is_reply:
                 continue  # a client never sends replies; ignore stray ones
-            if not self._dispatch(msg):
-                return
+            try:
+                if not self._dispatch(msg):
+                    return
+            except (LinkClosed, LinkTimeout):
+                raise
+            except Exception as err:  # noqa: BLE001 - a request the checks missed: answer, keep serving
+                self._error(msg.seq, ErrorCode.INTERNAL, f"{type(err).__name__}: {err}")
 
     # --- replies ------------------------------------------------------------------------------------
     def _reply(self, msg: Message, msg_type: MsgType, fields: dict[str, Any] | None = None, arrays: Any = ()) -> None:

@@ -587,3 +587,34 @@ def test_folder_model_is_uploaded_as_a_safe_tar(server: ServerThread, tmp_path: 
     stored = server.server.store.entry_path(bundle.sha256, "model_ir")
     assert (stored / "model.bin").read_bytes() == (folder / "model.bin").read_bytes()
     assert (stored / "sub" / "extra.json").exists()
+
+
+def test_fuzzed_requests_get_replies_and_the_server_keeps_serving(server: ServerThread) -> None:
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    channel = raw_channel(server.address)
+    hello(channel, seq=1)
+    assert next_reply(channel).type == MsgType.HELLO
+    json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+                               lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+                               max_leaves=6)
+    keys = st.sampled_from(["sha256", "size", "offset", "name", "packing", "entry", "runtime", "options", "protocol", "x"])
+    seqs = iter(range(100, 10**6))
+
+    @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(st.sampled_from([MsgType.UPLOAD_MODEL, MsgType.LOAD, MsgType.INFER, MsgType.PING, 0x42]),
+           st.dictionaries(keys, json_values, max_size=5), st.booleans())
+    def probe(msg_type: int, fields: dict, with_data: bool) -> None:
+        seq = next(seqs)
+        channel.send(msg_type, fields, [np.zeros(2, np.float32)] if msg_type == MsgType.INFER else (),
+                     data=b"xyz" if with_data else None, seq=seq)
+        reply = next_reply(channel)
+        assert reply.seq == seq and reply.is_reply
+
+    try:
+        probe()
+        channel.send(MsgType.PING, seq=7)
+        assert next_reply(channel).type == MsgType.PING
+    finally:
+        channel.close()

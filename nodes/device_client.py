@@ -21,6 +21,8 @@ from engine.protocol import DEFAULT_MAX_PAYLOAD, VERSION, Channel, ErrorCode, Me
 from engine.transport import LinkClosed, LinkTimeout, SerialTransport, Transport, connect_tcp
 
 T = TypeVar("T")
+#: a request may last this many timeouts while the device shows it is alive (a slow model load)
+_MAX_REQUEST_TIMEOUTS = 60
 _HINTS = {
     ErrorCode.UNAUTHORIZED: "give the target the token the device was started with (--token), or set HEITI_TOKEN",
     ErrorCode.RUNTIME_UNAVAILABLE: "install that runtime's package on the device",
@@ -136,9 +138,13 @@ class DeviceClient:
         if channel is None:
             raise _Transient("not connected", reconnect=True)
         seq = self._next_seq()
+        give_up = time.monotonic() + self.timeout * _MAX_REQUEST_TIMEOUTS
         try:
             channel.send(msg_type, fields, arrays, data, seq=seq, timeout=self.timeout)
             while True:
+                if time.monotonic() > give_up:  # the device streams STATS but never answers
+                    raise _Transient(f"no answer to {msg_type.name} within {self.timeout * _MAX_REQUEST_TIMEOUTS:g}s "
+                                     "although the device is alive", reconnect=True)
                 try:
                     msg = channel.receive(self.timeout)
                 except ProtocolError as err:

@@ -90,7 +90,8 @@ class KeyValues:
 
 @dataclass
 class Group:
-    """A titled group of blocks; `layout="grid"` lays children side by side on wide screens."""
+    """A titled group of blocks. Layouts: stack; grid (cards side by side); row (a bordered card whose
+    children sit side by side); columns (children side by side, no border)."""
 
     title: str
     blocks: list[Any]

@@ -173,11 +173,24 @@ def fill_from_events(entry: Entry, run: RunInfo | None) -> None:
     from engine.events import NodeMetric
 
     series: dict[str, tuple[list[float], list[float], str]] = {}
+    device: dict[str, list[tuple[float, float]]] = {}
     for event in run.events:
         if isinstance(event, NodeMetric) and event.node == entry.node:
+            if event.source not in ("", "host"):  # a device's own STATS (its name may change mid-run)
+                device.setdefault(event.name, []).append((event.x, event.value))
+                continue
             t, v, _ = series.setdefault(event.name, ([], [], event.source))
             t.append(event.x)
             v.append(event.value)
+    target = entry.data.target
+    if device and target.kind not in ("", "local") and not any(s.source not in ("", "host") for s in entry.data.resources):
+        name = str(target.device.get("hostname") or target.address or "device")
+        added = [TimeSeries(name=metric, unit="%" if "percent" in metric else "MB" if metric.endswith("_mb") else "",
+                            t=[x for x, _ in sorted(points)], values=[v for _, v in sorted(points)], source=name)
+                 for metric, points in device.items() if resource_kind(metric, "") is not None]
+        if added:
+            entry.data.resources = list(entry.data.resources) + added
+            entry.notes.append(f"device CPU/memory taken from {name}'s reports during the run")
     if not entry.data.resources:
         picked = [TimeSeries(name=name, t=t, values=v, source=src)
                   for name, (t, v, src) in series.items() if resource_kind(name, "") is not None]
@@ -207,12 +220,15 @@ def resource_kind(name: str, unit: str) -> str | None:
 
 
 #: preferred series per panel, best first; others of the same kind are used only when these are absent
-PREFERRED = {"cpu": ("cpu_percent", "process_cpu_percent"), "memory": ("rss_mb",)}
+PREFERRED = {"cpu": ("cpu_percent", "process_cpu_percent", "proc_cpu_percent"), "memory": ("rss_mb",)}
 
 
 def pick_series(series: list[TimeSeries], kind: str) -> TimeSeries | None:
-    """The one series of an entry that stands for `kind` ('cpu' or 'memory') in plots."""
+    """The one series of an entry that stands for `kind` ('cpu' or 'memory') in plots; a device's
+    own samples win over the host's (the host only waits for the device)."""
     usable = [s for s in series if resource_kind(s.name, s.unit) == kind and s.t and len(s.t) == len(s.values)]
+    remote = [s for s in usable if s.source not in ("", "host")]
+    usable = remote or usable
     for name in PREFERRED[kind]:
         for s in usable:
             if s.name == name:

@@ -130,7 +130,8 @@ def _explain(report: Report, rec: Row | None, ref: tuple[str, str, float] | None
     if rec.size_bytes:
         text = f"model size {size(rec.size_bytes)}"
         if rec.size_ratio is not None and not rec.is_baseline:
-            text += f" ({ratio_text(rec.size_ratio, 'smaller', 'larger')})"
+            same = abs(rec.size_ratio - 1) < 0.005
+            text += " (the same as the baseline)" if same else f" ({ratio_text(rec.size_ratio, 'smaller', 'larger')})"
         reasons.append(text)
     rejected = [r for r in (comparison_rows(report)) if r.within_tolerance is False and r.latency_ms is not None
                 and rec.latency_ms is not None and r.latency_ms < rec.latency_ms]

@@ -182,7 +182,9 @@ def timelines(panels: list[tuple[str, str, list[dict[str, Any]]]]) -> bytes:
         axes = fig.subplots(len(panels), 1, sharex=True, squeeze=False)[:, 0]
         for ax, (title, ylabel, series) in zip(axes, panels, strict=True):
             for s in series:
-                ax.plot(s["t"], s["values"], color=s["color"], linewidth=1.3, label=s["label"])
+                few = len(s["t"]) < 4  # a short run gives a sample or two: show them as dots
+                ax.plot(s["t"], s["values"], color=s["color"], linewidth=1.3, label=s["label"],
+                        marker="o" if few else None, markersize=4)
             ax.set_title(title)
             ax.set_ylabel(ylabel)
             ax.set_ylim(bottom=0)
@@ -323,8 +325,10 @@ def graph_picture(nodes: list[dict[str, Any]], edges: list[tuple[str, str]], sta
                 bbox={"boxstyle": "round,pad=0.45", "facecolor": FAMILY_COLORS.get(family, "#f8fafc"),
                       "edgecolor": STATE_EDGES.get(states.get(node_id, ""), "#64748b"), "linewidth": 1.4})
         for a, b in g.edges:
+            fan_out = g.out_degree(a) > 4  # e.g. the dataset wired to every runtime: draw those lightly
             ax.annotate("", xy=(0, 0.5), xycoords=artists[b], xytext=(1, 0.5), textcoords=artists[a],
-                        arrowprops={"arrowstyle": "-|>", "color": "#64748b", "linewidth": 1.0,
+                        arrowprops={"arrowstyle": "-|>", "color": "#94a3b8" if fan_out else "#475569",
+                                    "linewidth": 0.7 if fan_out else 1.1, "alpha": 0.55 if fan_out else 1.0,
                                     "connectionstyle": "arc3,rad=0.0", "shrinkA": 1, "shrinkB": 1}, zorder=2)
         ax.set_xlim(-0.6, len(layers) - 0.4)
         ax.set_ylim(-(tallest / 2) - 0.1, tallest / 2 + 0.1)

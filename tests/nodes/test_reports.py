@@ -286,3 +286,38 @@ def test_report_node_rejects_an_unknown_baseline_with_a_clear_error(tmp_path):
     result = Executor(registry, cache_dir=tmp_path / "cache").run(graph, tmp_path / "run")
     assert result.states["report"] == "failed"
     assert "baseline" in result.errors["report"] and "ort" in result.errors["report"]
+
+
+def test_remote_runtime_shows_device_timing_device_resources_and_device_environment(tmp_path):
+    import numpy as np
+
+    from engine.events import JsonlWriter, NodeMetric
+    from engine.measurements import TargetInfo
+    from nodes.reports.samples import latency_stats
+
+    run = tmp_path / "run"
+    write_sample_run(run, CLASSIFICATION_SPECS[:2])
+    remote = classification_measurements(CLASSIFICATION_SPECS[1], seed=9)
+    remote.node = "ort_board"
+    remote.target = TargetInfo(kind="tcp", address="127.0.0.1:7070",
+                               device={"hostname": "board", "machine": "aarch64", "cpu_count": 4, "protocol": 1})
+    remote.device_latency_ms = latency_stats(np.full(50, 0.25), first=1.0)
+    remote.save(run / "measurements" / "ort_board.json")
+    writer = JsonlWriter(run / "events.jsonl")
+    for i, (cpu, rss) in enumerate([(40.0, 90.0), (55.0, 95.0), (60.0, 97.0)]):
+        writer(NodeMetric(node="ort_board", name="cpu_percent", value=cpu, x=10 + i * 0.5, source="board"))
+        writer(NodeMetric(node="ort_board", name="rss_mb", value=rss, x=10 + i * 0.5, source="board"))
+    writer.close()
+    report = report_from_runs([run])
+    rendered = render(report, tmp_path / "remote.html")
+    device = next(b for s in rendered.sections if s.id == "latency" for b in s.walk()
+                  if isinstance(b, Table) and "device mean" in b.columns)
+    assert device.column("runtime") == ["ort_board"] and device.column("device mean") == [fmt.ms(0.25)]
+    resources = table_of(rendered.sections, "resources", "runtime")
+    row = next(r for r in resources.rows if r[0].text.startswith("ort_board"))
+    assert row[0].text == "ort_board (board)" and row[2].text == "60" and row[4].text == "97"
+    environment = table_of(rendered.sections, "environment", "")
+    assert "ort_board" in environment.columns
+    column = environment.columns.index("ort_board")
+    values = {r[0].text: r[column].text for r in environment.rows}
+    assert values["machine"] == "aarch64" and values["target"] == "tcp 127.0.0.1:7070" and "protocol" not in values

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..blocks import Section, Table, Text
+from ..blocks import Group, Section, Table, Text
 from ..collect import Entry, Report
 
 #: nested dicts under these keys hold package versions: shown by package name alone
 VERSION_KEYS = ("versions", "frameworks", "packages", "libraries")
+#: what a device says about the link rather than itself
+LINK_KEYS = {"protocol", "max_payload", "stats_period", "time", "server", "token"}
 FIRST = ("target", "cpu", "cpu_model", "processor", "machine", "cores", "cpu_count", "cores_logical", "logical_cores",
          "cores_physical", "physical_cores", "memory", "memory_gb", "ram_gb", "os", "platform", "system", "release",
          "python")
@@ -28,14 +30,12 @@ def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, str]:
 
 
 def environment_of(entry: Entry) -> dict[str, str]:
-    env = flatten(entry.data.environment)
     target = entry.data.target
-    device = flatten(target.device)
+    device = {k: v for k, v in flatten(target.device).items() if k not in LINK_KEYS}
     if target.kind not in ("", "local") and device:
-        # a remote device: its own description wins over the host's
-        env = {**{f"host {k}": v for k, v in env.items() if k not in device}, **device}
+        env = device  # it ran on the device: the host's own set-up does not describe it
     else:
-        env = {**device, **env}
+        env = {**device, **flatten(entry.data.environment)}
     env["target"] = f"{target.kind} {target.address}".strip()
     return env
 
@@ -67,8 +67,6 @@ def build(report: Report) -> Section | None:
         keys.sort(key=lambda k: (k.startswith("host "), FIRST.index(k) if k in FIRST else len(FIRST), k))
         columns = ["", *(", ".join(names) if len(machines) > 1 else "value" for _, names in machines)]
         rows = [[key.replace("_", " ")] + [env.get(key, "—") for env, _ in machines] for key in keys]
-        if len(machines) > 1:
-            blocks.append(Text("The runtimes ran on different machines or set-ups: one column each.", "muted"))
         blocks.append(Table.build(columns, rows, numeric_from=len(columns)))
     if versions:
         everyone = len(report.entries)
@@ -79,4 +77,6 @@ def build(report: Report) -> Section | None:
                 rows.append([package, version, used])
         blocks.append(Table.build(["package", "version", "recorded by"], rows, numeric_from=3,
                                   caption="Versions of the frameworks each runtime used."))
-    return Section("environment", "Environment", blocks)
+    intro = [Text("The runtimes ran on different machines or set-ups: one column each.", "muted")] \
+        if len(machines) > 1 else []
+    return Section("environment", "Environment", [*intro, Group("", blocks, layout="columns")])

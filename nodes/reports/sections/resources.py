@@ -37,7 +37,9 @@ def build(report: Report) -> Section | None:
             row[1] = f"{sum(cpu_series.values) / len(cpu_series.values):.0f}"
             row[2] = f"{max(cpu_series.values):.0f}"
             source = cpu_series.source
-        process = next((s for s in e.data.resources if s.name == "process_cpu_percent" and s.values), None)
+        same_source = [s for s in e.data.resources if cpu_series is None or s.source == cpu_series.source]
+        process = next((s for s in same_source if s.name in ("process_cpu_percent", "proc_cpu_percent") and s.values),
+                       None)
         if process is not None and process is not cpu_series:
             row[3] = f"{sum(process.values) / len(process.values):.0f}"
         mem_series = pick_series(e.data.resources, "memory")

@@ -32,8 +32,12 @@ def build(report: Report) -> Section | None:
     if v.smallest is not None:
         r = v.smallest
         detail = size(r.size_bytes)
-        if r.size_ratio is not None and not r.is_baseline:
+        ties = [x for x in rows if x.size_bytes == r.size_bytes and x is not r]
+        if r.size_ratio is not None and not r.is_baseline and abs(r.size_ratio - 1) >= 0.005:
             detail += f" · {ratio_text(r.size_ratio, 'smaller', 'larger')}"
+        if ties:
+            detail += " · same size: " + (", ".join(x.entry.name for x in ties) if len(ties) <= 3 else
+                                          f"{len(ties)} others")
         cards.append(Card("Smallest", r.entry.name, detail))
     if v.most_accurate is not None:
         r = v.most_accurate

@@ -284,6 +284,10 @@ class SerialTransport(Transport):
             self.port = serial.Serial(port=port, baudrate=baud, timeout=0, write_timeout=0, exclusive=True)
         except (serial.SerialException, OSError, ValueError) as err:
             raise LinkClosed(f"serial {port}: {err}") from err
+        try:
+            self.port.reset_input_buffer()  # bytes left over from an earlier conversation
+        except (serial.SerialException, OSError):
+            pass
         fd = self.port.fileno()
         os.set_blocking(fd, False)
         self.rate = baud / 10.0

@@ -9,6 +9,7 @@ error says what had been done ("uploaded 3.2 of 5.1 MB, then the link dropped").
 from __future__ import annotations
 
 import os
+import random
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -66,7 +67,9 @@ class DeviceClient:
         self.device_info: dict[str, Any] = {}
         #: what has been achieved so far, for error messages
         self.done = "nothing done yet"
-        self._seq = 0
+        # a random start, so that a stale reply left on a serial line by an earlier client never
+        # matches one of our requests
+        self._seq = random.randrange(1, 2**31)
         self._clock_offset = 0.0  # host perf_counter - device monotonic
 
     @property

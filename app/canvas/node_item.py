@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import TYPE_CHECKING
 
@@ -25,6 +26,12 @@ SMALL_FONT.setPixelSize(11)
 _TITLE_METRICS = QFontMetrics(TITLE_FONT)
 _SMALL_METRICS = QFontMetrics(SMALL_FONT)
 STATUS_SPACE = 20  # below the node: the running message or the error
+LOW_DETAIL = 0.35  # below this zoom a node is drawn as a plain coloured box
+
+
+@functools.lru_cache(maxsize=512)
+def _elided_title(title: str, width: int) -> str:
+    return _TITLE_METRICS.elidedText(title, Qt.TextElideMode.ElideRight, width)
 
 
 class BadgeItem(QGraphicsItem):
@@ -90,8 +97,9 @@ class NodeItem(QGraphicsItem):
             item.setPos(self.width, self._port_y(i))
         self.badge = BadgeItem(self)
         self.badge.setPos(2, 2)
-        self._title_text = _TITLE_METRICS.elidedText(self.title, Qt.TextElideMode.ElideRight, int(self.width - 44))
-        self._id_text = _SMALL_METRICS.elidedText(node_id, Qt.TextElideMode.ElideMiddle, int(self.width - 44))
+        self._title_text = _elided_title(self.title, int(self.width - 44))
+        self._id_text = node_id if len(node_id) < 18 else _SMALL_METRICS.elidedText(
+            node_id, Qt.TextElideMode.ElideMiddle, int(self.width - 44))
         description = cls.describe() if cls else "this node kind is not installed"
         self.setToolTip(f"<b>{self.title}</b> <i>{kind}</i> — id <code>{node_id}</code><br>{description}")
 
@@ -138,8 +146,11 @@ class NodeItem(QGraphicsItem):
         return super().itemChange(change, value)
 
     def paint(self, painter: QPainter, option: QStyleOptionGraphicsItem, widget: QWidget | None = None) -> None:
-        painter.setRenderHint(QPainter.RenderHint.Antialiasing)
         rect = self._rect
+        if option.levelOfDetailFromTransform(painter.worldTransform()) < LOW_DETAIL:
+            self._paint_simple(painter)
+            return
+        painter.setRenderHint(QPainter.RenderHint.Antialiasing)
         r = style.NODE_RADIUS
         body = QPainterPath()
         body.addRoundedRect(rect, r, r)
@@ -182,6 +193,16 @@ class NodeItem(QGraphicsItem):
             painter.setPen(style.TEXT_DIM if self.state == "running" else style.INVALID)
             text = _SMALL_METRICS.elidedText(self.status_text, Qt.TextElideMode.ElideRight, int(self.width - 16))
             painter.drawText(QPointF(8, rect.height() + 14), text)
+
+    def _paint_simple(self, painter: QPainter) -> None:
+        """Zoomed far out: a box in the state's (or category's) colour, no text."""
+        state_colour = style.STATE_COLOURS.get(self.state)
+        border = style.NODE_SELECTED if self.isSelected() else style.INVALID if self.problems else (
+            state_colour or style.NODE_BORDER)
+        painter.fillRect(self._rect, style.NODE_BODY)
+        painter.fillRect(QRectF(0, 0, self.width, style.HEADER_HEIGHT), self.accent)
+        painter.setPen(QPen(border, 3))
+        painter.drawRect(self._rect)
 
     def _paint_state(self, painter: QPainter, centre: QPointF) -> None:
         colour = style.STATE_COLOURS.get(self.state)

@@ -30,6 +30,8 @@ class PortItem(QGraphicsItem):
         self.multiple = multiple
         self.colour = style.format_colour(None, type_name)
         self.formats_text = ""
+        #: what the format text was built from, to skip rebuilding it after each validation
+        self.format_key: object = ()
         #: None = normal; True = a compatible end for the wire being dragged; False = not one
         self.highlight: bool | None = None
         self.hovered = False
@@ -65,6 +67,8 @@ class PortItem(QGraphicsItem):
         return QRectF(-r, -r, 2 * r, 2 * r)
 
     def paint(self, painter: QPainter, option: QStyleOptionGraphicsItem, widget: QWidget | None = None) -> None:
+        if option.levelOfDetailFromTransform(painter.worldTransform()) < 0.35 and self.highlight is None:
+            return  # too small to see or hit; the node draws the box
         painter.setRenderHint(QPainter.RenderHint.Antialiasing)
         r = style.PORT_RADIUS
         colour = QColor(self.colour)

@@ -10,6 +10,7 @@ from PySide6.QtCore import QPointF, QRectF, Qt, Signal
 from PySide6.QtGui import QPainter, QPen, QTransform
 from PySide6.QtWidgets import QGraphicsScene, QGraphicsSceneMouseEvent
 
+from engine.graph import NodeSpec
 from engine.validate import ValidationResult
 
 from ..document import EdgeKey, GraphDocument, PortRef, edge_key, safe_input_formats
@@ -55,21 +56,23 @@ class GraphScene(QGraphicsScene):
         self.nodes.clear()
         self.wires.clear()
         for spec in self.doc.graph.nodes:
-            self._on_node_added(spec.id)
+            self._add_node_item(spec)
         for edge in self.doc.graph.edges:
             self._on_edge_added(edge_key(edge))
         self._on_validated(self.doc.validation)
         self.setSceneRect(self.itemsBoundingRect().adjusted(-2000, -2000, 2000, 2000))
 
     def _on_node_added(self, node_id: str) -> None:
-        spec = self.doc.graph.node(node_id)
+        self._add_node_item(self.doc.graph.node(node_id))
+        self._grow_scene_rect(self.nodes[node_id])
+
+    def _add_node_item(self, spec: NodeSpec) -> None:
         cls = self.doc.registry.get(spec.kind) if spec.kind in self.doc.registry else None
-        item = NodeItem(node_id, spec.kind, cls)
-        x, y = self.doc.position(node_id)
-        item.setPos(x, y)
+        item = NodeItem(spec.id, spec.kind, cls)
+        pos = spec.ui.get("pos") or [0, 0]
+        item.setPos(float(pos[0]), float(pos[1]))
         self.addItem(item)
-        self.nodes[node_id] = item
-        self._grow_scene_rect(item)
+        self.nodes[spec.id] = item
 
     def _grow_scene_rect(self, item: NodeItem) -> None:
         rect = self.sceneRect()
@@ -120,12 +123,17 @@ class GraphScene(QGraphicsScene):
             item.set_problems(doc.node_problems.get(node_id, []))
             for name, port in item.outputs.items():
                 fmt = result.formats.get((node_id, name))
-                port.set_format(fmt, f"format: {fmt}" if fmt else "format: decided when it runs")
+                if port.format_key != fmt:
+                    port.format_key = fmt
+                    port.set_format(fmt, f"format: {fmt}" if fmt else "format: decided when it runs")
             if item.inputs:
                 cls = item.cls
                 accepted = safe_input_formats(cls, result.params.get(node_id)) if cls else {}
                 for name, port in item.inputs.items():
                     formats = accepted.get(name)
+                    if port.format_key == formats and formats is not None:
+                        continue
+                    port.format_key = formats
                     first = sorted(formats)[0] if formats and len(formats) == 1 else None
                     port.set_format(first, "accepts: " + (", ".join(sorted(formats)) if formats else "any format"))
         for key, wire in self.wires.items():

@@ -62,7 +62,8 @@ class WireItem(QGraphicsPathItem):
         return stroker.createStroke(self.path())
 
     def paint(self, painter: QPainter, option: QStyleOptionGraphicsItem, widget: QWidget | None = None) -> None:
-        painter.setRenderHint(QPainter.RenderHint.Antialiasing)
+        painter.setRenderHint(QPainter.RenderHint.Antialiasing,
+                              option.levelOfDetailFromTransform(painter.worldTransform()) >= 0.35)
         colour = style.INVALID if self.problems else self.colour
         width = 2.5
         if self.isSelected():

@@ -123,6 +123,8 @@ class DeviceServer:
         self.sampler = StatsSampler(stats_period)
         self.infer_lock = threading.Lock()
         self.stopped = threading.Event()
+        #: set once the server listens (TCP) or has its serial port open
+        self.ready = threading.Event()
         self.address: tuple[str, int] | None = None
         self._links: set[_Link] = set()
         self._links_lock = threading.Lock()
@@ -143,6 +145,7 @@ class DeviceServer:
         """Accept clients until `stop()`; each link runs in its own thread."""
         listener = listen_tcp(host, port)
         self.address = listener.getsockname()[:2]
+        self.ready.set()
         _say(f"listening on tcp {self.address[0]}:{self.address[1]}")
         try:
             while not self.stopped.is_set():
@@ -181,6 +184,7 @@ class DeviceServer:
                 self.stopped.wait(1.0)
                 continue
             _say(f"serving on {transport.name}")
+            self.ready.set()
             _Link(self, transport, stream=True).run()
 
     def stop(self) -> None:

@@ -419,6 +419,7 @@ def serial_link(tmp_path: Path):
         device = DeviceServer(tmp_path / f"device{baud}", frame_timeout=0.5, stats_period=0.1)
         threading.Thread(target=device.serve_serial, args=(link.port_a, baud), daemon=True).start()
         servers.append(device)
+        assert device.ready.wait(5)
         return device
 
     yield link, serve

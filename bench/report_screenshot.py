@@ -2,8 +2,8 @@
 
     .venv/bin/python bench/report_screenshot.py [OUT_DIR]
 
-Writes three reports (one classification run, a comparison of two runs with 8 runtimes, one
-detection run), prints how long each took to render, and saves full-page screenshots plus
+Writes four reports (one classification run, a comparison of two runs with 8 runtimes, one
+detection run, 8 runtimes that all predict differently — the slowest case), prints how long each took to render, and saves full-page screenshots plus
 1400x1800 tiles (`*_tile<N>.png`) small enough to look at one by one. Needs `chromium`
 (apt-get install chromium); without it only the reports are written.
 """
@@ -75,7 +75,13 @@ def main() -> None:
     write_sample_run(run_a, CLASSIFICATION_SPECS, seed=1)
     write_sample_run(run_b, SECOND_RUN, seed=2)
     write_sample_run(run_d, DETECTION_SPECS, task="detection", seed=3)
-    jobs = [("single", [run_a], ""), ("comparison", [run_a, run_b], ""), ("detection", [run_d], "")]
+    run_e = out / "eight-distinct"
+    shutil.rmtree(run_e, ignore_errors=True)
+    # worst case for speed: every runtime predicts differently, so no confusion matrix is shared
+    write_sample_run(run_e, [Spec(f"rt{i}", "onnxruntime", f"runtime {i}", "onnx", 0.2 + 0.15 * i, 0.90 + 0.01 * i,
+                                  100_000 * (i + 1), 1.0 + i) for i in range(8)], seed=4)
+    jobs = [("single", [run_a], ""), ("comparison", [run_a, run_b], ""), ("detection", [run_d], ""),
+            ("eight", [run_e], "")]
     for name, runs, baseline in jobs:
         started = time.perf_counter()
         report = report_from_runs(runs, baseline=baseline)

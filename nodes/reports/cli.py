@@ -28,7 +28,10 @@ def main(args: argparse.Namespace) -> int:
         return EXIT_INVALID
     for problem in report.problems:
         print(f"warning: {problem}", file=sys.stderr)
-    rendered = render(report, Path(args.out))
+    out = Path(args.out)
+    if out.is_dir() or str(args.out).endswith(("/", "\\")):
+        out = out / "report.html"
+    rendered = render(report, out)
     print(f"report: {rendered.html}")
     print(f"markdown: {rendered.markdown} (images and raw measurements in {rendered.files})")
     return EXIT_OK

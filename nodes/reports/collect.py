@@ -86,6 +86,20 @@ class Report:
     def run(self, name: str) -> RunInfo | None:
         return next((r for r in self.runs if r.name == name), None)
 
+    def failures(self) -> list[str]:
+        """Nodes of the runs that failed or were skipped, with why: their runtimes are absent here."""
+        from engine.events import NodeFailed, NodeSkipped
+
+        out = []
+        for run in self.runs:
+            prefix = f"{run.name}/" if len(self.runs) > 1 else ""
+            for event in run.events:
+                if isinstance(event, NodeFailed):
+                    out.append(f"{prefix}{event.node} failed: {event.message}")
+                elif isinstance(event, NodeSkipped):
+                    out.append(f"{prefix}{event.node} did not run: {event.reason}")
+        return out
+
 
 PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
            "#bcbd22", "#17becf"]

@@ -180,6 +180,9 @@ def test_partial_old_and_broken_files_render_what_they_hold_and_say_what_is_miss
     broken.update(node="broken", latency_ms="fast", classification={"accuracy": 0.9, "confusion_matrix": [[3, 1], [2]]})
     (run / "measurements" / "broken.json").write_text(json.dumps(broken))
     (run / "measurements" / "garbage.json").write_text("{not json")
+    with (run / "events.jsonl").open("a") as events:
+        events.write(json.dumps({"type": "node_failed", "node": "tvm", "error_type": "NodeError",
+                                 "message": "tvm could not load model.so", "t": 0}) + "\n")
     report = report_from_runs([run])
     rendered = render(report, tmp_path / "partial.html")
     html = rendered.html.read_text(encoding="utf-8")
@@ -191,6 +194,7 @@ def test_partial_old_and_broken_files_render_what_they_hold_and_say_what_is_miss
     assert "Some measurements are incomplete" in html
     assert "latency_ms (unreadable)" in html and "model_size_bytes" in html
     assert "garbage.json" in html  # named as unreadable, the rest still renders
+    assert "tvm failed: tvm could not load model.so" in html
     assert "0.500" in html  # the old file's latency is still shown
     # the ragged confusion matrix costs its section a note, not the report
     assert '<section id="latency">' in html
@@ -228,6 +232,8 @@ def test_cli_exit_codes_and_messages(tmp_path, capsys):
     html = out.read_text(encoding="utf-8")
     assert "baseline a/ort" in html and "b/tflite_int8" in html
     assert out.with_suffix(".md").is_file() and (out.parent / "cmp_files" / "measurements").is_dir()
+    assert heiti(["report", str(tmp_path / "a"), "--out", str(tmp_path / "reports")]) == 0  # a folder
+    assert (tmp_path / "reports" / "report.html").is_file()
 
 
 # --- the node in a real run ------------------------------------------------------------------------

@@ -65,6 +65,10 @@ def build(report: Report) -> Section | None:
     if incomplete:
         blocks.append(Note("Some measurements are incomplete; the report shows what they hold. Missing:",
                            "warn", incomplete))
+    failures = report.failures()
+    if failures:
+        blocks.append(Note("Not every step of the run finished; what follows covers the runtimes that did:",
+                           "error", failures))
     if report.problems:
         blocks.append(Note("Some inputs could not be read:", "error", report.problems))
     return Section("summary", "Verdict", blocks)

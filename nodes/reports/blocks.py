@@ -98,6 +98,8 @@ class Group:
     subtitle: str = ""
     layout: str = "stack"
     anchor: str = ""
+    #: drawn folded (HTML <details>, no script): detail most readers skip
+    collapsed: bool = False
     kind: str = "group"
 
 

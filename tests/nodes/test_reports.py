@@ -211,6 +211,10 @@ def test_report_with_eight_runtimes_and_no_graph_or_events(tmp_path):
     rendered = render(report, tmp_path / "eight.html")
     assert [s.id for s in rendered.sections if s.id == "graph"] == []
     assert len(comparison_rows(report)) == 8
+    html = rendered.html.read_text(encoding="utf-8")
+    # every runtime predicts differently: eight per-class tables, most of them folded (no script needed)
+    assert html.count("<th class=\"left\">class</th>") == 8
+    assert 3 <= html.count("<details") < 8 and "<script" not in html
 
 
 # --- command line ------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ from __future__ import annotations
 from .. import plots
 from ..blocks import Cell, Figure, Group, Section, Table, Text
 from ..collect import Entry, Report
-from ..compare import comparison_rows
+from ..compare import comparison_rows, verdict
 from ..fmt import num, pct, points
 
 
@@ -34,6 +34,9 @@ def build(report: Report) -> Section | None:
     blocks: list = [Table.build(
         ["runtime", "accuracy", "top-5", "precision (mean)", "sensitivity (mean)", "F1 (mean)", "G-mean", "Δ accuracy"],
         table, caption="Means are unweighted over classes; G-mean is the geometric mean of per-class sensitivity.")]
+    v = verdict(report)
+    keep_open = {r.entry.name for r in (v.recommended, v.most_accurate) if r is not None}
+    keep_open |= {report.baseline.name} if report.baseline is not None else set()
     same: dict[tuple, list[Entry]] = {}
     for e in entries:
         same.setdefault(_fingerprint(e), []).append(e)
@@ -57,7 +60,12 @@ def build(report: Report) -> Section | None:
         subtitle = f"accuracy {pct(c.accuracy)}"
         if others:
             subtitle += " · identical for " + ", ".join(o.name for o in others)
-        groups.append(Group(e.name, inner, subtitle=subtitle, layout="row"))
+        names_here = {e.name, *(o.name for o in others)}
+        fold = len(same) > 3 and not names_here & keep_open
+        groups.append(Group(e.name, inner, subtitle=subtitle, layout="row", collapsed=fold))
+    if any(g.collapsed for g in groups):
+        blocks.append(Text("The baseline, the recommended and the most accurate runtime are open; click a name to "
+                           "unfold the others.", "muted"))
     blocks += groups
     return Section("quality", "Quality — classification", blocks)
 

@@ -198,20 +198,26 @@ class ResourceSampler:
         self.sink = sink
         self.on_tick = on_tick
         self.process = psutil.Process(pid or os.getpid())
-        self.series: dict[str, TimeSeries] = {}
+        self._values: dict[str, tuple[list[float], list[float]]] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._gpu: _Gpu | None = None
 
     def _record(self, name: str, value: float, t: float, stream: bool) -> None:
-        series = self.series.get(name)
-        if series is None:
-            base = name.split("_core")[0]
-            series = self.series[name] = TimeSeries(name=name, unit=UNITS.get(base, ""))
-        series.t.append(round(t, 4))
-        series.values.append(round(float(value), 3))
+        values = self._values.get(name)
+        if values is None:
+            values = self._values[name] = ([], [])
+        values[0].append(t)
+        values[1].append(value)
         if stream and self.sink is not None:
             self.sink(name, value, t)
+
+    @property
+    def series(self) -> dict[str, TimeSeries]:
+        """What was sampled so far, one TimeSeries per quantity."""
+        return {name: TimeSeries(name=name, unit=UNITS.get(name.split("_core")[0], ""),
+                                 t=[round(v, 4) for v in t], values=[round(float(v), 3) for v in values])
+                for name, (t, values) in self._values.items()}
 
     def sample(self) -> None:
         t = time.perf_counter() - self.t0
@@ -229,6 +235,10 @@ class ResourceSampler:
             self._record(name, value, t, True)
 
     def _loop(self) -> None:
+        try:  # Linux: a nicer thread, so the scheduler favours the timed loop on a busy CPU
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+        except (AttributeError, OSError):
+            pass
         while not self._stop.wait(self.period_s):
             self.sample()
             if self.on_tick is not None:
@@ -290,7 +300,7 @@ class LatencyForwarder:
     """
 
     def __init__(self, latencies_ns: np.ndarray, sink: Callable[[str, float, float], None],
-                 name: str = "latency_ms", max_points: int = 50) -> None:
+                 name: str = "latency_ms", max_points: int = 20) -> None:
         self.latencies_ns = latencies_ns
         self.sink = sink
         self.name = name
@@ -382,3 +392,41 @@ def run_timed_loop(
         postprocess_ns=post[:completed].copy(), outputs=outputs[:completed],
         wall_ns=int(wall), completed=completed,
     )
+
+
+def measure_sampled(
+    run: Callable[[Any], Any],
+    feeds: Sequence[Any],
+    *,
+    metric: MetricSink,
+    warmup: int = 10,
+    stage: Callable[[Any], Any] | None = None,
+    finish: Callable[[Any], Any] | None = None,
+    after_call: Callable[[int], None] | None = None,
+    cancelled: Callable[[], bool] = lambda: False,
+    period_s: float = 0.1,
+    t0: float | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> tuple[LoopResult, list[TimeSeries]]:
+    """`run_timed_loop` with the resource sampler running and latencies streamed by its thread.
+
+    `metric(name, value, x)` receives resource samples (x = seconds since t0) and latencies
+    (x = call index); `on_progress(done, total)` is called once per sampling period. This is the
+    whole measurement as the runtime nodes do it, and what bench/overhead.py times.
+    """
+    latencies = np.zeros(len(feeds), dtype=np.int64)
+    forwarder = LatencyForwarder(latencies, metric)
+
+    def tick() -> None:
+        forwarder()
+        if on_progress is not None:
+            on_progress(forwarder.sent, len(feeds))
+
+    sampler = ResourceSampler(period_s, t0=t0, sink=metric, on_tick=tick)
+    sampler.start()
+    try:
+        result = run_timed_loop(run, feeds, warmup=warmup, stage=stage, finish=finish,
+                                after_call=after_call, cancelled=cancelled, latencies_ns=latencies)
+    finally:
+        resources = sampler.stop()
+    return result, resources

@@ -18,13 +18,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from engine.context import Cancelled, RunContext
 from engine.measure import (
-    LatencyForwarder,
-    ResourceSampler,
     classification_quality,
     environment_info,
     latency_stats,
+    measure_sampled,
     model_size_bytes,
-    run_timed_loop,
 )
 from engine.measurements import MeasurementsFile, TargetInfo
 from engine.node import In, Node, NodeError, Out
@@ -113,31 +111,23 @@ class RuntimeNode(Node):
             pre_ns[i] = time.perf_counter_ns() - t
         del batches
 
-        latencies = np.zeros(len(feeds), dtype=np.int64)
         device_ms = np.full(len(feeds), np.nan)
         after_call = None
         if remote:
             def after_call(i: int) -> None:
                 device_ms[i] = getattr(session, "last_device_ms", None) or np.nan
 
-        forwarder = LatencyForwarder(latencies, lambda name, v, i: ctx.metric(name, v, x=i))
+        def on_progress(done: int, total: int) -> None:
+            ctx.progress(0.1 + 0.8 * done / total, f"{done}/{total} calls")
 
-        def tick() -> None:
-            forwarder()
-            ctx.progress(0.1 + 0.8 * forwarder.sent / len(feeds), f"{forwarder.sent}/{len(feeds)} calls")
-
-        sampler = ResourceSampler(p.sample_period_s, t0=ctx.t0, on_tick=tick,
-                                  sink=lambda name, v, t: ctx.metric(name, v, x=t))
         ctx.progress(0.1, "measuring")
-        sampler.start()
         try:
-            result = run_timed_loop(run_call, feeds, warmup=p.warmup, stage=stage, finish=finish,
-                                    after_call=after_call, cancelled=lambda: ctx.cancelled,
-                                    latencies_ns=latencies)
+            result, resources = measure_sampled(
+                run_call, feeds, metric=lambda name, v, x: ctx.metric(name, v, x=x), warmup=p.warmup,
+                stage=stage, finish=finish, after_call=after_call, cancelled=lambda: ctx.cancelled,
+                period_s=p.sample_period_s, t0=ctx.t0, on_progress=on_progress)
         except Exception as err:  # noqa: BLE001 - the runtime failed on real data
             raise NodeError(f"{self.runtime} failed while running the model: {err}") from err
-        finally:
-            resources = sampler.stop()
         if result.completed < len(feeds):
             raise Cancelled(f"{ctx.node_id}: cancelled after {result.completed} of {len(feeds)} calls")
 

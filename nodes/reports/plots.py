@@ -168,7 +168,8 @@ def histograms(series: list[dict[str, Any]]) -> bytes:
             else:
                 title += f"\n(mean {mean:.3g} ms: off the scale)"
             ax.axvline(float(np.percentile(values, 99)), color="#c0392b", linewidth=1, linestyle="--")
-            ax.set_xlim(lo if lo > 0 else None, hi)
+            if hi > lo:
+                ax.set_xlim(lo if lo > 0 else None, hi)
             ax.set_title(title, fontsize=9)
             ax.set_yticks([])
             ax.set_xlabel("ms", fontsize=8)

@@ -5,41 +5,39 @@ from __future__ import annotations
 from .. import plots
 from ..blocks import Cell, Figure, Section, Table, Text
 from ..collect import Report
-from ..compare import comparison_rows, reference_quality
+from ..compare import Row, comparison_rows, reference_quality
 from ..fmt import ms, pct, points, ratio_text, seconds, size, times
+
+
+def _row(r: Row, several_models: bool, several_targets: bool) -> list:
+    e = r.entry
+    lat = e.data.latency_ms
+    name = Cell(e.name + (" (baseline)" if r.is_baseline else ""), "baseline" if r.is_baseline else "",
+                title=e.runtime_label)
+    delta_tone = "" if r.within_tolerance is None or r.is_baseline else ("good" if r.within_tolerance else "bad")
+    speed_tone = "" if r.speedup is None or r.is_baseline else ("good" if r.speedup >= 1 else "bad")
+    delta = "baseline" if r.is_baseline and r.quality is not None else points(r.quality_delta)
+    return [name, e.data.model_format or "—",
+            *([e.source_model or "—"] if several_models else []), *([_target(e)] if several_targets else []),
+            ms(r.latency_ms), ms(lat.median if lat else None), ms(lat.p99 if lat else None),
+            Cell(times(r.speedup), speed_tone), size(r.size_bytes), _size_change(r), pct(r.quality),
+            Cell(delta, delta_tone), seconds(e.data.compile_time_s)]
 
 
 def build(report: Report) -> Section | None:
     if not report.entries:
         return None
     rows = comparison_rows(report)
-    quality_names = sorted({r.quality_name for r in rows if r.quality_name})
-    quality_title = " / ".join(quality_names) or "quality"
+    quality_title = " / ".join(sorted({r.quality_name for r in rows if r.quality_name})) or "quality"
     several_targets = len({_target(r.entry) for r in rows}) > 1
     several_models = len({r.entry.source_model for r in rows}) > 1
     extra = (["model"] if several_models else []) + (["target"] if several_targets else [])
-    columns = ["runtime", "format", *extra,
-               "mean ms", "median ms", "p99 ms", "speed-up", "model size", "size vs baseline", quality_title, "Δ quality", "convert time"]
-    table_rows = []
-    for r in rows:
-        e = r.entry
-        name = Cell(e.name + (" (baseline)" if r.is_baseline else ""), "baseline" if r.is_baseline else "",
-                    title=e.runtime_label)
-        delta_tone = "" if r.within_tolerance is None or r.is_baseline else ("good" if r.within_tolerance else "bad")
-        speed_tone = "" if r.speedup is None or r.is_baseline else ("good" if r.speedup >= 1 else "bad")
-        lat = e.data.latency_ms
-        table_rows.append(
-            [name, e.data.model_format or "—"] + ([e.source_model or "—"] if several_models else [])
-            + ([_target(e)] if several_targets else []) + [
-                ms(r.latency_ms), ms(lat.median if lat else None), ms(lat.p99 if lat else None), Cell(times(r.speedup), speed_tone),
-                size(r.size_bytes), _size_change(r), pct(r.quality),
-                Cell("baseline" if r.is_baseline and r.quality is not None else points(r.quality_delta), delta_tone),
-                seconds(e.data.compile_time_s)])
-    numeric_from = 2 + len(extra)
-    blocks: list = [Table.build(columns, table_rows, numeric_from=numeric_from,
-                                caption="Sorted by mean latency. Speed-up = baseline latency / runtime latency; "
-                                        "size against the baseline's; Δ quality in "
-                                        "percentage points, green within the tolerance.")]
+    columns = ["runtime", "format", *extra, "mean ms", "median ms", "p99 ms", "speed-up", "model size",
+               "size vs baseline", quality_title, "Δ quality", "convert time"]
+    blocks: list = [Table.build(
+        columns, [_row(r, several_models, several_targets) for r in rows], numeric_from=2 + len(extra),
+        caption="Sorted by mean latency. Speed-up = baseline latency / runtime latency; size against the "
+                "baseline's; Δ quality in percentage points, green within the tolerance.")]
     if several_models:
         blocks.append(Text("The runtimes run models trained separately (column model): their accuracy differs by "
                            "training as well as by conversion.", "muted"))
@@ -58,7 +56,7 @@ def build(report: Report) -> Section | None:
     return Section("comparison", "Comparison", blocks)
 
 
-def _size_change(row) -> Cell:
+def _size_change(row: Row) -> Cell:
     if row.is_baseline or row.size_ratio is None:
         return Cell("—" if row.size_ratio is None else "1.00×")
     if abs(row.size_ratio - 1) < 0.005:

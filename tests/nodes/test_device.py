@@ -20,68 +20,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.payloads import ModelArtifact, TargetHandle
-from engine.protocol import VERSION, Channel, ErrorCode, MsgType, frame_message
-from engine.transport import VirtualSerialLink, connect_tcp
-from nodes.device_server import DeviceServer, main
+from engine.payloads import ModelArtifact
+from engine.protocol import VERSION, ErrorCode, MsgType, frame_message
+from nodes.device_server import main
 from nodes.targets import DeviceError, open_remote_session, pack_model
+from tests.nodes.device_helpers import (
+    ServerThread,
+    hello,
+    local_run,
+    make_onnx,
+    next_reply,
+    raw_channel,
+    tcp_target,
+)
 
 pytestmark = pytest.mark.timeout(120)
 REPO = Path(__file__).resolve().parents[2]
-
-
-# --- helpers ----------------------------------------------------------------------------------------
-def make_onnx(path: Path, in_shape: tuple[int, ...], external: bool = False) -> Path:
-    """A small real model: mean over all but the first two axes, then a 3->10 or C->10 matmul."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    channels = in_shape[1]
-    rng = np.random.default_rng(0)
-    weight = numpy_helper.from_array(rng.standard_normal((channels, 10)).astype(np.float32), "w")
-    nodes, inits = [], [weight]
-    source = "x"
-    if len(in_shape) > 2:
-        inits.append(numpy_helper.from_array(np.arange(2, len(in_shape), dtype=np.int64), "axes"))
-        nodes.append(helper.make_node("ReduceMean", ["x", "axes"], ["m"], keepdims=0))
-        source = "m"
-    nodes.append(helper.make_node("MatMul", [source, "w"], ["y"]))
-    graph = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(in_shape))],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [in_shape[0], 10])], initializer=inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
-    model.ir_version = 9
-    if external:
-        onnx.save(model, str(path), save_as_external_data=True, location=path.name + ".data", size_threshold=0)
-    else:
-        onnx.save(model, str(path))
-    return path
-
-
-def local_run(path: Path, x: np.ndarray) -> np.ndarray:
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
-
-
-class ServerThread:
-    def __init__(self, workdir: Path, port: int = 0, **kwargs) -> None:
-        kwargs.setdefault("frame_timeout", 0.5)
-        kwargs.setdefault("stats_period", 0.1)
-        self.server = DeviceServer(workdir, **kwargs)
-        self.thread = threading.Thread(target=self.server.serve_tcp, args=("127.0.0.1", port), daemon=True)
-        self.thread.start()
-        deadline = time.monotonic() + 5
-        while self.server.address is None and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert self.server.address is not None
-        self.port = self.server.address[1]
-        self.address = f"127.0.0.1:{self.port}"
-
-    def stop(self) -> None:
-        self.server.stop()
-        self.thread.join(5)
 
 
 @pytest.fixture
@@ -89,28 +43,6 @@ def server(tmp_path: Path):
     running = ServerThread(tmp_path / "device")
     yield running
     running.stop()
-
-
-def tcp_target(address: str, **options) -> TargetHandle:
-    return TargetHandle(kind="tcp", address=address, options={"timeout_s": 3.0, "retries": 1, **options})
-
-
-def raw_channel(address: str) -> Channel:
-    return Channel(connect_tcp(address, 2.0), frame_timeout=1.0)
-
-
-def hello(channel: Channel, seq: int = 1, token: str = "") -> None:
-    channel.send(MsgType.HELLO, {"protocol": VERSION, "token": token}, seq=seq)
-
-
-def next_reply(channel: Channel, timeout: float = 3.0):
-    """The next message that is not STATS."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        msg = channel.receive(deadline - time.monotonic())
-        if msg is not None and msg.type != MsgType.STATS:
-            return msg
-    raise AssertionError("no reply")
 
 
 # --- TCP ----------------------------------------------------------------------------------------------
@@ -409,96 +341,6 @@ def test_missing_runtime_is_named(server: ServerThread, tmp_path: Path) -> None:
         open_remote_session(tcp_target(server.address), "nope", model)
 
 
-# --- serial over pseudo-terminals ----------------------------------------------------------------------
-@pytest.fixture
-def serial_link(tmp_path: Path):
-    link = VirtualSerialLink()
-    servers = []
-
-    def serve(baud: int) -> DeviceServer:
-        device = DeviceServer(tmp_path / f"device{baud}", frame_timeout=0.5, stats_period=0.1)
-        threading.Thread(target=device.serve_serial, args=(link.port_a, baud), daemon=True).start()
-        servers.append(device)
-        assert device.ready.wait(5)
-        return device
-
-    yield link, serve
-    for device in servers:
-        device.stop()
-    time.sleep(0.1)
-    link.close()
-
-
-@pytest.mark.parametrize("baud", [115200, 921600])
-def test_serial_session_runs_at_the_line_speed(serial_link, tmp_path: Path, baud: int) -> None:
-    link, serve = serial_link
-    serve(baud)
-    model_path = make_onnx(tmp_path / "m.onnx", (1, 64))
-    size = model_path.stat().st_size
-    target = TargetHandle(kind="serial", address=link.port_b, options={"baud": baud, "timeout_s": 3, "retries": 1})
-    stats: list[dict] = []
-    started = time.perf_counter()
-    session = open_remote_session(target, "onnxruntime", ModelArtifact(path=model_path, model_format="onnx"), {}, stats.append)
-    try:
-        elapsed = time.perf_counter() - started
-        assert elapsed > size / (baud / 10)  # paced like the real line: not faster than baud/10 bytes/s
-        x = np.linspace(0, 1, 64, dtype=np.float32).reshape(1, 64)
-        for _ in range(3):
-            (y,) = session.run([x])
-        np.testing.assert_allclose(y, local_run(model_path, x), rtol=1e-5)
-        time.sleep(0.3)
-        session.run([x])
-        assert stats
-    finally:
-        session.close()
-
-
-def test_serial_line_noise_is_retried_transparently(serial_link, tmp_path: Path) -> None:
-    link, serve = serial_link
-    serve(921600)
-    model_path = make_onnx(tmp_path / "m.onnx", (1, 64))
-    hits = {"n": 0}
-
-    def corrupt(data: bytes) -> bytes:
-        # damage one byte of the first three frames that carry an array (INFER requests)
-        if len(data) > 200 and hits["n"] < 3 and b"NUMPY" in data:
-            hits["n"] += 1
-            damaged = bytearray(data)
-            damaged[len(damaged) // 2] ^= 0x5A
-            return bytes(damaged)
-        return data
-
-    target = TargetHandle(kind="serial", address=link.port_b, options={"baud": 921600, "timeout_s": 2, "retries": 4})
-    session = open_remote_session(target, "onnxruntime", ModelArtifact(path=model_path, model_format="onnx"))
-    try:
-        link.corrupt = corrupt
-        x = np.full((1, 64), 0.5, np.float32)
-        (y,) = session.run([x])
-        np.testing.assert_allclose(y, local_run(model_path, x), rtol=1e-5)
-        assert hits["n"] >= 1
-    finally:
-        link.corrupt = None
-        session.close()
-
-
-def test_serial_garbage_then_hello(serial_link) -> None:
-    from engine.transport import SerialTransport
-
-    link, serve = serial_link
-    serve(921600)
-    channel = Channel(SerialTransport(link.port_b, 921600), frame_timeout=0.5)
-    try:
-        channel.transport.write([b"\x00\xff" * 300], timeout=2)
-        first = next_reply(channel)
-        assert first.type == MsgType.ERROR and first.fields["code"] == ErrorCode.GARBAGE
-        hello(channel, seq=3)
-        reply = next_reply(channel)
-        assert reply.type == MsgType.HELLO and reply.seq == 3
-    finally:
-        channel.close()
-
-
-
 # --- target nodes -----------------------------------------------------------------------------------
 def test_target_nodes_describe_the_device_or_fail_clearly(server: ServerThread, tmp_path: Path) -> None:
     from engine.executor import Executor
@@ -620,22 +462,3 @@ def test_fuzzed_requests_get_replies_and_the_server_keeps_serving(server: Server
     finally:
         channel.close()
 
-
-def test_pty_writes_are_paced_to_the_baud_rate() -> None:
-    from engine.transport import SerialTransport
-
-    with VirtualSerialLink() as link:
-        writer, reader = SerialTransport(link.port_a, 115200), SerialTransport(link.port_b, 115200)
-        try:
-            data = os.urandom(5760)  # half a second of a 115200-baud line
-            got = bytearray()
-            started = time.monotonic()
-            writer.write([data], timeout=5)
-            while len(got) < len(data) and time.monotonic() - started < 10:
-                got += reader.read(0.5)
-            elapsed = time.monotonic() - started
-            assert bytes(got) == data
-            assert 0.45 < elapsed < 3.0, elapsed
-        finally:
-            writer.close()
-            reader.close()

@@ -1,0 +1,125 @@
+"""`heiti serve` over serial lines: real pseudo-terminal pairs joined like a null-modem cable, at
+several baud rates, with writes paced to the line's speed and bytes damaged in flight."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from engine.payloads import ModelArtifact, TargetHandle
+from engine.protocol import Channel, ErrorCode, MsgType
+from engine.transport import SerialTransport, VirtualSerialLink
+from nodes.device_server import DeviceServer
+from nodes.targets import open_remote_session
+from tests.nodes.device_helpers import hello, local_run, make_onnx, next_reply
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture
+def serial_link(tmp_path: Path):
+    link = VirtualSerialLink()
+    servers = []
+
+    def serve(baud: int) -> DeviceServer:
+        device = DeviceServer(tmp_path / f"device{baud}", frame_timeout=0.5, stats_period=0.1)
+        threading.Thread(target=device.serve_serial, args=(link.port_a, baud), daemon=True).start()
+        servers.append(device)
+        assert device.ready.wait(5)
+        return device
+
+    yield link, serve
+    for device in servers:
+        device.stop()
+    time.sleep(0.1)
+    link.close()
+
+
+@pytest.mark.parametrize("baud", [115200, 921600])
+def test_serial_session_runs_at_the_line_speed(serial_link, tmp_path: Path, baud: int) -> None:
+    link, serve = serial_link
+    serve(baud)
+    model_path = make_onnx(tmp_path / "m.onnx", (1, 64))
+    size = model_path.stat().st_size
+    target = TargetHandle(kind="serial", address=link.port_b, options={"baud": baud, "timeout_s": 3, "retries": 1})
+    stats: list[dict] = []
+    started = time.perf_counter()
+    session = open_remote_session(target, "onnxruntime", ModelArtifact(path=model_path, model_format="onnx"), {}, stats.append)
+    try:
+        elapsed = time.perf_counter() - started
+        assert elapsed > size / (baud / 10)  # paced like the real line: not faster than baud/10 bytes/s
+        x = np.linspace(0, 1, 64, dtype=np.float32).reshape(1, 64)
+        for _ in range(3):
+            (y,) = session.run([x])
+        np.testing.assert_allclose(y, local_run(model_path, x), rtol=1e-5)
+        time.sleep(0.3)
+        session.run([x])
+        assert stats
+    finally:
+        session.close()
+
+
+def test_serial_line_noise_is_retried_transparently(serial_link, tmp_path: Path) -> None:
+    link, serve = serial_link
+    serve(921600)
+    model_path = make_onnx(tmp_path / "m.onnx", (1, 64))
+    hits = {"n": 0}
+
+    def corrupt(data: bytes) -> bytes:
+        # damage one byte of the first three frames that carry an array (INFER requests)
+        if len(data) > 200 and hits["n"] < 3 and b"NUMPY" in data:
+            hits["n"] += 1
+            damaged = bytearray(data)
+            damaged[len(damaged) // 2] ^= 0x5A
+            return bytes(damaged)
+        return data
+
+    target = TargetHandle(kind="serial", address=link.port_b, options={"baud": 921600, "timeout_s": 2, "retries": 4})
+    session = open_remote_session(target, "onnxruntime", ModelArtifact(path=model_path, model_format="onnx"))
+    try:
+        link.corrupt = corrupt
+        x = np.full((1, 64), 0.5, np.float32)
+        (y,) = session.run([x])
+        np.testing.assert_allclose(y, local_run(model_path, x), rtol=1e-5)
+        assert hits["n"] >= 1
+    finally:
+        link.corrupt = None
+        session.close()
+
+
+def test_serial_garbage_then_hello(serial_link) -> None:
+    link, serve = serial_link
+    serve(921600)
+    channel = Channel(SerialTransport(link.port_b, 921600), frame_timeout=0.5)
+    try:
+        channel.transport.write([b"\x00\xff" * 300], timeout=2)
+        first = next_reply(channel)
+        assert first.type == MsgType.ERROR and first.fields["code"] == ErrorCode.GARBAGE
+        hello(channel, seq=3)
+        reply = next_reply(channel)
+        assert reply.type == MsgType.HELLO and reply.seq == 3
+    finally:
+        channel.close()
+
+
+def test_pty_writes_are_paced_to_the_baud_rate() -> None:
+    with VirtualSerialLink() as link:
+        writer, reader = SerialTransport(link.port_a, 115200), SerialTransport(link.port_b, 115200)
+        try:
+            data = os.urandom(5760)  # half a second of a 115200-baud line
+            got = bytearray()
+            started = time.monotonic()
+            writer.write([data], timeout=5)
+            while len(got) < len(data) and time.monotonic() - started < 10:
+                got += reader.read(0.5)
+            elapsed = time.monotonic() - started
+            assert bytes(got) == data
+            assert 0.45 < elapsed < 3.0, elapsed
+        finally:
+            writer.close()
+            reader.close()

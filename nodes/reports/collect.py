@@ -199,15 +199,15 @@ def fill_from_events(entry: Entry, run: RunInfo | None) -> None:
     target = entry.data.target
     if device and target.kind not in ("", "local") and not any(s.source not in ("", "host") for s in entry.data.resources):
         name = str(target.device.get("hostname") or target.address or "device")
-        added = [TimeSeries(name=metric, unit="%" if "percent" in metric else "MB" if metric.endswith("_mb") else "",
-                            t=[x for x, _ in sorted(points)], values=[v for _, v in sorted(points)], source=name)
-                 for metric, points in device.items() if resource_kind(metric, "") is not None]
+        added = [TimeSeries(name=metric, unit=_unit_of(metric), t=[x for x, _ in sorted(points)],
+                            values=[v for _, v in sorted(points)], source=name)
+                 for metric, points in device.items() if resource_kind(metric, _unit_of(metric)) is not None]
         if added:
             entry.data.resources = list(entry.data.resources) + added
             entry.notes.append(f"device CPU/memory taken from {name}'s reports during the run")
     if not entry.data.resources:
-        picked = [TimeSeries(name=name, t=t, values=v, source=src)
-                  for name, (t, v, src) in series.items() if resource_kind(name, "") is not None]
+        picked = [TimeSeries(name=name, unit=_unit_of(name), t=t, values=v, source=src)
+                  for name, (t, v, src) in series.items() if resource_kind(name, _unit_of(name)) is not None]
         if picked:
             entry.data.resources = picked
             entry.notes.append("CPU/memory timelines taken from the run's events")
@@ -219,14 +219,20 @@ def fill_from_events(entry: Entry, run: RunInfo | None) -> None:
                 break
 
 
+def _unit_of(metric: str) -> str:
+    """The unit a metric event implies by its name (events carry no unit)."""
+    low = metric.lower()
+    return "%" if "percent" in low else "MB" if low.endswith("_mb") else ""
+
+
 def resource_kind(name: str, unit: str) -> str | None:
     """'cpu', 'memory' or None, from a series' name and unit (per-core series are left out)."""
     low = name.lower()
-    if "core" in low:
-        return None
+    if "core" in low or "gpu" in low:
+        return None  # per-core detail and GPUs are not drawn (yet)
     if "cpu" in low:
         return "cpu"
-    if unit.strip() == "%":
+    if unit.strip() == "%" or "percent" in low:
         return None  # memory as a share of the system: not comparable across machines
     if any(word in low for word in ("rss", "mem", "ram")) or unit.lower() in ("mb", "mib", "bytes", "b"):
         return "memory"

@@ -64,6 +64,8 @@ class DeviceServer:
         frame_timeout: float = 5.0,
         write_timeout: float = 10.0,
         idle_timeout: float = 600.0,
+        hello_timeout: float = 30.0,
+        max_links: int = MAX_LINKS,
     ) -> None:
         self.store = ModelStore(Path(workdir))
         self.token = token or None
@@ -71,6 +73,8 @@ class DeviceServer:
         self.frame_timeout = frame_timeout
         self.write_timeout = write_timeout
         self.idle_timeout = idle_timeout
+        self.hello_timeout = hello_timeout
+        self.max_links = max_links
         self.sampler = StatsSampler(stats_period)
         self.infer_lock = threading.Lock()
         self.stopped = threading.Event()
@@ -108,19 +112,22 @@ class DeviceServer:
                 except OSError:
                     continue
                 transport = TcpTransport(sock, f"tcp {peer[0]}:{peer[1]}")
+                link = _Link(self, transport, stream=False)
                 with self._links_lock:
-                    busy = len(self._links) >= MAX_LINKS
+                    busy = len(self._links) >= self.max_links
+                    if not busy:
+                        self._links.add(link)
                 if busy:
                     self._refuse(transport)
                     continue
-                link = _Link(self, transport, stream=False)
                 threading.Thread(target=link.run, name=f"link {peer}", daemon=True).start()
         finally:
             listener.close()
 
     def _refuse(self, transport: Transport) -> None:
         try:
-            Channel(transport).send(MsgType.ERROR, error_fields(ErrorCode.BUSY, f"{MAX_LINKS} clients already connected"), timeout=1)
+            busy = error_fields(ErrorCode.BUSY, f"{self.max_links} clients already connected")
+            Channel(transport).send(MsgType.ERROR, busy, timeout=1)
         except (LinkClosed, LinkTimeout):
             pass
         transport.close()
@@ -160,7 +167,7 @@ class _Link:
         self.loading = False
         self._stats_sent = 0
         self._last_garbage_reply = 0.0
-        self._last_request = time.monotonic()
+        self._last_request = self._opened = time.monotonic()
 
     @property
     def name(self) -> str:
@@ -195,6 +202,9 @@ class _Link:
                 if not self.stream and now - self._last_request > self.server.idle_timeout:
                     _say(f"{self.name}: idle for {self.server.idle_timeout:g}s, closing")
                     return
+                if not self.stream and not self.greeted and now - self._opened > self.server.hello_timeout:
+                    _say(f"{self.name}: no HELLO within {self.server.hello_timeout:g}s, closing")
+                    return  # a silent connection must not hold one of the max_links places
                 continue
             self._last_request = now
             if msg.is_reply:

@@ -1,7 +1,8 @@
-"""`heiti serve` and the remote session over real sockets on 127.0.0.1 and real pseudo-terminals.
+"""`heiti serve` and the remote session over real sockets on 127.0.0.1 (serial lines are in
+test_device_serial.py).
 
 Every wait is bounded: servers run with short frame timeouts, clients with short request timeouts,
-and each test module-level timeout keeps a broken link from hanging the suite.
+and a per-test timeout keeps a broken link from hanging the suite.
 """
 
 from __future__ import annotations
@@ -462,3 +463,23 @@ def test_fuzzed_requests_get_replies_and_the_server_keeps_serving(server: Server
     finally:
         channel.close()
 
+
+
+def test_silent_clients_are_turned_away_then_dropped(tmp_path: Path) -> None:
+    running = ServerThread(tmp_path / "device", max_links=2, hello_timeout=0.5)
+    silent = [raw_channel(running.address) for _ in range(2)]
+    try:
+        time.sleep(0.1)
+        third = raw_channel(running.address)
+        reply = next_reply(third)
+        assert reply.type == MsgType.ERROR and reply.fields["code"] == ErrorCode.BUSY
+        third.close()
+        time.sleep(1.0)  # past the HELLO deadline: the silent links are closed
+        fourth = raw_channel(running.address)
+        hello(fourth, seq=5)
+        assert next_reply(fourth).type == MsgType.HELLO
+        fourth.close()
+    finally:
+        for channel in silent:
+            channel.close()
+        running.stop()

@@ -331,3 +331,16 @@ def test_remote_runtime_shows_device_timing_device_resources_and_device_environm
     column = environment.columns.index("ort_board")
     values = {r[0].text: r[column].text for r in environment.rows}
     assert values["machine"] == "aarch64" and values["target"] == "tcp 127.0.0.1:7070" and "protocol" not in values
+
+
+def test_importing_the_report_modules_does_not_import_matplotlib_or_jinja(tmp_path):
+    import subprocess
+    import sys
+
+    code = ("import importlib, pkgutil, sys, nodes.reports as p\n"
+            "for m in pkgutil.walk_packages(p.__path__, 'nodes.reports.'): importlib.import_module(m.name)\n"
+            "print(sorted(m for m in ('matplotlib', 'jinja2', 'PIL') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         cwd=Path(__file__).resolve().parents[2])
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

@@ -123,3 +123,44 @@ def test_pty_writes_are_paced_to_the_baud_rate() -> None:
         finally:
             writer.close()
             reader.close()
+
+
+def test_cli_serial_server_and_serial_target_node(tmp_path: Path) -> None:
+    """`heiti serve --serial` as a real process, reached through a target.serial node."""
+    import re
+    import subprocess
+    import sys
+
+    from engine.executor import Executor
+    from engine.graph import Graph
+    from engine.registry import Registry
+    from nodes.targets import SerialTarget
+
+    repo = Path(__file__).resolve().parents[2]
+    with VirtualSerialLink() as link:
+        proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "serve", "--serial", link.port_a, "--baud", "921600",
+                                 "--workdir", str(tmp_path / "device")], cwd=repo, stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.monotonic() + 30
+            line = ""
+            while time.monotonic() < deadline and not re.search("serving on serial", line):
+                line = proc.stderr.readline()
+                assert line or proc.poll() is None, "heiti serve --serial exited"
+            threading.Thread(target=proc.stderr.read, daemon=True).start()
+            registry = Registry()
+            registry.register(SerialTarget)
+            graph = Graph(name="serial")
+            graph.add_node("target.serial", "board", {"port": link.port_b, "baud": 921600, "timeout_s": 3})
+            result = Executor(registry, cache_dir=tmp_path / "cache").run(graph, tmp_path / "run")
+            board = result.outputs["board"]["target"]
+            assert board.kind == "serial" and "onnxruntime" in board.options["device"]["runtimes"]
+            model_path = make_onnx(tmp_path / "m.onnx", (1, 8))
+            session = open_remote_session(board, "onnxruntime", ModelArtifact(path=model_path, model_format="onnx"))
+            try:
+                x = np.arange(8, dtype=np.float32).reshape(1, 8)
+                np.testing.assert_allclose(session.run([x])[0], local_run(model_path, x), rtol=1e-5)
+            finally:
+                session.close()
+        finally:
+            proc.terminate()
+            proc.wait(10)

@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 
-def main(args: argparse.Namespace | None = None) -> int:
+def build_window(args: argparse.Namespace | None = None) -> Any:
+    """The main window with the installed node kinds, the file from the command line opened."""
     from PySide6.QtWidgets import QApplication
 
     from engine.registry import default_registry
@@ -31,7 +33,16 @@ def main(args: argparse.Namespace | None = None) -> int:
     window.files.check_recovery()
     for problem in registry.load_errors:
         window.log_dock.add("", "warning", f"node kinds: {problem}")
-    return int(app.exec())
+    return window
+
+
+def main(args: argparse.Namespace | None = None) -> int:
+    from PySide6.QtWidgets import QApplication
+
+    window = build_window(args)
+    code = QApplication.instance().exec()
+    del window
+    return int(code)
 
 
 if __name__ == "__main__":

@@ -53,6 +53,9 @@ def dark_palette() -> QPalette:
 
 
 def apply_theme(app: QApplication) -> None:
+    if app.property("heiti_theme"):
+        return  # re-applying a style sheet re-polishes every live widget
+    app.setProperty("heiti_theme", True)
     app.setStyle("Fusion")
     app.setPalette(dark_palette())
     app.setStyleSheet(STYLE_SHEET)

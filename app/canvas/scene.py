@@ -6,6 +6,7 @@ on the document (which pushes undo commands), and the resulting signals update t
 
 from __future__ import annotations
 
+import networkx as nx
 from PySide6.QtCore import QPointF, QRectF, Qt, Signal
 from PySide6.QtGui import QPainter, QPen, QTransform
 from PySide6.QtWidgets import QGraphicsScene, QGraphicsSceneMouseEvent
@@ -47,6 +48,7 @@ class GraphScene(QGraphicsScene):
         doc.edge_added.connect(self._on_edge_added)
         doc.edge_removed.connect(self._on_edge_removed)
         doc.validated.connect(self._on_validated)
+        doc.node_changed.connect(self._mark_stale)
         self.rebuild()
 
     # --- building -------------------------------------------------------------------------------
@@ -145,6 +147,15 @@ class GraphScene(QGraphicsScene):
         item = self.nodes.get(node_id)
         if item is not None:
             item.set_state(state, progress, text)
+
+    def _mark_stale(self, node_id: str) -> None:
+        """A changed node's last result, and everything downstream of it, no longer applies."""
+        graph = self.doc.validation.nx_graph
+        stale = {node_id} | (nx.descendants(graph, node_id) if node_id in graph else set())
+        for other in stale:
+            item = self.nodes.get(other)
+            if item is not None and item.state in ("done", "cached", "failed", "skipped", "cancelled"):
+                item.set_state("idle", 0.0, "")
 
     def reset_states(self, state: str = "idle") -> None:
         for item in self.nodes.values():

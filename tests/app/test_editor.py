@@ -288,3 +288,53 @@ def test_editor_starts_without_heavy_frameworks():
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_palette_search_filters_kinds(window):
+    window.palette.search.setText("keras onnx")
+    assert window.palette.visible_kinds() == ["test.keras_to_onnx"]
+    window.palette.search.setText("")
+    assert len(window.palette.visible_kinds()) == len(window.registry.kinds())
+
+
+def test_double_click_on_empty_canvas_opens_quick_add(window):
+    win = window
+    win.doc.add_node("test.source", (0, 0))
+    QApplication.processEvents()
+    empty = win.view.mapFromScene(QPointF(600, 400))
+    QTest.mouseDClick(win.view.viewport(), Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, empty)
+    assert win.quick_add.isVisible() and win.quick_add.list.count() == len(win.registry.kinds())
+    win.quick_add.hide()
+    on_node = win.view.mapFromScene(win.scene.nodes["source"].sceneBoundingRect().center())
+    QTest.mouseDClick(win.view.viewport(), Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, on_node)
+    assert not win.quick_add.isVisible()
+
+
+def test_rubber_band_selects_the_nodes_inside(window):
+    win = window
+    a = win.doc.add_node("test.source", (0, 0))
+    b = win.doc.add_node("test.add", (300, 0))
+    far = win.doc.add_node("test.add", (300, 600))
+    win.view.fit_rect(win.scene.itemsBoundingRect())
+    QApplication.processEvents()
+    drag(win.view, QPointF(-40, -40), QPointF(520, 120), steps=6)
+    assert set(win.scene.selected_node_ids()) == {a, b} and far not in win.scene.selected_node_ids()
+
+
+def test_entry_point_builds_the_window_with_the_file(qtbot, tmp_path, monkeypatch):
+    import argparse
+
+    from PySide6.QtCore import QSettings
+
+    from app.main import build_window
+
+    QSettings.setPath(QSettings.Format.NativeFormat, QSettings.Scope.UserScope, str(tmp_path / "settings"))
+    monkeypatch.setenv("HEITI_RECOVERY_DIR", str(tmp_path / "recovery"))
+    graph = Graph(name="from the command line")
+    graph.add_node("test.source", "s", ui={"pos": [0, 0]})
+    path = tmp_path / "cli.json"
+    graph.save(path)
+    win = build_window(argparse.Namespace(graph=str(path)))
+    qtbot.addWidget(win)
+    assert win.isVisible() and win.doc.graph == graph and win.doc.path == path
+    assert "test.source" not in win.registry  # the real registry, not the test kinds

@@ -170,3 +170,14 @@ def test_scene_rect_grows_for_far_nodes(window):
     node = window.doc.add_node("test.source", (9000, 9000))
     assert window.scene.sceneRect().contains(window.scene.nodes[node].sceneBoundingRect())
     assert window.scene.sceneRect().contains(QPointF(0, 0))
+
+
+def test_changing_a_param_clears_the_states_downstream(window, qtbot):
+    win = window
+    ids = build_pipeline(win)
+    with qtbot.waitSignal(win.runs.bridge.stopped, timeout=60000):
+        win.runs.run()
+    win.doc.set_param(ids["add"], "offset", 5.0)
+    states = {n: item.state for n, item in win.scene.nodes.items()}
+    assert states[ids["src"]] == "done"
+    assert {states[ids[k]] for k in ("add", "rt1", "rt2", "report")} == {"idle"}

@@ -303,7 +303,7 @@ class _Link:
                 return
             offset = store.append(sha, size, f.get("offset"), msg.data)
             if offset == size:
-                store.finish(sha, f.get("name"), f.get("packing", "file"))
+                self._busy(lambda: store.finish(sha, f.get("name"), f.get("packing", "file")))
                 _say(f"{self.name}: model {sha[:12]}… stored ({size} bytes)")
                 self._reply(msg, MsgType.OK, {"complete": True, "offset": offset})
             else:
@@ -333,35 +333,43 @@ class _Link:
                         f"runtime {runtime!r} is not installed on this device (it has: {', '.join(available_runtimes()) or 'none'})")
             return
         options = f.get("options") or {}
-        result: dict[str, Any] = {}
-
-        def work() -> None:
-            try:
-                result["session"] = open_session(runtime, str(_link_tvm_archive(path) if runtime == "tvm" else path), options)
-            except BaseException as err:  # noqa: BLE001 - reported to the client
-                result["error"] = err
-
         started = time.perf_counter()
-        worker = threading.Thread(target=work, name="load", daemon=True)
-        self.loading = True
         try:
-            worker.start()
-            while worker.is_alive():  # stats keep the client's timeout from firing on a slow load
-                worker.join(self.server.sampler.period)
-                self._send_stats()
-        finally:
-            self.loading = False
-        if "error" in result:
-            err = result["error"]
+            session = self._busy(lambda: open_session(runtime, str(_link_tvm_archive(path) if runtime == "tvm" else path), options))
+        except Exception as err:  # noqa: BLE001 - reported to the client
             code = ErrorCode.RUNTIME_UNAVAILABLE if isinstance(err, BackendUnavailable) else ErrorCode.LOAD_FAILED
             self._error(msg.seq, code, f"{runtime} could not load {path.name}: {type(err).__name__}: {err}")
             return
-        self.session = result["session"]
+        self.session = session
         self.steps = _session_steps(self.session)
         load_ms = (time.perf_counter() - started) * 1e3
         _say(f"{self.name}: loaded {path.name} on {runtime} in {load_ms:.0f} ms")
         self._reply(msg, MsgType.OK, {"inputs": _jsonable(self.session.inputs), "outputs": _jsonable(self.session.outputs),
                                       "load_ms": load_ms, "time": time.monotonic()})
+
+    def _busy(self, work: Any) -> Any:
+        """Run slow work (a model load, hashing a big upload) in a thread while STATS keep flowing,
+        so that the client's silence timeout does not fire; returns its result or raises its error."""
+        result: dict[str, Any] = {}
+
+        def target() -> None:
+            try:
+                result["value"] = work()
+            except BaseException as err:  # noqa: BLE001 - handed back to the caller
+                result["error"] = err
+
+        worker = threading.Thread(target=target, name="busy", daemon=True)
+        self.loading = True
+        try:
+            worker.start()
+            while worker.is_alive():
+                worker.join(self.server.sampler.period)
+                self._send_stats()
+        finally:
+            self.loading = False
+        if "error" in result:
+            raise result["error"]
+        return result.get("value")
 
     def _infer(self, msg: Message) -> None:
         if self.session is None:

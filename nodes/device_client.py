@@ -162,7 +162,7 @@ class DeviceClient:
                     self._raise_error(msg)
                 elif msg.seq == seq and msg.is_reply:
                     if msg.type != expect:
-                        raise DeviceError(f"{self.name}: expected {expect.name}, device sent {MsgType(msg.type).name}")
+                        raise DeviceError(f"{self.name}: expected {expect.name}, device sent message type {msg.type:#x}")
                     return msg
         except (LinkClosed, LinkTimeout, OSError) as err:
             raise _Transient(str(err), reconnect=True) from err

@@ -190,7 +190,7 @@ def build_dataset(json_path: Path, image_dir: Path, params: CocoParams, size: tu
         path=Path(out_path), task="detection", class_names=class_names, input_shape=[3, size[0], size[1]],
         layout="NCHW",
         meta={"name": Path(json_path).stem, "images": counts, "boxes": int(sum(len(b) for b in boxes)),
-              "mean": params.mean, "std": params.std, "coco_json": str(json_path), "image_dir": str(image_dir),
+              "mean": params.mean, "std": params.std, "coco_json": str(Path(json_path).resolve()), "image_dir": str(image_dir.resolve()),
               "category_ids": [c["id"] for c in categories], "crowd_skipped": crowd},
     )
 

@@ -5,9 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine.payloads import DatasetHandle
 from nodes.detection import evaluate_detection
-from nodes.detection.detector import STRIDE, build_centernet, detection_batches, detection_loss, make_targets, predict
+from nodes.detection.detector import (
+    STRIDE,
+    build_centernet,
+    detection_batches,
+    detection_loss,
+    make_targets,
+)
 from nodes.detection.metrics import box_iou
 from nodes.detection.postprocess import batched_nms, decode, nms, output_map
 

@@ -57,10 +57,10 @@ class Entry:
 
     @property
     def source_model(self) -> str:
-        """The node that made the model (first step of its pipeline), to tell lineages apart."""
+        """The node that made the model (the pipeline's `model.*` step), to tell lineages apart; "" if unknown."""
         steps = [s for s in self.data.pipeline if isinstance(s, dict)]
-        first = next((s for s in steps if str(s.get("kind", "")).startswith("model.")), steps[0] if steps else {})
-        return str(first.get("node") or first.get("kind") or "")
+        first = next((s for s in steps if str(s.get("kind", "")).startswith("model.")), {})
+        return str(first.get("node") or "")
 
     @property
     def quality(self) -> tuple[str, float] | None:

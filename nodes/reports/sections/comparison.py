@@ -30,7 +30,7 @@ def build(report: Report) -> Section | None:
     rows = comparison_rows(report)
     quality_title = " / ".join(sorted({r.quality_name for r in rows if r.quality_name})) or "quality"
     several_targets = len({_target(r.entry) for r in rows}) > 1
-    several_models = len({r.entry.source_model for r in rows}) > 1
+    several_models = len({r.entry.source_model for r in rows} - {""}) > 1
     extra = (["model"] if several_models else []) + (["target"] if several_targets else [])
     columns = ["runtime", "format", *extra, "mean ms", "median ms", "p99 ms", "speed-up", "model size",
                "size vs baseline", quality_title, "Δ quality", "convert time"]

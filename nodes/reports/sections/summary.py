@@ -43,9 +43,13 @@ def build(report: Report) -> Section | None:
         r = v.most_accurate
         detail = f"{r.quality_name} {pct(r.quality)}"
         others = [t.entry.name for t in v.tied_most_accurate if t is not r]
-        if others:
-            detail += " · tied with " + (", ".join(others) if len(others) <= 3 else f"{len(others)} others")
-        cards.append(Card("Most accurate", r.entry.name, detail))
+        scored = [x for x in rows if x.quality is not None and x.quality_name == r.quality_name]
+        if others and len(others) + 1 == len(scored):
+            cards.append(Card("Most accurate", "all tie", f"{detail} for every runtime"))
+        else:
+            if others:
+                detail += " · tied with " + (", ".join(others) if len(others) <= 3 else f"{len(others)} others")
+            cards.append(Card("Most accurate", r.entry.name, detail))
     blocks: list = [Cards(cards), Text(v.sentence, "lead")]
     if v.reasons:
         blocks.append(Note("Why:", "info", v.reasons))

@@ -63,7 +63,9 @@ def evaluate_detection(
 
     When fewer images were run than the split holds, only those images' ground truth counts.
     Classes without any ground-truth box in the evaluated images have no AP and are left out of
-    the per-class dictionaries and of the means.
+    the per-class dictionaries and of the means. `map_vs_threshold` also holds the pooled
+    precision, recall and F1 at IoU 0.5 per score threshold; `best_score_threshold` is the one of
+    best F1 (the operating point to deploy with).
     """
     from .metrics import RECALL_POINTS, Boxes, evaluate
 
@@ -87,7 +89,10 @@ def evaluate_detection(
         pr_curves={n: {"recall": recall, "precision": [float(p) for p in m.pr_precision[k]]}
                    for k, n in enumerate(names) if has_gt[k]},
         map_vs_threshold={"threshold": [float(t) for t in m.score_thresholds],
-                          "map50": [float(v) for v in m.map50_vs_threshold]},
+                          "map50": [float(v) for v in m.map50_vs_threshold],
+                          "precision": [float(v) for v in m.precision_vs_threshold],
+                          "recall": [float(v) for v in m.recall_vs_threshold],
+                          "f1": [float(v) for v in m.f1_vs_threshold]},
         mean_iou=m.mean_iou,
         class_names=names,
         best_score_threshold=m.best_threshold,

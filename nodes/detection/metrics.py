@@ -53,12 +53,25 @@ class DetectionMetrics:
     pr_precision: np.ndarray  # (C, 101) interpolated precision at IoU 0.5 on RECALL_POINTS
     score_thresholds: np.ndarray
     map50_vs_threshold: np.ndarray
+    precision_vs_threshold: np.ndarray  # all classes pooled, IoU 0.5
+    recall_vs_threshold: np.ndarray
     mean_iou: float | None
     extra: dict = field(default_factory=dict)
 
     @property
+    def f1_vs_threshold(self) -> np.ndarray:
+        p, r = self.precision_vs_threshold, self.recall_vs_threshold
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(p + r > 0, 2 * p * r / (p + r), 0.0)
+
+    @property
     def best_threshold(self) -> float:
-        return float(self.score_thresholds[int(np.nanargmax(self.map50_vs_threshold))])
+        """The score threshold a deployment should use: best F1 of precision and recall at IoU 0.5.
+
+        (mAP itself only grows as the threshold falls, since extra low-score boxes can only add
+        recall at the tail of the ranking, so it cannot pick an operating point.)
+        """
+        return float(self.score_thresholds[int(np.argmax(self.f1_vs_threshold))])
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -133,6 +146,8 @@ def evaluate(
     pr_precision = np.zeros((n_cls, len(RECALL_POINTS)))
     ap_vs_score = np.full((len(score_thresholds), n_cls), np.nan)
     matched_ious: list[np.ndarray] = []
+    true_pos = np.zeros(len(score_thresholds))
+    false_pos = np.zeros(len(score_thresholds))
 
     for k in range(n_cls):
         gt_k = gt.labels == k
@@ -150,10 +165,14 @@ def evaluate(
             scores_all.append(det.scores[d_sel])
             matched_all.append(matched)
             matched_ious.append(match_iou[0][matched[0]])
-        if n_gt == 0:
-            continue
         scores = np.concatenate(scores_all) if scores_all else np.zeros(0)
         matched = np.concatenate(matched_all, axis=1) if matched_all else np.zeros((n_thr, 0), bool)
+        for s, thr in enumerate(score_thresholds):
+            keep = scores >= thr
+            true_pos[s] += matched[0][keep].sum()
+            false_pos[s] += (~matched[0][keep]).sum()
+        if n_gt == 0:
+            continue
         order = np.argsort(-scores, kind="mergesort")
         scores, matched = scores[order], matched[:, order]
         for t in range(n_thr):
@@ -170,6 +189,10 @@ def evaluate(
     map50_95 = float(ap[:, with_gt].mean()) if with_gt.any() else 0.0
     map_vs = ap_vs_score[:, with_gt].mean(axis=1) if with_gt.any() else np.zeros(len(score_thresholds))
     ious = np.concatenate(matched_ious) if matched_ious else np.zeros(0)
+    n_gt_all = int(np.isin(gt.labels, np.arange(n_cls)).sum())
+    with np.errstate(divide="ignore", invalid="ignore"):
+        precision_vs = np.where(true_pos + false_pos > 0, true_pos / (true_pos + false_pos), 0.0)
+    recall_vs = true_pos / n_gt_all if n_gt_all else np.zeros(len(score_thresholds))
     return DetectionMetrics(
         class_names=list(class_names),
         ap50=ap[0],
@@ -180,5 +203,7 @@ def evaluate(
         pr_precision=pr_precision,
         score_thresholds=np.asarray(score_thresholds, dtype=np.float64),
         map50_vs_threshold=map_vs,
+        precision_vs_threshold=precision_vs,
+        recall_vs_threshold=recall_vs,
         mean_iou=float(ious.mean()) if len(ious) else None,
     )

@@ -58,6 +58,7 @@ def _coco_eval(gt: Boxes, det: Boxes, n_images: int, n_classes: int, max_dets: i
     ap50 = per_class(precision[0])
     ap50_95 = np.array([np.mean(precision[:, :, k][precision[:, :, k] > -1]) if (precision[:, :, k] > -1).any()
                         else np.nan for k in range(n_classes)])
+    _coco_eval.recall = ev.eval["recall"][0, :, 0, -1]  # IoU 0.5, per class, area all, max_dets
     return ap50, ap50_95, ev.stats, precision
 
 
@@ -184,3 +185,29 @@ def test_matching_prefers_highest_iou_and_each_truth_once():
     assert matched[0].tolist() == [True, True, False]
     assert ious[0].tolist() == [1.0, 1.0, 0.0]
     assert box_iou([[0, 0, 10, 10]], [[5, 0, 15, 10]])[0, 0] == pytest.approx(1 / 3)
+
+
+@pytest.mark.parametrize("case", ["plain", "many_false_positives"])
+def test_threshold_curves_agree_with_pycocotools_on_filtered_detections(case):
+    rng = np.random.default_rng(11)
+    kwargs = CASES[case]
+    gt, det = _scene(rng, **kwargs)
+    n_classes = kwargs["n_classes"]
+    ours = evaluate(gt, det, [str(k) for k in range(n_classes)])
+    n_gt = np.bincount(gt.labels, minlength=n_classes)
+    for s in (0, 6, 12, 18):
+        thr = ours.score_thresholds[s]
+        keep = det.scores >= thr
+        kept = Boxes(det.boxes[keep], det.labels[keep], det.image_idx[keep], scores=det.scores[keep])
+        _, _, stats, _ = _coco_eval(gt, kept, kwargs["n_images"], n_classes)
+        assert ours.map50_vs_threshold[s] == pytest.approx(max(stats[1], 0.0), abs=1e-3)
+        recall = _coco_eval.recall
+        true_pos = float((np.where(recall > -1, recall, 0) * n_gt).sum())
+        assert ours.recall_vs_threshold[s] == pytest.approx(true_pos / n_gt.sum(), abs=1e-9)
+        expected_precision = true_pos / keep.sum() if keep.sum() else 0.0
+        assert ours.precision_vs_threshold[s] == pytest.approx(expected_precision, abs=1e-9)
+    f1 = ours.f1_vs_threshold
+    assert ours.best_threshold == ours.score_thresholds[int(np.argmax(f1))]
+    # with many low-score false positives the best operating point is above the lowest threshold
+    if case == "many_false_positives":
+        assert ours.best_threshold > 0.0

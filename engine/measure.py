@@ -235,10 +235,6 @@ class ResourceSampler:
             self._record(name, value, t, True)
 
     def _loop(self) -> None:
-        try:  # Linux: a nicer thread, so the scheduler favours the timed loop on a busy CPU
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
-        except (AttributeError, OSError):
-            pass
         while not self._stop.wait(self.period_s):
             self.sample()
             if self.on_tick is not None:

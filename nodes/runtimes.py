@@ -18,13 +18,14 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from engine.context import Cancelled, RunContext
 from engine.measure import (
+    UNITS,
     classification_quality,
     environment_info,
     latency_stats,
     measure_sampled,
     model_size_bytes,
 )
-from engine.measurements import MeasurementsFile, TargetInfo
+from engine.measurements import MeasurementsFile, TargetInfo, TimeSeries
 from engine.node import In, Node, NodeError, Out
 from engine.payloads import DatasetHandle, Measurements, ModelArtifact, TargetHandle
 
@@ -80,7 +81,7 @@ class RuntimeNode(Node):
         ctx.progress(0.05, f"opening {self.runtime}")
         session = _open(self.runtime, model, options, target if remote else None, ctx, stats_seen)
         try:
-            record = self._measure(ctx, session, model, dataset, x, y, target, remote)
+            record = self._measure(ctx, session, model, dataset, x, y, target, remote, stats_seen)
         finally:
             try:
                 session.close()
@@ -93,7 +94,7 @@ class RuntimeNode(Node):
 
     def _measure(self, ctx: RunContext, session: Any, model: ModelArtifact, dataset: DatasetHandle,
                  x: np.ndarray, y: np.ndarray | None, target: TargetHandle | None,
-                 remote: bool) -> MeasurementsFile:
+                 remote: bool, stats_seen: list[dict[str, Any]]) -> MeasurementsFile:
         from nodes.backends import session_steps
 
         p = self.params
@@ -156,6 +157,7 @@ class RuntimeNode(Node):
                                        device=dict(getattr(session, "device_info", {}) or {}))
             if not valid.size:
                 record.warnings.append("the device reported no timing of its own")
+            record.resources += _device_series(stats_seen)
 
         t = time.perf_counter_ns()
         outputs = _unbatch(result.outputs, pad, n_samples)
@@ -254,6 +256,19 @@ def _check_shape(session: Any, x: np.ndarray, batch_size: int, runtime: str) -> 
                         else "resize the dataset to the model's input")
 
 
+def _device_series(samples: list[dict[str, Any]]) -> list[TimeSeries]:
+    """The device's STATS samples as time series (source = the device's name)."""
+    series: dict[str, TimeSeries] = {}
+    for sample in list(samples):
+        for key, value in sample.items():
+            if key in ("x", "source"):
+                continue
+            ts = series.setdefault(key, TimeSeries(name=key, unit=UNITS.get(key, ""), source=sample["source"]))
+            ts.t.append(round(sample["x"], 4))
+            ts.values.append(round(value, 3))
+    return list(series.values())
+
+
 def _compile_time(meta: dict[str, Any]) -> float | None:
     if meta.get("convert_time_s") is not None:
         return float(meta["convert_time_s"])
@@ -296,10 +311,14 @@ def _open(runtime: str, model: ModelArtifact, options: dict[str, Any], target: T
         device: dict[str, str] = {"name": target.address or target.kind}
 
         def on_stats(stats: dict[str, Any]) -> None:
-            stats_seen.append(stats)
-            for key, value in stats.items():
-                if isinstance(value, int | float) and not isinstance(value, bool):
-                    ctx.metric(str(key), float(value), source=device["name"])
+            """A device STATS sample ({t on this host's perf_counter clock, cpu_percent, ...})."""
+            t = stats.get("t")
+            x = float(t) - ctx.t0 if isinstance(t, int | float) else time.perf_counter() - ctx.t0
+            values = {k: float(v) for k, v in stats.items() if k not in ("t", "device_t")
+                      and isinstance(v, int | float) and not isinstance(v, bool)}
+            stats_seen.append({"x": x, "source": device["name"], **values})
+            for key, value in values.items():
+                ctx.metric(key, value, x=x, source=device["name"])
 
         try:
             session = open_remote_session(target, runtime, model, options, on_stats)

@@ -99,19 +99,19 @@ def test_sampler_records_and_streams_resources():
     t0 = time.perf_counter()
     with ResourceSampler(0.02, t0=t0, sink=lambda n, v, t: streamed.append(n), on_tick=lambda: ticks.append(1)) as s:
         x = 0
-        end = time.perf_counter() + 0.25
+        end = time.perf_counter() + 0.4
         while time.perf_counter() < end:
             x += 1
     series = {ts.name: ts for ts in s.stop()}
     for name in ("cpu_percent", "rss_mb", "mem_percent", "cpu_percent_core0"):
-        assert len(series[name].values) >= 5, name
+        assert len(series[name].values) >= 4, name
         assert len(series[name].t) == len(series[name].values)
     assert np.all(np.diff(series["cpu_percent"].t) > 0)
     assert series["rss_mb"].values[-1] > 1
     assert 0 <= max(series["cpu_percent"].values) <= 100
     assert {"cpu_percent", "rss_mb", "mem_percent"} <= set(streamed)
     assert not any(n.startswith("cpu_percent_core") for n in streamed)  # per-core stays in the file
-    assert len(ticks) >= 5
+    assert len(ticks) >= 4
 
 
 def test_classification_quality_matches_sklearn():

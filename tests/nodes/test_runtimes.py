@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from typing import Any
 
@@ -238,14 +237,40 @@ def test_wrong_layout_is_named(tiny, registry, tmp_path):
     assert failed.error_type == "NodeError" and "layout" in failed.message
 
 
-@pytest.mark.skipif(importlib.util.find_spec("nodes.targets") is not None,
-                    reason="nodes.targets exists: remote runs are tested with it")
-def test_remote_target_without_targets_module(tiny, registry, tmp_path):
+def test_remote_run_records_device_timing(tiny, registry, tmp_path):
+    from tests.nodes.device_helpers import ServerThread
+
+    server = ServerThread(tmp_path / "device")
+    try:
+        graph = _graph(tiny, {"ort": ("runtime.onnxruntime", "onnx", {}, {**FAST, "max_samples": 40})},
+                       target={"kind": "tcp", "address": server.address})
+        result, events = _run(registry, graph, tmp_path, cache=False)
+    finally:
+        server.stop()
+    assert result.status == "ok", result.errors
+    data = read_measurements(tmp_path / "run" / "measurements" / "ort.json").data
+    assert data.target.kind == "tcp" and data.target.address == server.address
+    assert data.target.device.get("runtimes")
+    host, device = data.latency_ms, data.device_latency_ms
+    assert device is not None and device.count == host.count == 40
+    assert device.mean < host.mean  # the round trip holds the device's call
+    pred, y = _argmax_reference(tiny, 40)
+    assert data.classification.accuracy == pytest.approx(np.mean(pred == y))
+    device_metrics = [e for e in events if isinstance(e, NodeMetric) and e.source != "host"]
+    assert device_metrics and {e.name for e in device_metrics} >= {"cpu_percent"}
+
+
+def test_remote_device_down_is_a_node_error(tiny, registry, tmp_path):
+    import socket
+
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{sock.getsockname()[1]}"
     graph = _graph(tiny, {"ort": ("runtime.onnxruntime", "onnx", {}, FAST)},
-                   target={"kind": "tcp", "address": "127.0.0.1:9"})
+                   target={"kind": "tcp", "address": address})
     result, events = _run(registry, graph, tmp_path, cache=False)
     failed = _failure(events, "ort")
-    assert failed.error_type == "NodeError" and "nodes.targets" in failed.message
+    assert not failed.traceback and address in failed.message  # a NodeError (DeviceError is one)
 
 
 def test_cancel_stops_the_loop(tiny, registry, tmp_path):

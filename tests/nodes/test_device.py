@@ -483,3 +483,29 @@ def test_silent_clients_are_turned_away_then_dropped(tmp_path: Path) -> None:
         for channel in silent:
             channel.close()
         running.stop()
+
+
+@pytest.mark.heavy
+def test_example_graph_measures_on_the_device(server: ServerThread, tmp_path: Path) -> None:
+    """resources/graphs/digits_remote.json end to end, its device pointed at a server thread."""
+    from engine.events import NodeMetric
+    from engine.executor import Executor
+    from engine.graph import load_graph
+    from engine.measurements import read_measurements
+
+    graph = load_graph(REPO / "resources" / "graphs" / "digits_remote.json")
+    graph.set_param("device", "address", server.address)
+    graph.set_param("train", "epochs", 1)
+    graph.set_param("ort_device", "max_samples", 200)
+    graph.set_param("ort_host", "max_samples", 200)
+    metrics: list[NodeMetric] = []
+    executor = Executor(cache_dir=tmp_path / "cache")
+    executor.subscribe(lambda event: metrics.append(event) if isinstance(event, NodeMetric) else None)
+    result = executor.run(graph, tmp_path / "run")
+    assert result.status == "ok", result.errors
+    device = read_measurements(result.outputs["ort_device"]["measurements"].path).data
+    host = read_measurements(result.outputs["ort_host"]["measurements"].path).data
+    assert device.classification.accuracy == host.classification.accuracy  # same model, same answers
+    assert device.device_latency_ms.count == device.latency_ms.count == 200
+    assert device.device_latency_ms.median < device.latency_ms.median  # the round trip holds the device time
+    assert any(m.node == "ort_device" and m.name == "cpu_percent" and m.source != "host" for m in metrics)

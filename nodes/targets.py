@@ -40,11 +40,12 @@ class LocalTarget(Node):
         return {"target": TargetHandle(kind="local")}
 
 
-class _RemoteParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+def _timeout_s() -> Any:
+    return Field(10.0, gt=0, le=3600, description="longest silence allowed while waiting for the device")
 
-    timeout_s: float = Field(10.0, gt=0, le=3600, description="longest wait for the device to answer a request")
-    retries: int = Field(2, ge=0, le=20, description="reconnect-and-retry attempts after a link failure")
+
+def _retries() -> Any:
+    return Field(2, ge=0, le=20, description="reconnect-and-retry attempts after a link failure")
 
 
 def _probe(ctx: RunContext, handle: TargetHandle) -> TargetHandle:
@@ -71,9 +72,13 @@ class TcpTarget(Node):
     category = "Targets"
     cacheable = False
 
-    class Params(_RemoteParams):
+    class Params(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+
         address: str = Field("127.0.0.1:7070", description="HOST:PORT where `heiti serve --tcp` listens")
         token: str = Field("", description="shared token given to `heiti serve --token`; empty: $HEITI_TOKEN")
+        timeout_s: float = _timeout_s()
+        retries: int = _retries()
 
         @field_validator("address")
         @classmethod
@@ -99,9 +104,13 @@ class SerialTarget(Node):
     category = "Targets"
     cacheable = False
 
-    class Params(_RemoteParams):
+    class Params(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+
         port: str = Field("/dev/ttyUSB0", min_length=1, description="serial device on this computer")
         baud: int = Field(115200, ge=300, le=16_000_000, description="must match the device's --baud")
+        timeout_s: float = _timeout_s()
+        retries: int = _retries()
 
     outputs = {"target": Out(TargetHandle, format="serial")}
 

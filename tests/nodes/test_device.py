@@ -302,24 +302,26 @@ def _start_cli_server(workdir: Path, address: str) -> tuple[subprocess.Popen, in
 def test_server_restart_is_reported_and_a_retry_reconnects(tmp_path: Path) -> None:
     model_path = make_onnx(tmp_path / "m.onnx", (1, 4))
     model = ModelArtifact(path=model_path, model_format="onnx")
-    first, port = _start_cli_server(tmp_path / "device", "127.0.0.1:0")
     x = np.ones((1, 4), np.float32)
-    session = open_remote_session(tcp_target(f"127.0.0.1:{port}", retries=0), "onnxruntime", model)
-    second = None
+    first, port = _start_cli_server(tmp_path / "device", "127.0.0.1:0")
+    servers = [first]
     try:
-        session.run([x])
-        first.kill()
-        first.wait(10)
-        with pytest.raises(DeviceError) as info:
+        session = open_remote_session(tcp_target(f"127.0.0.1:{port}", retries=0), "onnxruntime", model)
+        try:
             session.run([x])
-        assert "ran 1 inference, then inference 2 failed" in str(info.value)
-        second, _ = _start_cli_server(tmp_path / "device", f"127.0.0.1:{port}")
-        session._client.retries = 3
-        np.testing.assert_allclose(session.run([x])[0], local_run(model_path, x), rtol=1e-5)
+            first.kill()
+            first.wait(10)
+            with pytest.raises(DeviceError) as info:
+                session.run([x])
+            assert "ran 1 inference, then inference 2 failed" in str(info.value)
+            servers.append(_start_cli_server(tmp_path / "device", f"127.0.0.1:{port}")[0])
+            session._client.retries = 3
+            np.testing.assert_allclose(session.run([x])[0], local_run(model_path, x), rtol=1e-5)
+        finally:
+            session.close()
     finally:
-        session.close()
-        for proc in (first, second):
-            if proc is not None and proc.poll() is None:
+        for proc in servers:  # never leave a server process behind, whatever failed
+            if proc.poll() is None:
                 proc.terminate()
                 proc.wait(10)
 

@@ -78,6 +78,7 @@ def report_from_files(files: list[tuple[Path, str]], run_dir: Path | None, basel
             report.problems.append(str(err))
     if not report.entries:
         raise NoMeasurements("none of the measurements could be read: " + "; ".join(report.problems))
+    report.entries.sort(key=_order_key(run))
     report.title = report.title or "Heiti report" + (f" — {_graph_name(run)}" if _graph_name(run) else "")
     return finish(report, baseline)
 

@@ -249,19 +249,42 @@ def pr_curves(curves: dict[str, dict[str, list[float]]], ap: dict[str, float]) -
 
 
 def map_vs_threshold(series: list[dict[str, Any]]) -> bytes:
-    """mAP@0.5 against the score threshold, one line per runtime, best threshold marked."""
+    """mAP@0.5 against the score threshold per runtime and, when the file has it, F1 (with precision
+    and recall) beside it; the dot marks each runtime's operating threshold (`best`)."""
+    with_f1 = [s for s in series if s.get("f1")]
     with _style():
-        fig = _figure(7.2, 3.2)
-        ax = fig.add_subplot()
+        fig = _figure(9.6 if with_f1 else 7.2, 3.2)
+        axes = fig.subplots(1, 2 if with_f1 else 1, squeeze=False)[0]
         for s in series:
             thr, values = np.asarray(s["threshold"], float), np.asarray(s["map50"], float)
-            ax.plot(thr, values * 100, color=s["color"], linewidth=1.5, label=s["label"])
-            best = int(np.argmax(values))
-            ax.plot([thr[best]], [values[best] * 100], marker="o", color=s["color"])
-        ax.set_xlabel("score threshold")
-        ax.set_ylabel("mAP@0.5 (%)")
-        ax.set_title("mAP against the score threshold (dot: best threshold)")
-        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+            best = int(np.argmin(np.abs(thr - s["best"]))) if s.get("best") is not None else int(np.argmax(values))
+            axes[0].plot(thr, values * 100, color=s["color"], linewidth=1.5, label=s["label"])
+            axes[0].plot([thr[best]], [values[best] * 100], marker="o", color=s["color"])
+        axes[0].set_xlabel("score threshold")
+        axes[0].set_ylabel("mAP@0.5 (%)")
+        axes[0].set_title("mAP@0.5 against the score threshold")
+        if with_f1:
+            ax = axes[1]
+            for s in with_f1:
+                thr = np.asarray(s["threshold"], float)
+                f1 = np.asarray(s["f1"], float)
+                best = int(np.argmin(np.abs(thr - s["best"]))) if s.get("best") is not None else int(np.argmax(f1))
+                ax.plot(thr, f1 * 100, color=s["color"], linewidth=1.6, label=f"{s['label']} F1")
+                ax.plot([thr[best]], [f1[best] * 100], marker="o", color=s["color"])
+                if len(with_f1) == 1:  # one runtime (or all alike): precision and recall fit too
+                    for key, style in (("precision", "--"), ("recall", ":")):
+                        if s.get(key):
+                            ax.plot(thr, np.asarray(s[key], float) * 100, color=s["color"], linestyle=style,
+                                    linewidth=1.1, label=key)
+            ax.set_xlabel("score threshold")
+            ax.set_ylabel("%")
+            ax.set_title("F1 at IoU 0.5: the operating point")
+            ax.set_ylim(0, 105)
+            ax.legend(loc="lower left", frameon=False)
+        else:
+            axes[0].legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+        if with_f1 and len(series) > 1:
+            axes[0].legend(loc="lower left", frameon=False)
         return _png(fig)
 
 

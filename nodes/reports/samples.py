@@ -145,13 +145,18 @@ def detection_measurements(spec: Spec, seed: int = 0, calls: int = 200) -> Measu
         precision = np.clip(1 - (recall / 0.97) ** (8 * value), 0, 1) * 0.02 + np.where(
             recall < value, 1.0, np.clip(1 - (recall - value) * 6, 0, 1)) * 0.98
         curves[name] = {"recall": recall.tolist(), "precision": np.minimum.accumulate(precision).tolist()}
-    thr = np.round(np.linspace(0.05, 0.95, 19), 3)
-    map50 = spec.quality * (1 - 0.25 * (thr - 0.3) ** 2 * 4) - np.where(thr > 0.6, (thr - 0.6) * 0.8, 0)
+    thr = np.round(np.linspace(0.0, 0.95, 20), 3)
+    map50 = np.clip(spec.quality * (1 - np.clip(thr - 0.2, 0, None) ** 2 * 1.6), 0, 1)  # falls as boxes drop
+    precision = np.clip(0.45 + 0.6 * thr, 0, 0.99)
+    recall = np.clip(spec.quality + 0.05 - np.clip(thr - 0.3, 0, None) ** 1.5 * 2.2, 0, 1)
+    f1 = 2 * precision * recall / np.maximum(precision + recall, 1e-9)
     data.detection = DetectionQuality(
         map50=float(np.mean(list(ap.values()))), map50_95=float(np.mean(list(ap_coco.values()))), ap_per_class=ap,
-        ap50_95_per_class=ap_coco, pr_curves=curves, map_vs_threshold={"threshold": thr.tolist(),
-                                                                       "map50": np.clip(map50, 0, 1).tolist()},
-        mean_iou=0.81, class_names=DETECTION_CLASSES)
+        ap50_95_per_class=ap_coco, pr_curves=curves,
+        map_vs_threshold={"threshold": thr.tolist(), "map50": map50.tolist(), "precision": precision.tolist(),
+                          "recall": recall.tolist(), "f1": f1.tolist()},
+        mean_iou=0.81, class_names=DETECTION_CLASSES, best_score_threshold=float(thr[int(np.argmax(f1))]),
+        images=120, ground_truth_boxes=260, detections=900)
     return data
 
 

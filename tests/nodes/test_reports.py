@@ -159,6 +159,12 @@ def test_detection_section_shows_map_ap_per_class_and_curves(tmp_path):
     by_node = {raw(f)["node"]: raw(f)["detection"] for f in files}
     assert summary.column("mAP@0.5") == [fmt.pct(by_node[n]["map50"]) for n in summary.column("runtime")]
     assert summary.column("mAP@[.5:.95]") == [fmt.pct(by_node[n]["map50_95"]) for n in summary.column("runtime")]
+    # the operating threshold is the file's own choice (best F1), with the figures at that threshold
+    for name, threshold, f1 in zip(summary.column("runtime"), summary.column("threshold"), summary.column("F1"),
+                                   strict=True):
+        curve, best = by_node[name]["map_vs_threshold"], by_node[name]["best_score_threshold"]
+        assert threshold == fmt.num(best, 2)
+        assert f1 == fmt.num(curve["f1"][curve["threshold"].index(best)])
     per_class = table_of(rendered.sections, "detection", "class")
     assert per_class.column("class") == ["circle", "square", "triangle"]
     assert per_class.column("ort")[0].startswith(fmt.num(by_node["ort"]["ap_per_class"]["circle"]))

@@ -22,16 +22,23 @@ def _classes(entries: list[Entry]) -> list[str]:
     return names
 
 
-def _best_threshold(q) -> tuple[float, float] | None:
-    """(threshold, mAP@0.5 there): from the curve, preferring the file's own choice when it names one."""
-    thr, values = q.map_vs_threshold.get("threshold", []), q.map_vs_threshold.get("map50", [])
+def _operating_point(q) -> dict[str, float] | None:
+    """The threshold to deploy with and the figures there: the file's choice (best F1) when it names
+    one, else the threshold with the highest mAP@0.5."""
+    curve = q.map_vs_threshold
+    thr, values = curve.get("threshold", []), curve.get("map50", [])
     if not thr or len(thr) != len(values):
         return None
-    i = int(np.argmax(values))
     named = getattr(q, "best_score_threshold", None)
-    if isinstance(named, int | float) and thr:
+    if isinstance(named, int | float):
         i = int(np.argmin(np.abs(np.asarray(thr, float) - float(named))))
-    return float(thr[i]), float(values[i])
+    else:
+        i = int(np.argmax(curve.get("f1") or values))
+    point = {"threshold": float(thr[i]), "map50": float(values[i])}
+    for key in ("precision", "recall", "f1"):
+        if len(curve.get(key) or []) == len(thr):
+            point[key] = float(curve[key][i])
+    return point
 
 
 def _extra(q, name: str) -> str:
@@ -49,15 +56,16 @@ def build(report: Report) -> Section | None:
         q = e.data.detection
         r = rows[e.name]
         tone = "" if r.within_tolerance is None or r.is_baseline else ("good" if r.within_tolerance else "bad")
-        best = _best_threshold(q)
+        op = _operating_point(q) or {}
         table.append([Cell(e.name, "baseline" if r.is_baseline else ""), pct(q.map50), pct(q.map50_95),
-                      num(q.mean_iou), f"{best[0]:.2f} ({pct(best[1])})" if best else "—",
-                      _extra(q, "images"), _extra(q, "ground_truth_boxes"), _extra(q, "detections"),
+                      num(q.mean_iou), num(op.get("threshold"), 2), num(op.get("precision")), num(op.get("recall")),
+                      num(op.get("f1")), pct(op.get("map50")), _extra(q, "images"), _extra(q, "ground_truth_boxes"), _extra(q, "detections"),
                       Cell("baseline" if r.is_baseline else points(r.quality_delta), tone)])
     blocks: list = [Table.build(
-        ["runtime", "mAP@0.5", "mAP@[.5:.95]", "mean IoU", "best score threshold (mAP@0.5 there)", "images",
-         "true boxes", "detections", "Δ mAP@0.5"], table,
-        caption="COCO-style 101-point interpolated AP; mean IoU of matched detections.")]
+        ["runtime", "mAP@0.5", "mAP@[.5:.95]", "mean IoU", "threshold", "precision", "recall", "F1",
+         "mAP@0.5 there", "images", "true boxes", "detections", "Δ mAP@0.5"], table,
+        caption="COCO-style 101-point interpolated AP; mean IoU of matched detections. Threshold: the score "
+                "threshold to deploy with (best F1 at IoU 0.5), with precision, recall, F1 and mAP@0.5 there.")]
 
     classes = _classes(entries)
     if classes and any(e.data.detection.ap_per_class for e in entries):
@@ -80,18 +88,19 @@ def build(report: Report) -> Section | None:
     curves: list[dict] = []
     for e in entries:
         q = e.data.detection
-        if _best_threshold(q) is None:
+        op = _operating_point(q)
+        if op is None:
             continue
-        twin = next((c for c in curves if c["threshold"] == q.map_vs_threshold["threshold"]
-                     and c["map50"] == q.map_vs_threshold["map50"]), None)
+        curve = {k: v for k, v in q.map_vs_threshold.items() if isinstance(v, list)}
+        twin = next((c for c in curves if c["curve"] == curve), None)
         if twin is not None:  # identical curves would hide each other: one line, both names
             twin["label"] += f" = {e.name}"
             continue
-        curves.append({"label": e.name, "color": e.color, "threshold": q.map_vs_threshold["threshold"],
-                       "map50": q.map_vs_threshold["map50"]})
+        curves.append({"label": e.name, "color": e.color, "curve": curve, "best": op["threshold"], **curve})
     if curves:
         blocks.append(Figure("detection_map_vs_threshold", plots.map_vs_threshold(curves),
-                             "Detections below the threshold are dropped before matching."))
+                             "Detections below the threshold are dropped before matching. mAP only falls as the "
+                             "threshold rises; the dot marks the operating threshold (best F1)."))
 
     same: dict[str, list[Entry]] = {}
     for e in entries:

@@ -19,7 +19,8 @@ def main(args: argparse.Namespace) -> int:
         return EXIT_INVALID
     try:
         report = report_from_runs([Path(r) for r in args.runs], baseline=getattr(args, "baseline", None) or "",
-                                  title=getattr(args, "title", None) or "")
+                                  title=getattr(args, "title", None) or "",
+                                  statistic=getattr(args, "statistic", None) or "mean")
     except NoMeasurements as err:
         print(f"heiti report: {err}", file=sys.stderr)
         return EXIT_INVALID

@@ -55,6 +55,11 @@ class Entry:
     def latency_mean(self) -> float | None:
         return self.data.latency_ms.mean if self.data.latency_ms is not None else None
 
+    def latency(self, statistic: str = "mean") -> float | None:
+        """Mean or median milliseconds per inference, None when the file has no latency."""
+        stats = self.data.latency_ms
+        return None if stats is None else float(getattr(stats, statistic))
+
     @property
     def source_model(self) -> str:
         """The node that made the model (the pipeline's `model.*` step), to tell lineages apart; "" if unknown."""
@@ -80,6 +85,8 @@ class Report:
     runs: list[RunInfo] = field(default_factory=list)
     baseline: Entry | None = None
     tolerance: float = 0.01
+    #: the latency figure that ranks runtimes and gives speed-ups: "mean" or "median"
+    statistic: str = "mean"
     problems: list[str] = field(default_factory=list)
     created: str = field(default_factory=lambda: _dt.datetime.now().strftime("%Y-%m-%d %H:%M"))
 

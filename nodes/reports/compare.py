@@ -1,7 +1,7 @@
 """The comparison against the baseline and the verdict at the top of the page.
 
-Pure functions over entries: speed-up = baseline mean latency / entry mean latency (higher is
-faster), size ratio = baseline size / entry size (higher is smaller), quality change in absolute
+Pure functions over entries: speed-up = baseline latency / entry latency (higher is faster; the
+mean by default, the median when the report asks for it), size ratio = baseline size / entry size (higher is smaller), quality change in absolute
 points of the task's headline metric (accuracy or mAP@0.5).
 """
 
@@ -48,9 +48,9 @@ def reference_quality(report: Report) -> tuple[str, str, float] | None:
 
 
 def comparison_rows(report: Report) -> list[Row]:
-    """One row per entry, sorted by mean latency (entries without latency last)."""
+    """One row per entry, sorted by latency (entries without latency last)."""
     base = report.baseline
-    base_latency = base.latency_mean if base else None
+    base_latency = base.latency(report.statistic) if base else None
     base_size = base.data.model_size_bytes if base else None
     ref = reference_quality(report)
     rows = []
@@ -61,8 +61,8 @@ def comparison_rows(report: Report) -> list[Row]:
         rows.append(Row(
             entry=entry,
             is_baseline=entry is base,
-            latency_ms=entry.latency_mean,
-            speedup=_ratio(base_latency, entry.latency_mean),
+            latency_ms=entry.latency(report.statistic),
+            speedup=_ratio(base_latency, entry.latency(report.statistic)),
             size_bytes=entry.data.model_size_bytes,
             size_ratio=_ratio(base_size, entry.data.model_size_bytes),
             quality_name=quality[0] if quality else "",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -34,6 +34,9 @@ class ReportNode(Node):
         title: str = Field("", description="page title (default: the graph's name)")
         baseline: str = Field("", description="node id of the runtime to compare against; "
                                               "empty = the native framework (torch/keras) if present, else the first")
+        latency_statistic: Literal["mean", "median"] = Field(
+            "mean", description="latency figure that ranks runtimes and gives speed-ups; the median ignores "
+                                "a few slow calls on a busy machine")
         accuracy_drop_tolerance: float = Field(
             0.01, ge=0.0, le=1.0,
             description="largest accepted drop in accuracy (or mAP@0.5) against the baseline, as a fraction: "
@@ -50,7 +53,8 @@ class ReportNode(Node):
         ctx.progress(0.05, f"reading {len(files)} measurements file(s)")
         try:
             report = report_from_files(files, ctx.run_dir, baseline=self.params.baseline, title=self.params.title,
-                                       tolerance=self.params.accuracy_drop_tolerance)
+                                       tolerance=self.params.accuracy_drop_tolerance,
+                                       statistic=self.params.latency_statistic)
         except NoMeasurements as err:
             raise NodeError(str(err)) from None
         except ValueError as err:  # an unknown baseline

@@ -52,8 +52,9 @@ def _log_scale_wanted(values: Sequence[float]) -> bool:
 
 
 # --- comparison ---------------------------------------------------------------------------------
-def bubble_chart(points: list[dict[str, Any]], quality_name: str, floor: float | None) -> bytes:
-    """Quality (y) against mean latency (x); bubble area proportional to model size.
+def bubble_chart(points: list[dict[str, Any]], quality_name: str, floor: float | None,
+                 statistic: str = "mean") -> bytes:
+    """Quality (y) against latency (x, the mean or median); bubble area proportional to model size.
 
     points: {label, latency, quality, size, color, baseline}; `floor` draws the tolerance line.
     """
@@ -85,7 +86,7 @@ def bubble_chart(points: list[dict[str, Any]], quality_name: str, floor: float |
         if _log_scale_wanted(latencies):
             _log_x(ax, decades=math.log10(max(latencies) / min(latencies)))
         ax.margins(x=0.12, y=0.3)
-        ax.set_xlabel("mean latency per inference (ms) — lower is better")
+        ax.set_xlabel(f"{statistic} latency per inference (ms) — lower is better")
         ax.set_ylabel(f"{quality_name} (%) — higher is better")
         ax.set_title("Quality vs latency (bubble area = model size)")
         return _png(fig)

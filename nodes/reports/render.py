@@ -31,9 +31,10 @@ class NoMeasurements(ValueError):
 
 
 # --- collecting -----------------------------------------------------------------------------------
-def report_from_runs(run_dirs: list[Path], baseline: str = "", title: str = "", tolerance: float = 0.01) -> Report:
+def report_from_runs(run_dirs: list[Path], baseline: str = "", title: str = "", tolerance: float = 0.01,
+                     statistic: str = "mean") -> Report:
     """Every measurements file of every run folder (a path may also name one measurements file)."""
-    report = Report(title=title, entries=[], tolerance=tolerance)
+    report = Report(title=title, entries=[], tolerance=tolerance, statistic=statistic)
     names: set[str] = set()
     for path in map(Path, run_dirs):
         if not path.exists():
@@ -67,10 +68,11 @@ def report_from_runs(run_dirs: list[Path], baseline: str = "", title: str = "", 
 
 
 def report_from_files(files: list[tuple[Path, str]], run_dir: Path | None, baseline: str = "", title: str = "",
-                      tolerance: float = 0.01) -> Report:
+                      tolerance: float = 0.01, statistic: str = "mean") -> Report:
     """A report node's view: the measurements wired into it, plus its own run's graph and events."""
     run = load_run(run_dir) if run_dir is not None else RunInfo(name="")
-    report = Report(title=title, entries=[], runs=[run], tolerance=tolerance, problems=list(run.problems))
+    report = Report(title=title, entries=[], runs=[run], tolerance=tolerance, statistic=statistic,
+                    problems=list(run.problems))
     for path, node in files:
         try:
             report.entries.append(read_entry(path, run=run.name, node=node))

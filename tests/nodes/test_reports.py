@@ -119,6 +119,19 @@ def test_latency_and_per_class_tables_repeat_the_files_figures(single):
     assert per_class.column("sensitivity") == [fmt.num(v) for v in first["recall_per_class"]]
 
 
+def test_median_ranking_uses_medians_for_order_and_speedups(single, tmp_path):
+    _, _, files = single
+    run = files[0].parent.parent
+    report = report_from_runs([run], statistic="median")
+    base = raw(run / "measurements" / "torch_rt.json")["latency_ms"]["median"]
+    rows = comparison_rows(report)
+    medians = [raw(run / "measurements" / f"{r.entry.node}.json")["latency_ms"]["median"] for r in rows]
+    assert medians == sorted(medians)
+    assert [r.speedup for r in rows] == pytest.approx([base / m for m in medians], rel=1e-12)
+    html = render(report, tmp_path / "median.html").html.read_text(encoding="utf-8")
+    assert "ranked by median latency" in html and "Sorted by median latency" in html
+
+
 def test_verdict_names_the_fastest_runtime_within_the_tolerance(tmp_path):
     specs = [Spec("torch_rt", "torch", "", "torch", 2.0, 0.97, 400_000),
              Spec("int8", "litert", "", "tflite", 0.3, 0.94, 100_000),   # fastest, loses 3 points

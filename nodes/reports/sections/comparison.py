@@ -36,7 +36,7 @@ def build(report: Report) -> Section | None:
                "size vs baseline", quality_title, "Δ quality", "convert time"]
     blocks: list = [Table.build(
         columns, [_row(r, several_models, several_targets) for r in rows], numeric_from=2 + len(extra),
-        caption="Sorted by mean latency. Speed-up = baseline latency / runtime latency; size against the "
+        caption=f"Sorted by {report.statistic} latency. Speed-up = baseline latency / runtime latency; size against the "
                 "baseline's; Δ quality in percentage points, green within the tolerance.")]
     if several_models:
         blocks.append(Text("The runtimes run models trained separately (column model): their accuracy differs by "
@@ -48,7 +48,8 @@ def build(report: Report) -> Section | None:
                and (ref is None or r.entry.data.task == ref[0])]
     if points_:
         floor = ref[2] - report.tolerance if ref is not None else None
-        blocks.append(Figure("quality_vs_latency", plots.bubble_chart(points_, ref[1] if ref else "quality", floor),
+        blocks.append(Figure("quality_vs_latency", plots.bubble_chart(points_, ref[1] if ref else "quality", floor,
+                                                                               report.statistic),
                              "Up and to the left is better; the dashed line is the lowest quality still within "
                              "the tolerance."))
     elif rows:

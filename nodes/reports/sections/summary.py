@@ -8,8 +8,8 @@ from ..compare import Row, comparison_rows, verdict
 from ..fmt import ms, pct, ratio_text, size
 
 
-def _latency_detail(row: Row) -> str:
-    text = f"{ms(row.latency_ms)} ms mean"
+def _latency_detail(row: Row, statistic: str) -> str:
+    text = f"{ms(row.latency_ms)} ms {statistic}"
     if row.speedup is not None and not row.is_baseline:
         text += f" · {ratio_text(row.speedup, 'faster', 'slower')}"
     return text
@@ -23,12 +23,12 @@ def build(report: Report) -> Section | None:
     cards = []
     if v.recommended is not None:
         r = v.recommended
-        detail = _latency_detail(r)
+        detail = _latency_detail(r, report.statistic)
         if r.quality is not None:
             detail += f" · {r.quality_name} {pct(r.quality)}"
         cards.append(Card("Best within tolerance", r.entry.name, detail, "best"))
     if v.fastest is not None:
-        cards.append(Card("Fastest", v.fastest.entry.name, _latency_detail(v.fastest)))
+        cards.append(Card("Fastest", v.fastest.entry.name, _latency_detail(v.fastest, report.statistic)))
     if v.smallest is not None:
         r = v.smallest
         detail = size(r.size_bytes)
@@ -62,9 +62,11 @@ def build(report: Report) -> Section | None:
              for e in report.entries if (lat := e.data.latency_ms) is not None and lat.median > 0
              and (lat.mean > 2 * lat.median or lat.p99 < lat.mean)]
     if noisy:
+        advice = ("The ranking uses medians, which such calls do not move." if report.statistic == "median" else
+                  "Compare medians as well (the report's latency_statistic param ranks by median), or run again "
+                  "on a quiet machine.")
         blocks.append(Note("A few very slow calls dominate the mean latency of some runtimes (a busy machine or "
-                           "a background task?). Compare medians as well, or run again on a quiet machine:",
-                           "warn", noisy))
+                           f"a background task?). {advice}", "warn", noisy))
     incomplete = [f"{e.name}: {', '.join(e.missing)}" for e in report.entries if e.missing]
     if incomplete:
         blocks.append(Note("Some measurements are incomplete; the report shows what they hold. Missing:",

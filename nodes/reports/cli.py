@@ -1,4 +1,8 @@
-"""`heiti report RUN_DIR [RUN_DIR ...] [--baseline NODE_OR_RUN] --out report.html`."""
+"""`heiti report RUN_DIR [RUN_DIR ...] [--baseline NODE_OR_RUN] --out report.html`.
+
+Also honours `--title`, `--statistic mean|median` and `--tolerance FRACTION` when the parser offers
+them (engine/cli.py owns the parser).
+"""
 
 from __future__ import annotations
 
@@ -20,7 +24,8 @@ def main(args: argparse.Namespace) -> int:
     try:
         report = report_from_runs([Path(r) for r in args.runs], baseline=getattr(args, "baseline", None) or "",
                                   title=getattr(args, "title", None) or "",
-                                  statistic=getattr(args, "statistic", None) or "mean")
+                                  statistic=getattr(args, "statistic", None) or "mean",
+                                  tolerance=float(getattr(args, "tolerance", None) or 0.01))
     except NoMeasurements as err:
         print(f"heiti report: {err}", file=sys.stderr)
         return EXIT_INVALID

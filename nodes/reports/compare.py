@@ -1,8 +1,10 @@
 """The comparison against the baseline and the verdict at the top of the page.
 
-Pure functions over entries: speed-up = baseline latency / entry latency (higher is faster; the
-mean by default, the median when the report asks for it), size ratio = baseline size / entry size (higher is smaller), quality change in absolute
-points of the task's headline metric (accuracy or mAP@0.5).
+Pure functions over entries:
+- speed-up = baseline latency / entry latency (higher is faster; the mean by default, the median
+  when the report asks for it),
+- size ratio = baseline size / entry size (higher is smaller),
+- quality change in absolute points of the task's headline metric (accuracy or mAP@0.5).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .collect import Entry, Report
+from .fmt import pct, points, ratio_text, size
 
 
 @dataclass
@@ -100,15 +103,18 @@ def verdict(report: Report, rows: list[Row] | None = None) -> Verdict:
     recommended = min(good, key=lambda r: r.latency_ms) if good else None
     if recommended is None and not scored:
         recommended = fastest  # nothing to judge accuracy by: speed decides
-    sentence, reasons = _explain(report, recommended, ref)
+    sentence, reasons = _explain(report, rows, recommended, ref)
     tied = [r for r in scored if most_accurate is not None and abs(r.quality - most_accurate.quality) < 1e-9]
     return Verdict(fastest, smallest, most_accurate, recommended, sentence, reasons, tied)
 
 
-def _explain(report: Report, rec: Row | None, ref: tuple[str, str, float] | None) -> tuple[str, list[str]]:
-    from .fmt import pct, points, ratio_text, size
-
+def _explain(report: Report, rows: list[Row], rec: Row | None,
+             ref: tuple[str, str, float] | None) -> tuple[str, list[str]]:
+    """The one-line recommendation and the reasons behind it (including faster runtimes turned down)."""
     if rec is None:
+        if any(r.latency_ms is not None and r.within_tolerance is False for r in rows):
+            return (f"No timed runtime stays within the accuracy tolerance of {pct(ref[2])} {ref[1]}: "
+                    "nothing to recommend.", [])
         return "No runtime has both a latency and a quality figure: nothing to recommend.", []
     base = report.baseline
     reasons: list[str] = []
@@ -133,7 +139,7 @@ def _explain(report: Report, rec: Row | None, ref: tuple[str, str, float] | None
             same = abs(rec.size_ratio - 1) < 0.005
             text += " (the same as the baseline)" if same else f" ({ratio_text(rec.size_ratio, 'smaller', 'larger')})"
         reasons.append(text)
-    rejected = [r for r in (comparison_rows(report)) if r.within_tolerance is False and r.latency_ms is not None
+    rejected = [r for r in rows if r.within_tolerance is False and r.latency_ms is not None
                 and rec.latency_ms is not None and r.latency_ms < rec.latency_ms]
     for r in rejected:
         reasons.append(f"{r.entry.name} is faster but loses {abs(r.quality_delta) * 100:.2f} pt of "

@@ -40,7 +40,7 @@ def report_from_runs(run_dirs: list[Path], baseline: str = "", title: str = "", 
         if not path.exists():
             raise FileNotFoundError(f"{path}: no such run folder")
         if path.is_file():
-            run = RunInfo(name=path.stem)
+            run = RunInfo(name=_unique(path.stem, names))
             files = [path]
         else:
             run = load_run(path, _unique(path.name or path.resolve().name, names))

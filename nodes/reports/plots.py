@@ -177,6 +177,37 @@ def histograms(series: list[dict[str, Any]]) -> bytes:
         return _png(fig)
 
 
+def latency_over_calls(series: list[dict[str, Any]]) -> bytes:
+    """Each runtime's latency call after call (a running median over a few calls, raw calls as dots):
+    shows warm-up, drift, throttling and bursts of interference that a histogram hides."""
+    with _style():
+        fig = _figure(9.0, 3.0)
+        ax = fig.add_subplot()
+        medians = []
+        for s in series:
+            values = np.asarray(s["values"], dtype=float)
+            window = max(1, values.size // 60)
+            n = values.size // window * window
+            blocks = values[:n].reshape(-1, window)
+            x = np.arange(blocks.shape[0]) * window + window / 2
+            ax.plot(np.arange(values.size), values, linestyle="", marker=".", markersize=1.5, alpha=0.25,
+                    color=s["color"])
+            ax.plot(x, np.median(blocks, axis=1), color=s["color"], linewidth=1.4, label=s["label"])
+            medians.append(float(np.median(values)))
+        positive = [m for m in medians if m > 0]
+        if positive and (max(positive) / min(positive) > 8 or any(
+                np.percentile(np.asarray(s["values"], float), 99.5) > 8 * np.median(s["values"]) for s in series)):
+            from matplotlib.ticker import FuncFormatter
+
+            ax.set_yscale("log")
+            ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.set_xlabel("call (after warm-up)")
+        ax.set_ylabel("ms")
+        ax.set_title("Latency call after call (line: running median)")
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+        return _png(fig)
+
+
 def timelines(panels: list[tuple[str, str, list[dict[str, Any]]]]) -> bytes:
     """Stacked panels (title, y label, series of {label, t, values, color}) sharing the time axis."""
     with _style():

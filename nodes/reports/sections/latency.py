@@ -43,6 +43,9 @@ def build(report: Report) -> Section | None:
         blocks.append(Figure("latency_violins", plots.violins(series)))
         blocks.append(Figure("latency_histograms", plots.histograms(series),
                              "Black line: mean; red dashed: p99. The slowest 0.5 % are drawn in the last bin."))
+        blocks.append(Figure("latency_over_calls", plots.latency_over_calls(series),
+                             "Slow stretches that come and go point at interference from other work on the "
+                             "machine; a steady climb at throttling or a leak."))
     lacking = [r.entry.name for r in timed if len(r.entry.data.latencies_ms) <= 1]
     if lacking:
         blocks.append(Text(f"No per-inference times for {', '.join(lacking)}: no histogram or violin for "

@@ -158,6 +158,9 @@ def test_comparison_across_runs_labels_entries_run_slash_node(tmp_path):
     assert "monday/torch_rt" in html and "tuesday/tvm" in html
     rows = {r.entry.name: r for r in comparison_rows(report)}
     assert rows["tuesday/ort"].speedup == pytest.approx(1.0)
+    runs = table_of(rendered.sections, "summary", "run")
+    assert runs.column("run") == ["monday", "tuesday"] and runs.column("status") == ["ok", "ok"]
+    assert runs.column("runtimes") == ["2", "2"]
     with pytest.raises(ValueError, match="choose one of"):
         report_from_runs([tmp_path / "monday"], baseline="nope")
 

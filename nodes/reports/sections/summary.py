@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..blocks import Card, Cards, Note, Section, Text
+from ..blocks import Card, Cards, Note, Section, Table, Text
 from ..collect import Report
 from ..compare import Row, comparison_rows, verdict
 from ..fmt import ms, pct, ratio_text, size
@@ -13,6 +13,24 @@ def _latency_detail(row: Row, statistic: str) -> str:
     if row.speedup is not None and not row.is_baseline:
         text += f" · {ratio_text(row.speedup, 'faster', 'slower')}"
     return text
+
+
+def _runs_table(report: Report) -> Table:
+    """Which runs are compared: when each started, how it ended, what it measured."""
+    import datetime as dt
+
+    from engine.events import RunFinished, RunStarted
+
+    rows = []
+    for run in report.runs:
+        started = next((e for e in run.events if isinstance(e, RunStarted)), None)
+        finished = next((e for e in run.events if isinstance(e, RunFinished)), None)
+        when = dt.datetime.fromtimestamp(started.t).strftime("%Y-%m-%d %H:%M") if started else "—"
+        graph = str(run.graph.get("name", "")) if run.graph else ""
+        count = sum(1 for e in report.entries if e.run == run.name)
+        rows.append([run.name, graph or "—", when, finished.status if finished else "—", str(count)])
+    return Table.build(["run", "graph", "started", "status", "runtimes"], rows, numeric_from=4,
+                       caption="The runs compared in this report.")
 
 
 def build(report: Report) -> Section | None:
@@ -67,6 +85,8 @@ def build(report: Report) -> Section | None:
                   "on a quiet machine.")
         blocks.append(Note("A few very slow calls dominate the mean latency of some runtimes (a busy machine or "
                            f"a background task?). {advice}", "warn", noisy))
+    if len(report.runs) > 1:
+        blocks.append(_runs_table(report))
     incomplete = [f"{e.name}: {', '.join(e.missing)}" for e in report.entries if e.missing]
     if incomplete:
         blocks.append(Note("Some measurements are incomplete; the report shows what they hold. Missing:",

@@ -48,7 +48,11 @@ def resolve_target(name: str) -> tuple[Any, bool]:
     import tvm
 
     if name == "host":
-        return tvm.target.Target({"kind": "llvm", "mcpu": tvm.target.codegen.llvm_get_system_cpu()}), False
+        import psutil
+
+        cores = psutil.cpu_count(logical=False) or psutil.cpu_count() or 1  # MetaSchedule needs num-cores
+        return tvm.target.Target({"kind": "llvm", "mcpu": tvm.target.codegen.llvm_get_system_cpu(),
+                                  "num-cores": int(cores)}), False
     if name in CROSS_TARGETS:
         return tvm.target.Target(CROSS_TARGETS[name]), True
     try:
@@ -106,6 +110,9 @@ class TVMCompile(Node):
         tune_trials: int = Field(0, ge=0, description="MetaSchedule trials; 0 = no tuning")
         tuning_db: str = Field("", description="tuning database folder (default ~/.cache/heiti/tvm-tuning/<model hash>)")
         retune: bool = Field(False, description="tune again even when the database already holds enough records")
+        tune_builder: Literal["in_process", "local"] = Field(
+            "in_process", description="build tuning candidates in this process (fast) or in LocalBuilder worker "
+                                      "processes (isolated, but each batch pays TVM's ~30 s start-up)")
 
         @field_validator("target")
         @classmethod
@@ -133,6 +140,9 @@ class TVMCompile(Node):
         ctx.progress(0.1, f"importing {model.model_format}")
         mod = self._import(model, shapes)
         tuned = 0
+        if p.tune_trials > 0 and cross:
+            raise NodeError(f"tuning measures candidates on the CPU it builds for; {p.target} is not this machine",
+                            "set tune_trials to 0 for cross targets, or tune on the device")
         if p.tune_trials > 0:
             mod, tuned = self._tune(ctx, mod, target, model)
         ctx.progress(0.6, "compiling")
@@ -181,30 +191,60 @@ class TVMCompile(Node):
         folder = Path(p.tuning_db).expanduser() if p.tuning_db else (
             Path.home() / ".cache" / "heiti" / "tvm-tuning" / file_digest(Path(model.path))[:16])
         folder.mkdir(parents=True, exist_ok=True)
-        records = folder / "database_tuning_record.json"
-        existing = sum(1 for _ in open(records, encoding="utf-8")) if records.is_file() else 0
         with target:
             mod = tvm.transform.Sequential([relax.transform.DecomposeOpsForInference(),
                                             relax.transform.CanonicalizeBindings(),
                                             relax.pipeline.zero_pipeline()])(mod)
-        if existing >= p.tune_trials and not p.retune:
-            ctx.log(f"reusing {existing} tuning records from {folder}")
+        tasks = ms.relax_integration.extract_tasks(mod, target)
+        database = ms.database.JSONDatabase(work_dir=str(folder))
+        untuned = [t.task_name for t in tasks
+                   if not database.get_top_k(database.commit_workload(t.dispatched[0]), 1)]
+        if not untuned and not p.retune:
+            ctx.log(f"reusing the tuning records of all {len(tasks)} tasks from {folder}")
             trials = 0
         else:
             import importlib.util
 
             cost_model = "xgb" if importlib.util.find_spec("xgboost") else "random"
-            ctx.progress(0.2, f"tuning ({p.tune_trials} trials, {cost_model} cost model)")
-            ctx.log(f"MetaSchedule: {p.tune_trials} trials, database {folder}")
+            per_task = max(1, -(-p.tune_trials // max(1, len(tasks))))
+            builder = (ms.builder.LocalBuilder(timeout_sec=120) if p.tune_builder == "local"
+                       else in_process_builder())
+            ctx.progress(0.2, f"tuning {len(tasks)} tasks ({p.tune_trials} trials, {cost_model} cost model)")
+            ctx.log(f"MetaSchedule: {p.tune_trials} trials over {len(tasks)} tasks, database {folder}")
             with target, tvm.transform.PassContext(opt_level=p.opt_level):
                 ms.relax_integration.tune_relax(
                     mod, params={}, target=target, work_dir=str(folder), max_trials_global=p.tune_trials,
-                    num_trials_per_iter=min(64, p.tune_trials), builder=ms.builder.LocalBuilder(timeout_sec=120),
+                    max_trials_per_task=per_task, num_trials_per_iter=min(64, per_task), builder=builder,
                     runner=ms.runner.LocalRunner(timeout_sec=60), cost_model=cost_model)
             trials = p.tune_trials
         with target, tvm.transform.PassContext(opt_level=p.opt_level):
             mod = relax.transform.MetaScheduleApplyDatabase(str(folder))(mod)
         return mod, trials
+
+
+def in_process_builder() -> Any:
+    """A MetaSchedule builder compiling candidates in this process.
+
+    LocalBuilder starts a fresh worker pool for every batch and each worker imports TVM's tensor
+    intrinsics (30 s or more on a busy 2-core machine), which dwarfs building a small model's
+    candidates (a few seconds). The price: no per-candidate timeout and no crash isolation.
+    """
+    from tvm.ir.utils import derived_object
+    from tvm.s_tir.meta_schedule.builder import BuilderResult, PyBuilder
+    from tvm.s_tir.meta_schedule.builder.local_builder import default_build, default_export
+
+    @derived_object
+    class InProcessBuilder(PyBuilder):
+        def build(self, build_inputs: list[Any]) -> list[Any]:
+            results = []
+            for item in build_inputs:
+                try:
+                    results.append(BuilderResult(default_export(default_build(item.mod, item.target, item.params)), None))
+                except Exception as err:  # noqa: BLE001 - a failed candidate is a result, not a crash
+                    results.append(BuilderResult(None, f"{type(err).__name__}: {err}"))
+            return results
+
+    return InProcessBuilder()
 
 
 class OpenVINOCompile(Node):

@@ -19,8 +19,8 @@ from pydantic import BaseModel
 
 from .payloads import Payload
 
-NODES_TOKEN = "${nodes}"  # stands for <run folder>/nodes in stored outputs
-CACHE_FORMAT = 1
+NODE_TOKEN = "${{node:{key}}}"  # stands for the folder of the node with that cache key
+CACHE_FORMAT = 2
 
 
 def _canonical(value: Any) -> str:
@@ -59,33 +59,60 @@ def node_key(kind: str, version: int, params: BaseModel, input_keys: dict[str, l
 
 
 # --- payload (de)serialisation with relocatable paths -----------------------------------------
-def _relocate(value: Any, old: str, new: str) -> Any:
-    if isinstance(value, str) and (value == old or value.startswith(old + os.sep)):
-        return new + value[len(old):]
+def _map_strings(value: Any, fn: Any) -> Any:
+    if isinstance(value, str):
+        return fn(value)
     if isinstance(value, dict):
-        return {k: _relocate(v, old, new) for k, v in value.items()}
+        return {k: _map_strings(v, fn) for k, v in value.items()}
     if isinstance(value, list):
-        return [_relocate(v, old, new) for v in value]
+        return [_map_strings(v, fn) for v in value]
     return value
 
 
-def dump_outputs(outputs: dict[str, Any], nodes_root: Path) -> dict[str, Any]:
-    """Outputs as JSON, paths inside the run's node folders made relative to `${nodes}`.
+def dump_outputs(outputs: dict[str, Any], nodes_root: Path, folder_keys: dict[str, str]) -> dict[str, Any]:
+    """Outputs as JSON, with paths inside the run's node folders written as `${node:<key>}/...`.
 
-    Outputs may point into an upstream node's folder (a pass-through model); upstream nodes are
-    restored into the same run before their descendants, so those paths resolve again.
+    A path may point into an upstream node's folder (a pass-through model). Folders are named by
+    their node's cache key, not its id: another graph may hold the same node under another id,
+    and a key is what both runs share. Ancestors are restored or run before their descendants,
+    so each key maps to a folder of the new run again.
     """
+    root = str(Path(nodes_root).resolve()) + os.sep
+
+    def encode(text: str) -> str:
+        if not text.startswith(root):
+            return text
+        node_id, _, rest = text[len(root):].partition(os.sep)
+        key = folder_keys.get(node_id)
+        if key is None:
+            return text
+        return NODE_TOKEN.format(key=key) + (os.sep + rest if rest else "")
+
     data = {}
     for port, value in outputs.items():
         if isinstance(value, Payload):
             data[port] = {"type": type(value).__name__, "data": value.model_dump(mode="json")}
         else:
             data[port] = {"type": None, "data": value}
-    return _relocate(data, str(Path(nodes_root).resolve()), NODES_TOKEN)
+    return _map_strings(data, encode)
 
 
-def load_outputs(data: dict[str, Any], nodes_root: Path) -> dict[str, Any]:
-    data = _relocate(data, NODES_TOKEN, str(Path(nodes_root).resolve()))
+class StaleEntry(Exception):
+    """A cached output names a folder that this run does not have."""
+
+
+def load_outputs(data: dict[str, Any], nodes_root: Path, key_folders: dict[str, str]) -> dict[str, Any]:
+    root = str(Path(nodes_root).resolve())
+
+    def decode(text: str) -> str:
+        if not text.startswith("${node:"):
+            return text
+        key, _, rest = text[len("${node:"):].partition("}")
+        if key not in key_folders:
+            raise StaleEntry(key)
+        return os.path.join(root, key_folders[key]) + rest
+
+    data = _map_strings(data, decode)
     outputs = {}
     for port, item in data.items():
         cls = Payload.registry.get(item["type"]) if item["type"] else None
@@ -115,17 +142,20 @@ class ArtifactCache:
         entry = self.entry(key)
         return entry if (entry / "outputs.json").is_file() else None
 
-    def restore(self, key: str, workdir: Path) -> dict[str, Any]:
+    def restore(self, key: str, workdir: Path, key_folders: dict[str, str]) -> dict[str, Any]:
+        """Bring a cached node back into `workdir`; `key_folders` maps keys to this run's node ids."""
         entry = self.entry(key)
         data = json.loads((entry / "outputs.json").read_text(encoding="utf-8"))
+        outputs = load_outputs(data["outputs"], workdir.parent, key_folders)
         if workdir.exists():
             shutil.rmtree(workdir)
         workdir.mkdir(parents=True)
         if (entry / "files").is_dir():
             _link_tree(entry / "files", workdir)
-        return load_outputs(data["outputs"], workdir.parent)
+        return outputs
 
-    def store(self, key: str, kind: str, workdir: Path, outputs: dict[str, Any]) -> None:
+    def store(self, key: str, kind: str, workdir: Path, outputs: dict[str, Any],
+              folder_keys: dict[str, str]) -> None:
         """Put a finished node's files and outputs in the cache; atomic by rename."""
         entry = self.entry(key)
         if entry.exists():
@@ -135,7 +165,7 @@ class ArtifactCache:
         try:
             if workdir.exists():
                 _link_tree(workdir, tmp / "files")
-            record = {"kind": kind, "key": key, "outputs": dump_outputs(outputs, workdir.parent)}
+            record = {"kind": kind, "key": key, "outputs": dump_outputs(outputs, workdir.parent, folder_keys)}
             (tmp / "outputs.json").write_text(json.dumps(record, indent=1), encoding="utf-8")
             os.replace(tmp, entry)
         except OSError:

@@ -216,6 +216,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("runs", nargs="+", metavar="RUN_DIR")
     p.add_argument("--baseline", help="node id or run folder to compare against (default: the native framework)")
     p.add_argument("--out", default="report.html", help="HTML file to write (a .md twin is written beside it)")
+    p.add_argument("--title", help="page title")
+    p.add_argument("--statistic", choices=["mean", "median"], default="mean", help="latency figure that ranks runtimes")
+    p.add_argument("--tolerance", type=float, default=0.01,
+                   help="largest accepted accuracy drop against the baseline, as a fraction (0.01 = 1 point)")
     p.set_defaults(func=_lazy("nodes.reports.cli:main"))
 
     p = sub.add_parser("serve", help="serve runtimes to a host over TCP or a serial line (run this on the device)")

@@ -130,8 +130,7 @@ class Executor:
         keys: dict[str, str] = {}
         self.bus.emit(RunStarted(graph=graph.name, out_dir=str(out_dir), order=order))
         for node_id in order:
-            upstream = [e for e in graph.edges_into(node_id)]
-            blocked = sorted({e.src[0] for e in upstream if result.states.get(e.src[0]) not in ("done", "cached")})
+            blocked = self._blocked_by(graph, checked, node_id, result)
             if self.token.cancelled:
                 result.states[node_id] = "cancelled"
                 self.bus.emit(NodeSkipped(node=node_id, reason="run cancelled"))
@@ -152,6 +151,23 @@ class Executor:
         self.bus.emit(RunFinished(status=result.status, duration_s=result.duration_s, counts=counts, out_dir=str(out_dir)))
         return result
 
+    @staticmethod
+    def _blocked_by(graph: Graph, checked: ValidationResult, node_id: str, result: RunResult) -> list[str]:
+        """Upstream nodes that did not finish and that this node cannot do without."""
+        ports = checked.classes[node_id].inputs
+        finished = ("done", "cached")
+        missing: set[str] = set()
+        arrived: dict[str, int] = {}
+        for edge in graph.edges_into(node_id):
+            ok = result.states.get(edge.src[0]) in finished
+            arrived[edge.dst[1]] = arrived.get(edge.dst[1], 0) + ok
+            if not ok and not ports[edge.dst[1]].partial:
+                missing.add(edge.src[0])
+        for name, port in ports.items():
+            if port.partial and port.required and name in arrived and not arrived[name]:
+                missing.update(e.src[0] for e in graph.edges_into(node_id) if e.dst[1] == name)
+        return sorted(missing)
+
     def _run_node(self, graph: Graph, checked: ValidationResult, node_id: str, out_dir: Path,
                   keys: dict[str, str], result: RunResult, t0: float) -> None:
         cls = checked.classes[node_id]
@@ -159,6 +175,8 @@ class Executor:
         inputs: dict[str, Any] = {}
         input_keys: dict[str, list[str]] = {}
         for edge in graph.edges_into(node_id):
+            if edge.src[0] not in result.outputs:
+                continue  # a failed source feeding a `partial` input
             value = result.outputs[edge.src[0]][edge.src[1]]
             port = cls.inputs[edge.dst[1]]
             if port.multiple:
@@ -177,7 +195,9 @@ class Executor:
 
         if self.cache is not None and cls.cacheable and self.cache.lookup(key):
             try:
-                outputs = self.cache.restore(key, workdir)
+                key_folders = {k: n for n, k in keys.items() if n != node_id}
+                key_folders[key] = node_id
+                outputs = self.cache.restore(key, workdir, key_folders)
                 node.publish(out_dir, node_id, outputs)
                 result.outputs[node_id] = outputs
                 result.states[node_id] = "cached"
@@ -213,7 +233,7 @@ class Executor:
         result.states[node_id] = "done"
         if self.cache is not None and cls.cacheable:
             try:
-                self.cache.store(key, cls.kind, workdir, outputs)
+                self.cache.store(key, cls.kind, workdir, outputs, keys)
             except OSError as err:
                 ctx.warn(f"could not store the result in the cache: {err}")
         self.bus.emit(NodeFinished(node=node_id, duration_s=time.perf_counter() - started, summary=_summary(outputs)))

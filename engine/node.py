@@ -26,13 +26,18 @@ class NoParams(BaseModel):
 
 @dataclass(frozen=True)
 class In:
-    """An input port. `formats` limits what it accepts (None = any); `multiple` takes many wires."""
+    """An input port. `formats` limits what it accepts (None = any); `multiple` takes many wires.
+
+    `partial` (with `multiple`): the node still runs when some of the wires' sources failed, with
+    the values that did arrive — a report should show the runtimes that worked.
+    """
 
     type: type[Payload] = Payload
     formats: frozenset[str] | None = None
     required: bool = True
     multiple: bool = False
     description: str = ""
+    partial: bool = False
 
     def __init__(
         self,
@@ -41,7 +46,9 @@ class In:
         required: bool = True,
         multiple: bool = False,
         description: str = "",
+        partial: bool = False,
     ) -> None:
+        object.__setattr__(self, "partial", partial and multiple)
         object.__setattr__(self, "type", type)
         object.__setattr__(self, "formats", frozenset(formats) if formats is not None else None)
         object.__setattr__(self, "required", required)

@@ -51,6 +51,18 @@ class Add(Node):
         return {"out": Value(value=sum(v.value for v in values) + self.params.offset)}
 
 
+class Collect(Node):
+    """Adds whatever values arrived, even if some sources failed."""
+
+    kind = "test.collect"
+    category = "Test"
+    inputs = {"values": In(Value, multiple=True, partial=True)}
+    outputs = {"out": Out(Value)}
+
+    def run(self, ctx, values):
+        return {"out": Value(value=sum(v.value for v in values))}
+
+
 class Fail(Node):
     """Always fails."""
 
@@ -145,4 +157,4 @@ class PassModel(Node):
         return {"model": model}
 
 
-ALL = [Source, Add, Fail, Slow, MakeModel, KerasToOnnx, OnnxToTvm, PassModel]
+ALL = [Source, Add, Collect, Fail, Slow, MakeModel, KerasToOnnx, OnnxToTvm, PassModel]

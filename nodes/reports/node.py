@@ -42,7 +42,8 @@ class ReportNode(Node):
             description="largest accepted drop in accuracy (or mAP@0.5) against the baseline, as a fraction: "
                         "0.01 = one percentage point")
 
-    inputs = {"measurements": In(Measurements, multiple=True, description="one wire per runtime")}
+    inputs = {"measurements": In(Measurements, multiple=True, partial=True,
+                                 description="one wire per runtime; runs with those that finished")}
     outputs = {"report": Out(ReportArtifact, format="html")}
 
     def run(self, ctx: RunContext, measurements: list[Measurements] | Measurements) -> dict[str, Any]:

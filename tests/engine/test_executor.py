@@ -157,3 +157,43 @@ def test_path_params_enter_the_cache_key(registry, tmp_path):
     data.write_text("two")
     result, _ = run(registry, g, tmp_path, "r3")
     assert result.states["r"] == "done" and result.outputs["r"]["out"].value == "two"
+
+
+def test_cache_is_shared_between_graphs_that_name_nodes_differently(registry, tmp_path):
+    first = Graph()
+    first.add_node("test.model", "m", {"fmt": "keras"})
+    first.add_node("test.pass", "p")
+    first.connect(("m", "model"), ("p", "model"))
+    run(registry, first, tmp_path, "r1")
+    second = Graph()
+    second.add_node("test.model", "my_model", {"fmt": "keras"})
+    second.add_node("test.pass", "relay")
+    second.add_node("test.keras_to_onnx", "onnx")
+    second.connect(("my_model", "model"), ("relay", "model"))
+    second.connect(("relay", "model"), ("onnx", "model"))
+    result, _ = run(registry, second, tmp_path, "r2")
+    assert result.states == {"my_model": "cached", "relay": "cached", "onnx": "done"}
+    path = result.outputs["relay"]["model"].path
+    assert path == (tmp_path / "r2" / "nodes" / "my_model" / "model.keras").resolve()
+    assert result.outputs["onnx"]["model"].path.read_bytes() == b"model>onnx"
+
+
+def test_partial_input_runs_with_the_values_that_arrived(registry, tmp_path):
+    g = Graph()
+    g.add_node("test.source", "a", {"value": 2})
+    g.add_node("test.fail", "f")
+    g.add_node("test.collect", "sum")
+    g.add_node("test.add", "strict")
+    for src in ("a", "f"):
+        g.connect((src, "out"), ("sum", "values"))
+        g.connect((src, "out"), ("strict", "values"))
+    result, _ = run(registry, g, tmp_path, "r1")
+    assert result.states["sum"] == "done" and result.outputs["sum"]["out"].value == 2
+    assert result.states["strict"] == "skipped"
+    assert result.status == "failed"
+
+    only_failures = Graph()
+    only_failures.add_node("test.fail", "f")
+    only_failures.add_node("test.collect", "sum")
+    only_failures.connect(("f", "out"), ("sum", "values"))
+    assert run(registry, only_failures, tmp_path, "r2")[0].states["sum"] == "skipped"

@@ -162,3 +162,30 @@ def test_training_steps_lower_the_loss(tmp_path):
             losses.append(float(loss.detach()))
             assert stats["count"] == len(batch[0]) and stats["heat_loss"] > 0 and stats["box_loss"] > 0
     assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:5])
+
+
+def test_detector_node_writes_a_loadable_model_with_its_postprocessing(tmp_path):
+    import torch
+
+    from engine.context import CancelToken, RunContext
+    from engine.events import EventBus
+    from engine.node import NodeError
+    from nodes.detection.detector import TorchDetector
+    from nodes.torch_arch import load_model
+
+    handle = shapes_handle(tmp_path / "data", count=12, size=32)
+    ctx = RunContext("det", tmp_path, tmp_path, EventBus(), CancelToken())
+    model = TorchDetector({"width": 4, "nms_iou": 0.4}).run(ctx, dataset=handle)["model"]
+    assert model.model_format == "torch"
+    meta = model.meta
+    assert meta["task"] == "detection" and meta["arch"] == "centernet" and meta["layout"] == "NCHW"
+    assert meta["class_names"] == ["circle", "square", "triangle"] and meta["input_shape"] == [3, 32, 32]
+    assert meta["postprocess"] == {"type": "centernet", "num_classes": 3, "stride": 4, "input_size": [32, 32],
+                                   "score_threshold": 0.05, "nms_iou": 0.4, "max_detections": 100}
+    module = load_model(model.path)  # from the sidecar alone
+    out = module(torch.zeros(1, 3, 32, 32))
+    assert list(out.shape) == model.outputs[0]["shape"] == [1, 7, 8, 8]
+    with pytest.raises(NodeError, match="multiple of 8"):
+        TorchDetector({}).run(ctx, dataset=handle.model_copy(update={"input_shape": [3, 30, 32]}))
+    with pytest.raises(NodeError, match="detection dataset"):
+        TorchDetector({}).run(ctx, dataset=handle.model_copy(update={"task": "classification"}))

@@ -11,7 +11,7 @@ import pytest
 
 from engine.executor import Executor
 from engine.validate import validate
-from tests.nodes.data_h1 import build, ok, real_registry, run
+from tests.nodes.data_h1 import build, litert_run, ok, real_registry, run
 
 REGISTRY = real_registry()
 
@@ -161,3 +161,42 @@ def test_tvm_tuning_database_is_kept_and_reused(cache, tmp_path):
     x = inputs_of(first)
     np.testing.assert_allclose(tvm_outputs(first.outputs["tvm"]["model"].path, x),
                                ort_outputs(first.outputs["o"]["model"].path, x), rtol=1e-4, atol=1e-4)
+
+
+def test_tvm_runs_the_full_int8_tflite_model_like_litert(tmp_path):
+    nodes = [("d", "dataset.digits", {}), ("km", "model.keras_cnn", {"channels": 8}), ("kt", "train.keras", {"epochs": 2}),
+             ("l", "convert.keras_to_tflite", {"quantization": "int8", "representative_samples": 50}),
+             ("tvm", "compile.tvm", {})]
+    edges = [("d", "dataset", "km", "dataset"), ("km", "model", "kt", "model"), ("d", "dataset", "kt", "dataset"),
+             ("kt", "model", "l", "model"), ("d", "dataset", "l", "dataset"), ("l", "model", "tvm", "model")]
+    result = ok(run(build(nodes, edges), tmp_path, registry=REGISTRY))
+    lite, compiled = result.outputs["l"]["model"], result.outputs["tvm"]["model"]
+    assert compiled.inputs[0]["dtype"] == "int8" and compiled.inputs[0]["quantization"] == lite.inputs[0]["quantization"]
+    x = inputs_of(result, 60).transpose(0, 2, 3, 1)
+    scale, zero = lite.inputs[0]["quantization"]
+    ours = tvm_outputs(compiled.path, np.clip(np.round(x / scale + zero), -128, 127), dtype="int8")
+    out_scale, out_zero = lite.outputs[0]["quantization"]
+    ours = (ours.astype(np.float32) - out_zero) * out_scale
+    np.testing.assert_allclose(ours, litert_run(lite.path, x), atol=out_scale * 1.01)
+
+
+def test_tvm_fixes_a_free_batch_of_a_user_onnx_file(tmp_path):
+    import torch
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(4 * 6 * 6, 2)).eval()
+    torch.onnx.export(net, (torch.zeros(1, 3, 8, 8),), str(tmp_path / "user.onnx"), dynamo=False,
+                      input_names=["pixels"], dynamic_axes={"pixels": {0: "n"}})
+    graph = build([("f", "model.file", {"path": str(tmp_path / "user.onnx")}), ("tvm", "compile.tvm", {"batch": 2})],
+                  [("f", "model", "tvm", "model")])
+    result = ok(run(graph, tmp_path, registry=REGISTRY))
+    compiled = result.outputs["tvm"]["model"]
+    assert compiled.inputs == [{"name": "pixels", "shape": [2, 3, 8, 8], "dtype": "float32"}]
+    import tvm
+    from tvm import relax
+
+    x = np.random.default_rng(0).random((2, 3, 8, 8), dtype=np.float32)
+    vm = relax.VirtualMachine(tvm.runtime.load_module(str(compiled.path)), tvm.cpu(0))
+    out = vm["main"](tvm.runtime.tensor(x, tvm.cpu(0)))
+    out = out[0] if not hasattr(out, "numpy") else out
+    with torch.no_grad():
+        np.testing.assert_allclose(out.numpy(), net(torch.from_numpy(x)).numpy(), rtol=1e-4, atol=1e-5)

@@ -7,7 +7,7 @@ import pytest
 
 from engine.executor import Executor
 from engine.validate import validate
-from tests.nodes.data_h1 import build, ok, real_registry, run
+from tests.nodes.data_h1 import build, litert_run, ok, ort_run, real_registry, run
 
 REGISTRY = real_registry()
 
@@ -32,39 +32,6 @@ def run_with(cache, tmp_path, nodes, edges, name="run"):
 def split_of(result):
     with np.load(result.outputs["d"]["dataset"].path, allow_pickle=False) as data:
         return data["x_test"], data["y_test"]
-
-
-def ort_run(path, x):
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-    fixed = session.get_inputs()[0].shape[0] == 1
-    if fixed:
-        return np.concatenate([session.run(None, {name: x[i:i + 1]})[0] for i in range(len(x))])
-    return session.run(None, {name: x})[0]
-
-
-def litert_run(path, x):
-    from ai_edge_litert.interpreter import Interpreter
-
-    interpreter = Interpreter(model_path=str(path))
-    interpreter.allocate_tensors()
-    inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
-    results = []
-    for sample in x:
-        value = sample[None]
-        if inp["dtype"] == np.int8:
-            scale, zero = inp["quantization"]
-            value = np.clip(np.round(value / scale + zero), -128, 127).astype(np.int8)
-        interpreter.set_tensor(inp["index"], value)
-        interpreter.invoke()
-        y = interpreter.get_tensor(out["index"])
-        if out["dtype"] == np.int8:
-            scale, zero = out["quantization"]
-            y = (y.astype(np.float32) - zero) * scale
-        results.append(y[0])
-    return np.stack(results)
 
 
 def test_torch_to_onnx_matches_torch(cache, tmp_path):

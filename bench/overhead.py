@@ -37,6 +37,7 @@ from engine.context import CancelToken, RunContext  # noqa: E402
 from engine.events import EventBus, JsonlWriter  # noqa: E402
 from engine.measure import measure_sampled  # noqa: E402
 from nodes.backends import open_session, session_steps  # noqa: E402
+from nodes.runtimes import RuntimeParams  # noqa: E402
 
 SHAPE = (3, 64, 64)
 WIDTHS = (24, 48, 96)
@@ -112,7 +113,7 @@ def heiti_loop(session, feeds: list, ctx: RunContext) -> tuple[float, float]:
     _, stage, run_call, finish = session_steps(session)
     result, _ = measure_sampled(run_call, feeds, metric=lambda n, v, x: ctx.metric(n, v, x=x), warmup=0,
                                 stage=stage, finish=finish, cancelled=lambda: ctx.cancelled,
-                                period_s=0.1, t0=ctx.t0)
+                                period_s=RuntimeParams().sample_period_s, t0=ctx.t0)
     return float(result.latencies_ns.mean() / 1e6), result.wall_ns / result.completed / 1e6
 
 

@@ -296,7 +296,7 @@ class LatencyForwarder:
     """
 
     def __init__(self, latencies_ns: np.ndarray, sink: Callable[[str, float, float], None],
-                 name: str = "latency_ms", max_points: int = 20) -> None:
+                 name: str = "latency_ms", max_points: int = 10) -> None:
         self.latencies_ns = latencies_ns
         self.sink = sink
         self.name = name

@@ -40,7 +40,8 @@ class RuntimeParams(BaseModel):
     split: Literal["test", "val", "train"] = Field("test", description="dataset split to run")
     batch_size: int = Field(1, ge=1, description="samples per call; the last batch is padded")
     threads: int = Field(0, ge=0, description="threads for the runtime; 0 = its default")
-    sample_period_s: float = Field(0.1, ge=0.01, le=10.0, description="period of CPU/memory sampling")
+    sample_period_s: float = Field(0.25, ge=0.01, le=10.0,
+                                   description="period of CPU/memory sampling (shorter periods disturb the timing more)")
     label: str = Field("", description="name in reports and tables; empty = the node id")
 
 
@@ -104,6 +105,8 @@ class RuntimeNode(Node):
         ctx.progress(0.08, "preparing inputs")
         feeds, pre_ns = [], np.zeros(len(batches), dtype=np.int64)
         for i, batch in enumerate(batches):
+            if i % 64 == 0:
+                ctx.check_cancelled()
             t = time.perf_counter_ns()
             try:
                 feeds.append(prepare([batch]))
@@ -167,6 +170,8 @@ class RuntimeNode(Node):
             scores = np.stack([np.asarray(o[0]).reshape(-1) for o in outputs])
             names = list(model.meta.get("class_names") or dataset.class_names)
             record.classification = classification_quality(y, scores, names)
+        else:
+            record.warnings.append(f"the '{p.split}' split has no labels (y_{p.split}): no quality figures")
         post_total = result.postprocess_ns.astype(np.float64)
         post_total += (time.perf_counter_ns() - t) / max(len(post_total), 1)
         record.postprocess_ms = latency_stats(post_total / NS_PER_MS)

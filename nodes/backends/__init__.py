@@ -19,6 +19,12 @@ The measurement loop splits `run` into steps so that only the framework's own ca
 
 Sessions derived from `BaseSession` get these steps (and `run`) for free; a session with only
 `run` (a remote one, say) still works: `session_steps` wraps it.
+
+Options every back-end understands (others ignore what they do not use): `threads` (0 = the
+framework's default), `batch_size` (LiteRT resizes a batch-1 model), `meta` (the ModelArtifact's
+meta: torch's arch, OpenVINO's precision hint), `inputs`/`outputs` (the ModelArtifact's
+descriptions, which TVM needs for names and dtypes). Back-end specific ones are documented on
+each session class.
 """
 
 from __future__ import annotations

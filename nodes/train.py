@@ -107,7 +107,8 @@ class TrainTorch(Node):
                 totals.add(float(loss.detach()), stats)
                 ctx.progress(((epoch - 1) + (step + 1) / steps_per_epoch) / p.epochs, f"epoch {epoch}/{p.epochs}")
             val = self._evaluate(ctx, module, arch, data, "val", p.batch_size)
-            values = {"train_loss": totals.loss, "train_acc": totals.acc, "val_loss": val.loss, "val_acc": val.acc}
+            values = {"train_loss": totals.loss, "train_acc": totals.acc, "val_loss": val.loss, "val_acc": val.acc,
+                      **totals.extras("train"), **val.extras("val")}
             history.append({"epoch": epoch, **values})
             _epoch_end(ctx, epoch, values)
         test = self._evaluate(ctx, module, arch, data, "test", p.batch_size)
@@ -137,12 +138,17 @@ class TrainTorch(Node):
 
 
 class _Totals:
-    """Sample-weighted loss and accuracy over batches (accuracy only if every batch counted it)."""
+    """Sample-weighted loss and accuracy over batches (accuracy only if every batch counted it).
+
+    Other numbers an architecture's loss returns (e.g. a detector's heat_loss) are averaged the
+    same way and reported as extra metrics.
+    """
 
     def __init__(self) -> None:
         self.loss_sum = 0.0
         self.count = 0
         self.correct: int | None = 0
+        self.extra_sums: dict[str, float] = {}
 
     def add(self, loss: float, stats: dict[str, float]) -> None:
         n = int(stats.get("count", 1))
@@ -152,6 +158,12 @@ class _Totals:
             self.correct += int(stats["correct"])
         else:
             self.correct = None
+        for name, value in stats.items():
+            if name not in ("count", "correct") and isinstance(value, int | float):
+                self.extra_sums[name] = self.extra_sums.get(name, 0.0) + float(value) * n
+
+    def extras(self, prefix: str) -> dict[str, float]:
+        return {f"{prefix}_{k}": v / self.count for k, v in self.extra_sums.items()} if self.count else {}
 
     @property
     def loss(self) -> float | None:

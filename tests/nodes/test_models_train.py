@@ -63,6 +63,17 @@ def test_train_torch_is_deterministic_with_a_seed(tmp_path):
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
 
 
+def test_train_keras_is_deterministic_with_a_seed(tmp_path):
+    import keras
+
+    weights = []
+    for name in ("a", "b"):
+        result = ok(run(trained("keras", 1), tmp_path, name, executor=Executor(REGISTRY, cache_dir=None)))
+        weights.append(keras.models.load_model(result.outputs["t"]["model"].path, compile=False).get_weights())
+    assert len(weights[0]) == len(weights[1]) > 0
+    assert all(np.array_equal(a, b) for a, b in zip(*weights, strict=True))
+
+
 def test_train_torch_cancels_between_batches(tmp_path):
     executor = Executor(REGISTRY, cache_dir=tmp_path / "cache")
 
@@ -204,3 +215,59 @@ def test_missing_or_unsupported_files(tmp_path):
     (tmp_path / "weights.pt").write_bytes(b"x")
     message = file_node(tmp_path, tmp_path / "weights.pt", "b").errors["f"]
     assert "unsupported model file type" in message and ".pt2" in message
+
+
+# --- a registered architecture with its own loss and batches -------------------------------------------
+def test_registered_arch_trains_with_its_own_loss_and_batches(tmp_path):
+    """The hook the detector uses: make_batches + loss without "correct" -> losses only, extras reported."""
+    from engine import DatasetHandle, In, ModelArtifact, Node, Out
+    from nodes.torch_arch import register_arch, save_model
+
+    def build_linear(config):
+        import torch
+
+        return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 1))
+
+    def mean_pixel_batches(data, split, batch_size, rng):
+        import torch
+
+        x = data[f"x_{split}"]
+        order = rng.permutation(len(x)) if rng is not None else np.arange(len(x))
+        for start in range(0, len(x), batch_size):
+            chunk = torch.from_numpy(x[order[start:start + batch_size]])
+            yield chunk, chunk.mean(dim=(1, 2, 3))[:, None]
+
+    def mse(model, batch):
+        x, target = batch
+        error = model(x) - target
+        return (error ** 2).mean(), {"count": len(x), "abs_error": float(error.abs().mean())}
+
+    register_arch("test_mean_pixel", build_linear, loss=mse, make_batches=mean_pixel_batches, output_names=["mean"])
+
+    class MeanPixelModel(Node):
+        kind = "test.mean_pixel_model"
+        inputs = {"dataset": In(DatasetHandle)}
+        outputs = {"model": Out(ModelArtifact, format="torch")}
+
+        def run(self, ctx, dataset):
+            import torch
+
+            torch.manual_seed(0)
+            meta = {"arch": "test_mean_pixel", "arch_config": {}, "input_shape": [1, 8, 8], "layout": "NCHW"}
+            save_model(build_linear({}), ctx.workdir / "model.pt", meta)
+            return {"model": ModelArtifact(path=ctx.workdir / "model.pt", model_format="torch", meta=meta)}
+
+    registry = real_registry()
+    registry.register(MeanPixelModel)
+    events: list = []
+    graph = build([DIGITS, ("m", "test.mean_pixel_model", {}), ("t", "train.torch", {"epochs": 3, "lr": 0.01}),
+                   ("o", "convert.torch_to_onnx", {})],
+                  [("d", "dataset", "m", "dataset"), ("m", "model", "t", "model"), ("d", "dataset", "t", "dataset"),
+                   ("t", "model", "o", "model")])
+    result = ok(run(graph, tmp_path, registry=registry, events=events))
+    names = {e.name for e in events if e.type == "node_metric" and e.node == "t"}
+    assert names == {"train_loss", "val_loss", "train_abs_error", "val_abs_error"}
+    losses = [e.value for e in events if e.type == "node_metric" and e.name == "val_loss"]
+    assert losses[-1] < losses[0]
+    assert result.outputs["t"]["model"].meta["test_accuracy"] is None
+    assert [o["name"] for o in result.outputs["o"]["model"].outputs] == ["mean"]

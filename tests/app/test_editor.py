@@ -7,8 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from PySide6.QtCore import QPoint, QPointF, Qt
-from PySide6.QtGui import QDropEvent
+from PySide6.QtCore import QEvent, QPoint, QPointF, Qt
+from PySide6.QtGui import QDropEvent, QMouseEvent
 from PySide6.QtTest import QTest
 from PySide6.QtWidgets import QApplication
 
@@ -338,3 +338,20 @@ def test_entry_point_builds_the_window_with_the_file(qtbot, tmp_path, monkeypatc
     qtbot.addWidget(win)
     assert win.isVisible() and win.doc.graph == graph and win.doc.path == path
     assert "test.source" not in win.registry  # the real registry, not the test kinds
+
+
+def test_middle_button_drag_pans_the_view(window):
+    view = window.view
+    window.doc.add_node("test.source", (0, 0))
+    QApplication.processEvents()
+    viewport = view.viewport()
+    p0, p1 = QPoint(300, 300), QPoint(380, 340)
+    before = view.mapToScene(p0)
+    QTest.mousePress(viewport, Qt.MouseButton.MiddleButton, Qt.KeyboardModifier.NoModifier, p0)
+    move = QMouseEvent(QEvent.Type.MouseMove, QPointF(p1), viewport.mapToGlobal(QPointF(p1)), Qt.MouseButton.NoButton,
+                       Qt.MouseButton.MiddleButton, Qt.KeyboardModifier.NoModifier)
+    QApplication.sendEvent(viewport, move)
+    QTest.mouseRelease(viewport, Qt.MouseButton.MiddleButton, Qt.KeyboardModifier.NoModifier, p1)
+    after = view.mapToScene(p1)
+    assert abs(after.x() - before.x()) < 2 and abs(after.y() - before.y()) < 2  # the content followed the mouse
+    assert window.doc.graph.node("source").ui["pos"] == [0, 0]  # panning moved no node

@@ -30,7 +30,7 @@ class TrainParams(BaseModel):
     weight_decay: float = Field(0.0, ge=0.0)
     schedule: Literal["constant", "cosine"] = Field("cosine", description="learning-rate schedule over the epochs")
     seed: int = Field(0, description="seed of shuffling, dropout and any random init")
-    threads: int = Field(1, ge=0, description="CPU threads for training (0 = framework default); one is fastest for small models")
+    threads: int = Field(1, ge=0, description="torch CPU threads for training (0 = framework default); one is fastest for small models. Keras keeps TensorFlow's own setting")
 
 
 def _load_npz(dataset: DatasetHandle) -> dict[str, np.ndarray]:

@@ -34,6 +34,10 @@ from engine.registry import Registry
 METRIC_FLUSH_MS = 50
 
 
+def _summary_text(summary: dict) -> str:
+    return (" — " + ", ".join(f"{k}: {v}" for k, v in summary.items())) if summary else ""
+
+
 class _Relay(QObject):
     event = Signal(object)
     failed = Signal(str)
@@ -127,14 +131,17 @@ class RunBridge(QObject):
             self.run_started.emit(list(event.order), event.out_dir)
         elif isinstance(event, NodeStarted):
             self.node_state.emit(event.node, "running", "")
+            self.node_log.emit(event.node, "info", f"started ({event.kind})")
         elif isinstance(event, NodeProgress):
             self.node_progress.emit(event.node, event.fraction, event.message)
         elif isinstance(event, NodeLog):
             self.node_log.emit(event.node, event.level, event.message)
         elif isinstance(event, NodeFinished):
             self.node_state.emit(event.node, "done", f"{event.duration_s:.2f} s")
+            self.node_log.emit(event.node, "info", f"done in {event.duration_s:.2f} s" + _summary_text(event.summary))
         elif isinstance(event, NodeCached):
             self.node_state.emit(event.node, "cached", "from cache")
+            self.node_log.emit(event.node, "info", "taken from the cache" + _summary_text(event.summary))
         elif isinstance(event, NodeFailed):
             state = "cancelled" if event.error_type == "Cancelled" else "failed"
             self.node_state.emit(event.node, state, event.message)

@@ -305,6 +305,12 @@ class GraphDocument(QObject):
         new = {**old, name: value}
         self.undo_stack.push(commands.SetParams(self, node_id, old, new, name))
 
+    def set_params(self, node_id: str, params: dict[str, Any]) -> None:
+        """Replace every param at once (an empty dict = all defaults), as one undo step."""
+        old = self.graph.node(node_id).params
+        if old != params:
+            self.undo_stack.push(commands.SetParams(self, node_id, old, dict(params), None))
+
     def reset_param(self, node_id: str, name: str) -> None:
         old = self.graph.node(node_id).params
         if name in old:

@@ -10,7 +10,16 @@ from typing import Any
 
 from pydantic import ValidationError
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QFormLayout, QFrame, QLabel, QScrollArea, QVBoxLayout, QWidget
+from PySide6.QtWidgets import (
+    QFormLayout,
+    QFrame,
+    QHBoxLayout,
+    QLabel,
+    QScrollArea,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
 
 from engine.catalog import describe_kind
 
@@ -34,6 +43,7 @@ class Inspector(QWidget):
         self._committing = False
         self.fields: dict[str, Field] = {}
         self.errors: dict[str, QLabel] = {}
+        self.resets: dict[str, QToolButton] = {}
         self.title = QLabel()
         self.title.setObjectName("InspectorTitle")
         self.subtitle = QLabel()
@@ -69,6 +79,7 @@ class Inspector(QWidget):
             self.form.removeRow(0)
         self.fields.clear()
         self.errors.clear()
+        self.resets.clear()
         if self.node_id is None:
             graph = self.doc.graph
             self.title.setText(graph.name or "untitled")
@@ -98,12 +109,24 @@ class Inspector(QWidget):
             error.setObjectName("FieldError")
             error.setWordWrap(True)
             error.hide()
+            reset = QToolButton(text="↺")
+            reset.setToolTip(f"Back to the default ({entry.get('default')!r})" if "default" in entry else "Unset")
+            reset.setAutoRaise(True)
+            policy = reset.sizePolicy()
+            policy.setRetainSizeWhenHidden(True)  # keep the fields aligned whether set or not
+            reset.setSizePolicy(policy)
+            reset.clicked.connect(lambda _=False, n=name: self._reset(n))
             holder = QWidget()
             column = QVBoxLayout(holder)
             column.setContentsMargins(0, 0, 0, 0)
             column.setSpacing(2)
-            column.addWidget(field.widget)
+            row = QHBoxLayout()
+            row.setSpacing(2)
+            row.addWidget(field.widget, 1)
+            row.addWidget(reset)
+            column.addLayout(row)
             column.addWidget(error)
+            self.resets[name] = reset
             self.form.addRow(label, holder)
             self.fields[name] = field
             self.errors[name] = error
@@ -130,6 +153,7 @@ class Inspector(QWidget):
             default = model_field.get_default(call_default_factory=True) if model_field else None
             field.set_value(params.get(name, default))
             self._set_error(name, None)
+            self.resets[name].setVisible(name in params)
 
     def _on_validated(self, _result: object) -> None:
         if self.node_id is None:
@@ -154,6 +178,11 @@ class Inspector(QWidget):
                 self.doc.set_param(self.node_id, name, value)
             finally:
                 self._committing = False
+            self.resets[name].setVisible(True)
+
+    def _reset(self, name: str) -> None:
+        if self.node_id is not None:
+            self.doc.reset_param(self.node_id, name)
 
     def check(self, name: str, value: Any) -> str | None:
         """pydantic's message for `name` = `value` on the current node, or None when valid."""

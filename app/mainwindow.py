@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import shiboken6
-from PySide6.QtCore import QMimeData, QPointF, QSettings, Qt
+from PySide6.QtCore import QMimeData, QPoint, QPointF, QSettings, Qt
 from PySide6.QtGui import QAction, QCloseEvent, QCursor, QKeySequence
 from PySide6.QtWidgets import (
     QApplication,
@@ -14,6 +14,7 @@ from PySide6.QtWidgets import (
     QFileDialog,
     QLabel,
     QMainWindow,
+    QMenu,
     QMessageBox,
     QPushButton,
     QToolTip,
@@ -151,6 +152,7 @@ class MainWindow(QMainWindow):
         a["paste"] = self._action("&Paste", self.paste, SK.Paste)
         a["duplicate"] = self._action("&Duplicate", self.duplicate, "Ctrl+D")
         a["delete"] = self._action("De&lete", self.delete_selection, SK.Delete)
+        a["delete"].setShortcuts([QKeySequence(SK.Delete), QKeySequence(Qt.Key.Key_Backspace)])
         a["select_all"] = self._action("Select &all", self.select_all, SK.SelectAll)
         a["quick_add"] = self._action("Add node…", lambda: self.open_quick_add(self.view.cursor_scene_pos()),
                                       None, "Add a node at the cursor (Tab)")
@@ -226,6 +228,8 @@ class MainWindow(QMainWindow):
         self.scene.message.connect(lambda text: self.statusBar().showMessage(text, 4000))
         self.scene.wire_dropped.connect(self._wire_dropped)
         self.view.quick_add_requested.connect(self.open_quick_add)
+        self.view.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        self.view.customContextMenuRequested.connect(self._context_menu)
         self.palette.kind_activated.connect(self.add_kind_at_centre)
         self.quick_add.chosen.connect(self._quick_chosen)
         self.log_dock.node_clicked.connect(self.focus_node)
@@ -293,6 +297,29 @@ class MainWindow(QMainWindow):
             self.scene.select_nodes([node_id])
         else:
             self.view.add_kind_at(kind, pos)
+
+    def _context_menu(self, pos: QPoint) -> None:
+        scene_pos = self.view.mapToScene(pos)
+        node = self.scene._node_at(scene_pos)
+        if node is not None and not node.isSelected():
+            self.scene.select_nodes([node.node_id])
+        menu = QMenu(self)
+        a = self.actions_by_name
+        if self.scene.selectedItems():
+            menu.addActions([a["copy"], a["cut"], a["duplicate"], a["delete"]])
+            if node is not None:
+                reset = menu.addAction("Reset params to defaults")
+                reset.triggered.connect(lambda: self.reset_params(node.node_id))
+            menu.addSeparator()
+        menu.addAction(a["paste"])
+        add = menu.addAction("Add node here…")
+        add.triggered.connect(lambda: self.open_quick_add(scene_pos))
+        menu.addAction(a["fit"])
+        menu.popup(self.view.viewport().mapToGlobal(pos))
+        self._last_menu = menu
+
+    def reset_params(self, node_id: str) -> None:
+        self.doc.set_params(node_id, {})
 
     # --- editing --------------------------------------------------------------------------------
     def delete_selection(self) -> None:

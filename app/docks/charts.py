@@ -29,13 +29,13 @@ from engine.events import NodeMetric
 
 REDRAW_MS = 50  # ~20 Hz
 MAX_SAMPLES = 200_000
-PLOTS = [
-    ("latency", "Latency per inference", "ms"),
-    ("cpu", "CPU", "%"),
-    ("memory", "Memory (RSS)", "MB"),
-    ("loss", "Training loss", ""),
-    ("accuracy", "Training accuracy", ""),
-    ("other", "Other metrics", ""),
+PLOTS = [  # key, title, unit, x axis
+    ("latency", "Latency per inference", "ms", "inference"),
+    ("cpu", "CPU", "%", "s"),
+    ("memory", "Memory (RSS)", "MB", "s"),
+    ("loss", "Training loss", "", "epoch"),
+    ("accuracy", "Training accuracy", "", "epoch"),
+    ("other", "Other metrics", "", ""),
 ]
 CURVE_COLOURS = ["#4f8ef7", "#f29d38", "#46c46e", "#e5484d", "#b36bd4", "#2fb5b5", "#d6b94a", "#e86fb0",
                  "#8bd346", "#9aa7ff"]
@@ -113,10 +113,12 @@ class ChartsDock(QWidget):
         grid.setContentsMargins(0, 0, 0, 0)
         grid.setSpacing(4)
         self.plots: dict[str, pg.PlotWidget] = {}
-        for i, (key, title, unit) in enumerate(PLOTS):
+        for i, (key, title, unit, x_unit) in enumerate(PLOTS):
             plot = pg.PlotWidget(title=title)
             plot.showGrid(x=True, y=True, alpha=0.15)
             plot.setLabel("left", unit)
+            if x_unit:
+                plot.setLabel("bottom", x_unit)
             plot.addLegend(offset=(-5, 5), labelTextSize="8pt")
             plot.setMinimumHeight(120)
             plot.setVisible(key in ("latency", "cpu", "memory"))

@@ -355,3 +355,23 @@ def test_middle_button_drag_pans_the_view(window):
     after = view.mapToScene(p1)
     assert abs(after.x() - before.x()) < 2 and abs(after.y() - before.y()) < 2  # the content followed the mouse
     assert window.doc.graph.node("source").ui["pos"] == [0, 0]  # panning moved no node
+
+
+def test_reset_buttons_and_context_menu_restore_defaults(window):
+    win = window
+    node = win.doc.add_node("apptest.params", (0, 0), {"epochs": 9, "mode": "exact"})
+    win.scene.select_nodes([node])
+    QApplication.processEvents()
+    assert win.inspector.resets["epochs"].isVisibleTo(win.inspector)
+    assert not win.inspector.resets["rate"].isVisibleTo(win.inspector)
+    win.inspector.resets["epochs"].click()
+    assert win.doc.graph.node(node).params == {"mode": "exact"}
+    assert win.inspector.fields["epochs"].widget.value() == 5  # shows the default again
+    win.reset_params(node)
+    assert win.doc.graph.node(node).params == {}
+    win.doc.undo_stack.undo()
+    assert win.doc.graph.node(node).params == {"mode": "exact"}
+    win._context_menu(win.view.mapFromScene(win.scene.nodes[node].sceneBoundingRect().center()))
+    texts = [a.text() for a in win._last_menu.actions()]
+    assert "Reset params to defaults" in texts and "De&lete" in texts
+    win._last_menu.close()

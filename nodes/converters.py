@@ -204,6 +204,9 @@ class KerasToTFLite(Node):
         if p.quantization == "int8":
             assert dataset is not None
             samples = _load_split(dataset, "train", p.representative_samples, p.seed, model.meta.get("layout", "NHWC"))
+            if len(samples) < p.batch:
+                raise NodeError(f"int8 calibration needs at least one batch of {p.batch} samples; the train split "
+                                f"gives {len(samples)}")
 
             def representative() -> Any:
                 for start in range(0, len(samples) - p.batch + 1, p.batch):
@@ -332,21 +335,26 @@ class OnnxQuantize(Node):
 
 
 class _Calibration:
-    """onnxruntime CalibrationDataReader over prepared samples, one sample per call (batch 1)."""
+    """onnxruntime CalibrationDataReader over prepared samples, in the model's fixed batch (else 1)."""
 
     def __init__(self, model: ModelArtifact, samples: np.ndarray, ctx: Any) -> None:
-        self.name = model.inputs[0]["name"] if model.inputs else model.meta.get("input_name", "input")
+        first = model.inputs[0] if model.inputs else {}
+        self.name = first.get("name") or model.meta.get("input_name", "input")
+        shape = first.get("shape") or [None]
+        self.batch = shape[0] if isinstance(shape[0], int) and shape[0] > 0 else 1
+        if len(samples) < self.batch:
+            raise NodeError(f"calibration needs at least one batch of {self.batch} samples; got {len(samples)}")
         self.samples = samples
         self.ctx = ctx
         self.index = 0
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         self.ctx.check_cancelled()
-        if self.index >= len(self.samples):
+        if self.index + self.batch > len(self.samples):
             return None
-        sample = self.samples[self.index:self.index + 1]
-        self.index += 1
-        return {self.name: sample}
+        chunk = self.samples[self.index:self.index + self.batch]
+        self.index += self.batch
+        return {self.name: chunk}
 
     def rewind(self) -> None:
         self.index = 0

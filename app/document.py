@@ -175,23 +175,49 @@ class GraphDocument(QObject):
         return "the formats of these ports do not match"
 
     def compatible_ports(self, ref: PortRef) -> set[PortRef]:
-        """Every port a wire dragged from `ref` may end on (computed once per drag)."""
+        """Every port a wire dragged from `ref` may end on: the same rules as check_connection,
+        computed in one pass over the graph (it runs when a drag starts, on graphs of any size)."""
         node_id, port, direction = ref
+        cls = self.node_class(node_id)
+        if cls is None:
+            return set()
         result = self._fresh_validation()
         blocked = {node_id}
         if node_id in result.nx_graph:
             blocked |= nx.ancestors(result.nx_graph, node_id) if direction == "out" else nx.descendants(
                 result.nx_graph, node_id)
+        occupied = {(e.dst[0], e.dst[1]) for e in self.graph.edges}
+        existing = {edge_key(e) for e in self.graph.edges}
         found: set[PortRef] = set()
+        if direction == "out":
+            out_t, have = cls.outputs[port].type, result.formats.get((node_id, port))
+            for spec in self.graph.nodes:
+                if spec.id in blocked or spec.kind not in self.registry:
+                    continue
+                other = self.registry.get(spec.kind)
+                accepted = safe_input_formats(other, result.params.get(spec.id))
+                for name, in_port in other.inputs.items():
+                    want = accepted.get(name)
+                    if ((node_id, port), (spec.id, name)) in existing or (
+                            not in_port.multiple and (spec.id, name) in occupied):
+                        continue
+                    if types_compatible(out_t, in_port.type) and (have is None or want is None or have in want):
+                        found.add((spec.id, name, "in"))
+            return found
+        in_port = cls.inputs[port]
+        if not in_port.multiple and (node_id, port) in occupied:
+            return found
+        want = self.input_formats(node_id, port)
         for spec in self.graph.nodes:
             if spec.id in blocked or spec.kind not in self.registry:
                 continue
-            cls = self.registry.get(spec.kind)
-            names = cls.inputs if direction == "out" else cls.outputs
-            for other in names:
-                pair = ((node_id, port), (spec.id, other)) if direction == "out" else ((spec.id, other), (node_id, port))
-                if self.check_connection(*pair, explain=False, cycle_check=False) is None:
-                    found.add((spec.id, other, "in" if direction == "out" else "out"))
+            other = self.registry.get(spec.kind)
+            for name, out_port in other.outputs.items():
+                have = result.formats.get((spec.id, name))
+                if ((spec.id, name), (node_id, port)) in existing:
+                    continue
+                if types_compatible(out_port.type, in_port.type) and (have is None or want is None or have in want):
+                    found.add((spec.id, name, "out"))
         return found
 
     def compatible_kinds(self, ref: PortRef) -> list[tuple[str, str]]:

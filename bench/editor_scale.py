@@ -135,6 +135,15 @@ def main() -> None:
         print(f"pan, 100% zoom:                      {summary(frames_100)}")
         print(f"frames per second at 100% (mean):    {1 / statistics.mean(frames_100):.0f}")
 
+        starts = []
+        for k in range(10):
+            port = window.scene.port_item((f"n{k * 10}", "model" if (k * 10) % 10 < 5 else "out", "out"))
+            t = time.perf_counter()
+            window.scene.start_wire(port)
+            starts.append(time.perf_counter() - t)
+            window.scene.cancel_wire()
+        print(f"start a wire drag (light up ports):  {summary(starts)}")
+
         edits = []
         for k in range(20):
             t = time.perf_counter()

@@ -122,3 +122,25 @@ def test_set_param_typing_merges_into_one_undo_step(doc):
     assert doc.undo_stack.count() == count + 1
     doc.undo_stack.undo()
     assert "value" not in doc.graph.node(node).params
+
+
+def test_compatible_ports_agree_with_check_connection(doc):
+    build(doc)
+    extra = [doc.add_node(kind, (0, 0)) for kind in ("test.model", "test.keras_to_onnx", "test.pass", "test.add",
+                                                      "test.tvm", "test.slow", "test.fail")]
+    doc.connect((extra[0], "model"), (extra[1], "model"))
+    doc.connect((extra[1], "model"), (extra[2], "model"))
+    for spec in list(doc.graph.nodes):
+        cls = doc.registry.get(spec.kind)
+        for direction, ports in (("out", cls.outputs), ("in", cls.inputs)):
+            for port in ports:
+                fast = doc.compatible_ports((spec.id, port, direction))
+                slow = set()
+                for other in doc.graph.nodes:
+                    other_cls = doc.registry.get(other.kind)
+                    for name in (other_cls.inputs if direction == "out" else other_cls.outputs):
+                        pair = ((spec.id, port), (other.id, name)) if direction == "out" else (
+                            (other.id, name), (spec.id, port))
+                        if doc.check_connection(*pair, explain=False) is None:
+                            slow.add((other.id, name, "in" if direction == "out" else "out"))
+                assert fast == slow, (spec.id, port, direction)

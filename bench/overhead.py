@@ -40,7 +40,7 @@ from nodes.backends import open_session, session_steps  # noqa: E402
 from nodes.runtimes import RuntimeParams  # noqa: E402
 
 SHAPE = (3, 64, 64)
-WIDTHS = (24, 48, 96)
+WIDTHS = (32, 64, 128)
 
 
 def torch_onnx(out: Path) -> Path:

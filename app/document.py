@@ -132,8 +132,9 @@ class GraphDocument(QObject):
         return safe_input_formats(cls, params).get(port)
 
     def check_connection(self, src: tuple[str, str], dst: tuple[str, str], explain: bool = True,
-                         cycle_check: bool = True) -> str | None:
-        """None when the wire src -> dst may be drawn, else the reason in the engine's words."""
+                         cycle_check: bool = True, ignore: EdgeKey | None = None) -> str | None:
+        """None when the wire src -> dst may be drawn, else the reason in the engine's words.
+        `ignore` names a wire being moved: it does not count as connected."""
         (s_node, s_port), (d_node, d_port) = src, dst
         if not (self.graph.has_node(s_node) and self.graph.has_node(d_node)):
             return "both ends must be nodes of this graph"
@@ -146,7 +147,7 @@ class GraphDocument(QObject):
             return f"{d_cls.kind} has no input {d_port!r}"
         if s_node == d_node:
             return "a node cannot feed itself"
-        existing = self.graph.edges_into(d_node)
+        existing = [e for e in self.graph.edges_into(d_node) if edge_key(e) != ignore]
         if any(tuple(e.src) == tuple(src) and e.dst[1] == d_port for e in existing):
             return "these ports are connected already"
         in_port = d_cls.inputs[d_port]
@@ -174,7 +175,7 @@ class GraphDocument(QObject):
                 return problem.message + (f" — {problem.suggestion}" if problem.suggestion else "")
         return "the formats of these ports do not match"
 
-    def compatible_ports(self, ref: PortRef) -> set[PortRef]:
+    def compatible_ports(self, ref: PortRef, ignore: EdgeKey | None = None) -> set[PortRef]:
         """Every port a wire dragged from `ref` may end on: the same rules as check_connection,
         computed in one pass over the graph (it runs when a drag starts, on graphs of any size)."""
         node_id, port, direction = ref
@@ -186,8 +187,9 @@ class GraphDocument(QObject):
         if node_id in result.nx_graph:
             blocked |= nx.ancestors(result.nx_graph, node_id) if direction == "out" else nx.descendants(
                 result.nx_graph, node_id)
-        occupied = {(e.dst[0], e.dst[1]) for e in self.graph.edges}
-        existing = {edge_key(e) for e in self.graph.edges}
+        edges = [e for e in self.graph.edges if edge_key(e) != ignore]
+        occupied = {(e.dst[0], e.dst[1]) for e in edges}
+        existing = {edge_key(e) for e in edges}
         found: set[PortRef] = set()
         if direction == "out":
             out_t, have = cls.outputs[port].type, result.formats.get((node_id, port))
@@ -312,6 +314,19 @@ class GraphDocument(QObject):
         if reason is None:
             edge = EdgeSpec(**{"from": tuple(src), "to": tuple(dst)})
             self.undo_stack.push(commands.AddItems(self, [], [edge], f"Connect {src[0]} → {dst[0]}"))
+        return reason
+
+    def reconnect(self, old: EdgeKey, src: tuple[str, str], dst: tuple[str, str]) -> str | None:
+        """Move an existing wire to new ends in one undo step; None, or why it was refused."""
+        if (tuple(src), tuple(dst)) == old:
+            return None
+        reason = self.check_connection(src, dst, ignore=old)
+        if reason is None:
+            self.undo_stack.beginMacro(f"Reconnect {src[0]} → {dst[0]}")
+            self.undo_stack.push(commands.RemoveItems(self, [], [old]))
+            edge = EdgeSpec(**{"from": tuple(src), "to": tuple(dst)})
+            self.undo_stack.push(commands.AddItems(self, [], [edge], "Connect"))
+            self.undo_stack.endMacro()
         return reason
 
     def remove_items(self, node_ids: list[str], edge_keys: list[EdgeKey]) -> None:

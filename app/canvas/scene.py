@@ -39,6 +39,8 @@ class GraphScene(QGraphicsScene):
         self.wires: dict[EdgeKey, WireItem] = {}
         self._temp: TempWire | None = None
         self._compatible: set[PortRef] = set()
+        #: the wire picked up from an input, while it is being moved
+        self._moving: WireItem | None = None
         self._press_positions: dict[str, tuple[float, float]] = {}
         self.setItemIndexMethod(QGraphicsScene.ItemIndexMethod.BspTreeIndex)
         doc.reset.connect(self.rebuild)
@@ -181,11 +183,19 @@ class GraphScene(QGraphicsScene):
         return node.port(ref[1], ref[2]) if node else None
 
     def start_wire(self, port: PortItem) -> None:
+        """Start a wire at `port`; from an input that already has its one wire, pick that wire up."""
         self.cancel_wire()
+        if port.direction == "in" and not port.multiple:
+            held = next((w for w in port.node.wires if w.dst is port), None)
+            if held is not None:
+                self._moving = held
+                held.setVisible(False)
+                port = held.src
         self._temp = TempWire(port)
         self.addItem(self._temp)
         self._temp.follow(port.scene_anchor())
-        self._compatible = self.doc.compatible_ports(port.ref)
+        ignore = self._moving.key if self._moving is not None else None
+        self._compatible = self.doc.compatible_ports(port.ref, ignore=ignore)
         for node in self.nodes.values():
             for other in (*node.inputs.values(), *node.outputs.values()):
                 if other is not port:
@@ -201,18 +211,28 @@ class GraphScene(QGraphicsScene):
         if self._temp is None:
             return None
         start = self._temp.port
+        compatible = self._compatible
+        moving = self._moving.key if self._moving is not None else None
         target = self._port_near(pos, any_port=True)
         self.cancel_wire()
         if target is None:
             node = self._node_at(pos)
+            if node is None and moving is not None:
+                self.doc.remove_items([], [moving])  # a wire pulled off into empty space is deleted
+                return None
             if node is None:
                 self.wire_dropped.emit(start.ref, pos)
                 return None
-            return self._refuse(f"drop the wire on a port of {node.node_id}")
+            ports = [p for p in (*node.inputs.values(), *node.outputs.values()) if p.ref in compatible]
+            if len(ports) != 1:
+                what = "no port that fits" if not ports else "several ports that fit"
+                return self._refuse(f"{node.node_id} has {what}; drop the wire on a port")
+            target = ports[0]
         if target.direction == start.direction:
             return self._refuse(f"connect an output to an input, not two {'outputs' if start.direction == 'out' else 'inputs'}")
         src, dst = (start, target) if start.direction == "out" else (target, start)
-        reason = self.doc.connect((src.node.node_id, src.name), (dst.node.node_id, dst.name))
+        ends = (src.node.node_id, src.name), (dst.node.node_id, dst.name)
+        reason = self.doc.reconnect(moving, *ends) if moving is not None else self.doc.connect(*ends)
         if reason:
             return self._refuse(reason)
         self.message.emit(f"connected {src.node.node_id}.{src.name} → {dst.node.node_id}.{dst.name}")
@@ -223,6 +243,10 @@ class GraphScene(QGraphicsScene):
         return reason
 
     def cancel_wire(self) -> None:
+        if self._moving is not None:
+            if self._moving.scene() is self:
+                self._moving.setVisible(True)
+            self._moving = None
         if self._temp is not None:
             self.removeItem(self._temp)
             self._temp = None

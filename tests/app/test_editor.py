@@ -375,3 +375,35 @@ def test_reset_buttons_and_context_menu_restore_defaults(window):
     texts = [a.text() for a in win._last_menu.actions()]
     assert "Reset params to defaults" in texts and "De&lete" in texts
     win._last_menu.close()
+
+
+def test_dropping_a_wire_on_a_node_body_uses_its_only_fitting_port(window):
+    win = window
+    model = win.doc.add_node("test.model", (0, 0), {"fmt": "onnx"})
+    tvm = win.doc.add_node("test.tvm", (400, 0))
+    src = win.doc.add_node("test.source", (0, 300))
+    QApplication.processEvents()
+    body = win.scene.nodes[tvm].mapToScene(QPointF(95, 12))  # the title, far from any port
+    drag(win.view, port_pos(win, model, "model", "out"), body)
+    assert [edge_key(e) for e in win.doc.graph.edges] == [((model, "model"), (tvm, "model"))]
+    drag(win.view, port_pos(win, src, "out", "out"), body)
+    assert "no port that fits" in win.last_refusal and len(win.doc.graph.edges) == 1
+
+
+def test_a_wire_picked_up_from_its_input_moves_or_is_deleted(window):
+    win = window
+    model = win.doc.add_node("test.model", (0, 0), {"fmt": "onnx"})
+    tvm = win.doc.add_node("test.tvm", (400, 0))
+    tvm2 = win.doc.add_node("test.tvm", (400, 250))
+    win.doc.connect((model, "model"), (tvm, "model"))
+    QApplication.processEvents()
+    drag(win.view, port_pos(win, tvm, "model", "in"), port_pos(win, tvm2, "model", "in"))
+    assert [edge_key(e) for e in win.doc.graph.edges] == [((model, "model"), (tvm2, "model"))]
+    assert all(w.isVisible() for w in win.scene.wires.values())
+    win.doc.undo_stack.undo()  # one step puts it back
+    assert [edge_key(e) for e in win.doc.graph.edges] == [((model, "model"), (tvm, "model"))]
+    drag(win.view, port_pos(win, tvm, "model", "in"), QPointF(200, 500))
+    assert win.doc.graph.edges == [] and not win.quick_add.isVisible()
+    win.doc.undo_stack.undo()
+    drag(win.view, port_pos(win, tvm, "model", "in"), port_pos(win, tvm, "model", "in"))  # dropped where it was
+    assert len(win.doc.graph.edges) == 1 and all(w.isVisible() for w in win.scene.wires.values())

@@ -8,6 +8,7 @@ the scene items follow. Nothing in this module draws anything, so it is testable
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 from typing import Any
 
@@ -290,11 +291,19 @@ class GraphDocument(QObject):
     # --- edits as undoable commands -------------------------------------------------------------
     def add_node(self, kind: str, pos: tuple[float, float] = (0.0, 0.0), params: dict[str, Any] | None = None) -> str:
         cls = self.registry.get(kind)
-        node_id = self.graph.new_id(kind.split(".")[-1])
+        node_id = self.graph.new_id(self._id_base(kind))
         spec = NodeSpec(id=node_id, kind=kind, version=cls.version, params=dict(params or {}),
                         ui={"pos": [round(pos[0], 1), round(pos[1], 1)]})
         self.undo_stack.push(commands.AddItems(self, [spec], [], f"Add {cls.title or kind}"))
         return node_id
+
+    def _id_base(self, kind: str) -> str:
+        """`digits` for dataset.digits; `runtime_torch` when a `torch` of another kind exists."""
+        short = kind.split(".")[-1]
+        pattern = re.compile(re.escape(short) + r"(_\d+)?")
+        if any(spec.kind != kind and pattern.fullmatch(spec.id) for spec in self.graph.nodes):
+            return kind.replace(".", "_")
+        return short
 
     def add_node_wired(self, kind: str, pos: tuple[float, float], ref: PortRef, other_port: str) -> str:
         """Add a node and wire it to `ref` in one undo step (quick-add from a dragged wire)."""

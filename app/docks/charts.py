@@ -117,6 +117,8 @@ class ChartsDock(QWidget):
             plot = pg.PlotWidget(title=title)
             plot.showGrid(x=True, y=True, alpha=0.15)
             plot.setLabel("left", unit)
+            for side in ("left", "bottom"):
+                plot.getAxis(side).enableAutoSIPrefix(False)  # "ms (x0.001)" reads badly
             if x_unit:
                 plot.setLabel("bottom", x_unit)
             plot.addLegend(offset=(-5, 5), labelTextSize="8pt")

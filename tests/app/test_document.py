@@ -144,3 +144,11 @@ def test_compatible_ports_agree_with_check_connection(doc):
                         if doc.check_connection(*pair, explain=False) is None:
                             slow.add((other.id, name, "in" if direction == "out" else "out"))
                 assert fast == slow, (spec.id, port, direction)
+
+
+def test_new_ids_stay_readable_when_kinds_share_a_last_word(doc):
+    first = doc.add_node("test.model", (0, 0))
+    again = doc.add_node("test.model", (0, 0))
+    assert (first, again) == ("model", "model_2")
+    doc.registry.register(type("OtherModel", (doc.registry.get("test.pass"),), {"kind": "other.model"}))
+    assert doc.add_node("other.model", (0, 0)) == "other_model"

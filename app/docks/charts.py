@@ -29,6 +29,7 @@ from engine.events import NodeMetric
 
 REDRAW_MS = 50  # ~20 Hz
 MAX_SAMPLES = 200_000
+SYMBOLS_BELOW = 30
 PLOTS = [  # key, title, unit, x axis
     ("latency", "Latency per inference", "ms", "inference"),
     ("cpu", "CPU", "%", "s"),
@@ -121,7 +122,7 @@ class ChartsDock(QWidget):
                 plot.getAxis(side).enableAutoSIPrefix(False)  # "ms (x0.001)" reads badly
             if x_unit:
                 plot.setLabel("bottom", x_unit)
-            plot.addLegend(offset=(-5, 5), labelTextSize="8pt")
+            plot.addLegend(offset=(-5, 5), labelTextSize="8pt", brush=pg.mkBrush(30, 33, 39, 200))
             plot.setMinimumHeight(120)
             plot.setVisible(key in ("latency", "cpu", "memory"))
             grid.addWidget(plot, i // 3, i % 3)
@@ -209,7 +210,10 @@ class ChartsDock(QWidget):
                 self.curves[key] = curve
             xs = np.asarray(series.x[-window:], dtype=float)
             ys = np.asarray(series.y[-window:], dtype=float)
-            curve.setData(xs, ys)
+            sparse = len(xs) < SYMBOLS_BELOW  # a line needs two points; show the samples themselves
+            colour = self._colour(series.node)
+            curve.setData(xs, ys, symbol="o" if sparse else None, symbolSize=5, symbolBrush=colour,
+                          symbolPen=colour)
         if changed:
             self.redraws += 1
             total = sum(len(s.x) for s in self.series.values())

@@ -372,7 +372,14 @@ class LiteRTRun(RuntimeNode):
     kind = "runtime.litert"
     title = "LiteRT"
     runtime = "litert"
+
+    class Params(RuntimeParams):
+        xnnpack: bool = Field(True, description="use LiteRT's default XNNPACK delegate; off = reference-style built-in kernels")
+
     inputs = RuntimeNode.ports({"tflite"})
+
+    def session_options(self) -> dict[str, Any]:
+        return {"xnnpack": self.params.xnnpack}
 
 
 class TVMRun(RuntimeNode):

@@ -52,13 +52,17 @@ def _describe(details: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 class LiteRTSession(BaseSession):
-    """options: threads (0/None = LiteRT's default), batch_size (resizes a batch-1 model)."""
+    """options: threads (0/None = LiteRT's default), batch_size (resizes a batch-1 model),
+    xnnpack (False = the built-in kernels without LiteRT's default XNNPACK delegate)."""
 
     def __init__(self, model_path: str, options: dict[str, Any]) -> None:
-        from ai_edge_litert.interpreter import Interpreter
+        from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
         threads = int(options.get("threads", 0) or 0)
-        self._interp = Interpreter(model_path=model_path, num_threads=threads or None)
+        resolver = (OpResolverType.AUTO if options.get("xnnpack", True)
+                    else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+        self._interp = Interpreter(model_path=model_path, num_threads=threads or None,
+                                   experimental_op_resolver_type=resolver)
         batch = int(options.get("batch_size", 0) or 0)
         if batch:
             for d in self._interp.get_input_details():

@@ -18,6 +18,7 @@ CASES = [
     ("torch", "pt2", "NCHW", {}),
     ("keras", "keras", "NHWC", {}),
     ("litert", "tflite", "NHWC", {"threads": 1}),
+    ("litert", "tflite", "NHWC", {"xnnpack": False}),
 ]
 
 
@@ -51,7 +52,7 @@ def _run_each(session, x, layout):
     return np.concatenate(outs)
 
 
-@pytest.mark.parametrize(("runtime", "fmt", "layout", "options"), CASES, ids=[f"{c[0]}-{c[1]}" for c in CASES])
+@pytest.mark.parametrize(("runtime", "fmt", "layout", "options"), CASES, ids=[f"{c[0]}-{c[1]}-{i}" for i, c in enumerate(CASES)])
 def test_backend_matches_torch(tiny, test_x, reference, runtime, fmt, layout, options):
     options = {**options, "meta": tiny.meta}
     session = open_session(runtime, str(tiny.paths[fmt]), options)
@@ -68,7 +69,7 @@ def test_backend_matches_torch(tiny, test_x, reference, runtime, fmt, layout, op
 
 def test_steps_compose_to_run(tiny, test_x):
     """prepare -> stage -> run_prepared -> finish is exactly run(), for each in-process session."""
-    for runtime, fmt, layout, options in CASES[:3] + CASES[-1:]:
+    for runtime, fmt, layout, options in CASES[:3] + CASES[-2:]:
         session = open_session(runtime, str(tiny.paths[fmt]), {**options, "meta": tiny.meta})
         sample = test_x[0][:1] if layout == "NCHW" else test_x[0][:1].transpose(0, 2, 3, 1)
         prepare, stage, run_call, finish = session_steps(session)

@@ -202,6 +202,7 @@ class ResourceSampler:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._gpu: _Gpu | None = None
+        self._last_cpu: list[Any] | None = None
 
     def _record(self, name: str, value: float, t: float, stream: bool) -> None:
         values = self._values.get(name)
@@ -219,9 +220,21 @@ class ResourceSampler:
                                  t=[round(v, 4) for v in t], values=[round(float(v), 3) for v in values])
                 for name, (t, values) in self._values.items()}
 
+    def _cpu_percent_per_core(self) -> list[float]:
+        """Busy % per core since the last call, from our own counters: psutil.cpu_percent keeps one
+        global state, so another sampler in the process (a device server in tests) would skew it."""
+        now = psutil.cpu_times(percpu=True)
+        last, self._last_cpu = self._last_cpu, now
+        percents = []
+        for before, after in zip(last or now, now, strict=False):
+            total = sum(after) - sum(before)
+            idle = (after.idle - before.idle) + (getattr(after, "iowait", 0.0) - getattr(before, "iowait", 0.0))
+            percents.append(min(max(100.0 * (total - idle) / total, 0.0), 100.0) if total > 0 else 0.0)
+        return percents
+
     def sample(self) -> None:
         t = time.perf_counter() - self.t0
-        per_core = psutil.cpu_percent(percpu=True)
+        per_core = self._cpu_percent_per_core()
         self._record("cpu_percent", sum(per_core) / max(len(per_core), 1), t, True)
         for i, value in enumerate(per_core):
             self._record(f"cpu_percent_core{i}", value, t, False)
@@ -241,7 +254,7 @@ class ResourceSampler:
                 self.on_tick()
 
     def start(self) -> ResourceSampler:
-        psutil.cpu_percent(percpu=True)  # the first reading of a psutil counter is meaningless
+        self._cpu_percent_per_core()  # the first reading of a counter only sets the baseline
         try:
             self.process.cpu_percent()
         except psutil.Error:

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from .document import EdgeKey, GraphDocument
 
 SET_PARAMS_ID = 1001
+SET_GRAPH_INFO_ID = 1002
 MERGE_WINDOW_S = 2.0  # typing in one field within this gap is one undo step
 
 
@@ -129,3 +130,29 @@ class SetParams(QUndoCommand):
 
     def undo(self) -> None:
         self.doc._set_params(self.node_id, self.old)
+
+
+class SetGraphInfo(QUndoCommand):
+    """Rename the graph or change its description."""
+
+    def __init__(self, doc: GraphDocument, field: str, old: str, new: str) -> None:
+        super().__init__(f"Set graph {field}")
+        self.doc = doc
+        self.field = field
+        self.old = old
+        self.new = new
+
+    def id(self) -> int:  # noqa: A003 - Qt's name
+        return SET_GRAPH_INFO_ID
+
+    def mergeWith(self, other: QUndoCommand) -> bool:  # noqa: N802 - Qt's name
+        if isinstance(other, SetGraphInfo) and other.field == self.field:
+            self.new = other.new
+            return True
+        return False
+
+    def redo(self) -> None:
+        self.doc._set_graph_info(self.field, self.new)
+
+    def undo(self) -> None:
+        self.doc._set_graph_info(self.field, self.old)

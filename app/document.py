@@ -61,6 +61,7 @@ class GraphDocument(QObject):
     edge_added = Signal(object)
     edge_removed = Signal(object)
     reset = Signal()
+    info_changed = Signal()
     validated = Signal(object)
     modified_changed = Signal(bool)
     path_changed = Signal(object)
@@ -288,6 +289,10 @@ class GraphDocument(QObject):
         self.graph.node(node_id).ui["pos"] = [round(pos[0], 1), round(pos[1], 1)]
         self.node_moved.emit(node_id)
 
+    def _set_graph_info(self, field: str, value: str) -> None:
+        setattr(self.graph, field, value)
+        self.info_changed.emit()
+
     # --- edits as undoable commands -------------------------------------------------------------
     def add_node(self, kind: str, pos: tuple[float, float] = (0.0, 0.0), params: dict[str, Any] | None = None) -> str:
         cls = self.registry.get(kind)
@@ -354,6 +359,12 @@ class GraphDocument(QObject):
             return
         new = {**old, name: value}
         self.undo_stack.push(commands.SetParams(self, node_id, old, new, name))
+
+    def set_graph_info(self, field: str, value: str) -> None:
+        """Rename the graph (`name`) or change its `description`, undoably."""
+        old = getattr(self.graph, field)
+        if old != value:
+            self.undo_stack.push(commands.SetGraphInfo(self, field, old, value))
 
     def set_params(self, node_id: str, params: dict[str, Any]) -> None:
         """Replace every param at once (an empty dict = all defaults), as one undo step."""

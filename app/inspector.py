@@ -15,6 +15,8 @@ from PySide6.QtWidgets import (
     QFrame,
     QHBoxLayout,
     QLabel,
+    QLineEdit,
+    QPlainTextEdit,
     QScrollArea,
     QToolButton,
     QVBoxLayout,
@@ -53,9 +55,14 @@ class Inspector(QWidget):
         self.problems.setObjectName("InspectorProblems")
         self.problems.setWordWrap(True)
         self.body = QWidget()
-        self.form = QFormLayout(self.body)
+        self.form = QFormLayout()
+        body_layout = QVBoxLayout(self.body)
+        body_layout.setContentsMargins(0, 0, 0, 0)
+        body_layout.addLayout(self.form)
+        body_layout.addStretch(1)  # rows stay at the top
         self.form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
         self.form.setLabelAlignment(Qt.AlignmentFlag.AlignRight)
+        self.form.setFormAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft)
         scroll = QScrollArea()
         scroll.setWidgetResizable(True)
         scroll.setFrameShape(QFrame.Shape.NoFrame)
@@ -70,6 +77,7 @@ class Inspector(QWidget):
         doc.node_removed.connect(lambda node_id: self.show_node(None) if node_id == self.node_id else None)
         doc.validated.connect(self._on_validated)
         doc.reset.connect(lambda: self.show_node(None))
+        doc.info_changed.connect(self._on_info_changed)
         self.show_node(None)
 
     # --- building -------------------------------------------------------------------------------
@@ -81,11 +89,7 @@ class Inspector(QWidget):
         self.errors.clear()
         self.resets.clear()
         if self.node_id is None:
-            graph = self.doc.graph
-            self.title.setText(graph.name or "untitled")
-            self.subtitle.setText(f"{len(graph.nodes)} nodes, {len(graph.edges)} wires.\n"
-                                  "Select a node to edit its parameters.")
-            self.problems.hide()
+            self._show_graph_info()
             return
         spec = self.doc.graph.node(self.node_id)
         cls = self.doc.node_class(self.node_id)
@@ -133,6 +137,35 @@ class Inspector(QWidget):
         self._load_values()
         self._show_problems()
 
+    def _show_graph_info(self) -> None:
+        """Nothing selected: the graph's own name and description, editable."""
+        graph = self.doc.graph
+        self.title.setText("Graph")
+        self.subtitle.setText(f"{len(graph.nodes)} nodes, {len(graph.edges)} wires. "
+                              "Select a node to edit its parameters.")
+        self.problems.hide()
+        self.name_edit = QLineEdit(graph.name)
+        self.name_edit.setMaxLength(500)
+        self.name_edit.textEdited.connect(lambda text: self._edit_info("name", text))
+        self.description_edit = QPlainTextEdit(graph.description)
+        self.description_edit.setMaximumHeight(120)
+        self.description_edit.textChanged.connect(
+            lambda: self._edit_info("description", self.description_edit.toPlainText()))
+        self.form.addRow(QLabel("name"), self.name_edit)
+        self.form.addRow(QLabel("description"), self.description_edit)
+
+    def _edit_info(self, field: str, value: str) -> None:
+        if self.node_id is None and value != getattr(self.doc.graph, field):
+            self._committing = True
+            try:
+                self.doc.set_graph_info(field, value)
+            finally:
+                self._committing = False
+
+    def _on_info_changed(self) -> None:
+        if self.node_id is None and not self._committing:
+            self.show_node(None)
+
     @staticmethod
     def _help(entry: dict[str, Any]) -> str:
         text = entry.get("description", "")
@@ -157,7 +190,9 @@ class Inspector(QWidget):
 
     def _on_validated(self, _result: object) -> None:
         if self.node_id is None:
-            self.show_node(None)
+            graph = self.doc.graph
+            self.subtitle.setText(f"{len(graph.nodes)} nodes, {len(graph.edges)} wires. "
+                                  "Select a node to edit its parameters.")
         else:
             self._show_problems()
 

@@ -223,6 +223,7 @@ class MainWindow(QMainWindow):
         self.doc.modified_changed.connect(lambda _: self._update_title())
         self.doc.path_changed.connect(lambda _: self._update_title())
         self.doc.reset.connect(self._update_title)
+        self.doc.info_changed.connect(self._update_title)
         self.scene.selectionChanged.connect(self._selection_changed)
         self.scene.connection_refused.connect(self.show_refusal)
         self.scene.message.connect(lambda text: self.statusBar().showMessage(text, 4000))

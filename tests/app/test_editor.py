@@ -407,3 +407,19 @@ def test_a_wire_picked_up_from_its_input_moves_or_is_deleted(window):
     win.doc.undo_stack.undo()
     drag(win.view, port_pos(win, tvm, "model", "in"), port_pos(win, tvm, "model", "in"))  # dropped where it was
     assert len(win.doc.graph.edges) == 1 and all(w.isVisible() for w in win.scene.wires.values())
+
+
+def test_graph_name_and_description_are_edited_in_the_inspector(window):
+    win = window
+    win.scene.clearSelection()
+    QApplication.processEvents()
+    QTest.keyClicks(win.inspector.name_edit, " v2")
+    assert win.doc.graph.name == "untitled v2" and "untitled v2" in win.windowTitle()
+    win.inspector.description_edit.setPlainText("compares runtimes")
+    assert win.doc.graph.description == "compares runtimes"
+    win.doc.undo_stack.undo()
+    win.doc.undo_stack.undo()
+    assert (win.doc.graph.name, win.doc.graph.description) == ("untitled", "")
+    assert win.inspector.name_edit.text() == "untitled"  # the field followed the undo
+    QApplication.processEvents()
+    save_screenshot(win.inspector_dock, "inspector-graph-info.png")

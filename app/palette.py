@@ -47,6 +47,9 @@ class KindTree(QTreeWidget):
     def mimeTypes(self) -> list[str]:  # noqa: N802
         return [KIND_MIME]
 
+    def supportedDropActions(self) -> Qt.DropAction:  # noqa: N802 - drags out of here only copy
+        return Qt.DropAction.CopyAction
+
 
 class Palette(QWidget):
     #: the user double-clicked (or pressed Enter on) a kind
@@ -61,6 +64,7 @@ class Palette(QWidget):
         self.tree.setHeaderHidden(True)
         self.tree.setDragEnabled(True)
         self.tree.setDragDropMode(QTreeWidget.DragDropMode.DragOnly)
+        self.tree.setDefaultDropAction(Qt.DropAction.CopyAction)
         self.tree.setIndentation(12)
         self.tree.setRootIsDecorated(True)
         layout = QVBoxLayout(self)

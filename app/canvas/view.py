@@ -164,7 +164,8 @@ class CanvasView(QGraphicsView):
         if event.mimeData().hasFormat(KIND_MIME):
             kind = bytes(event.mimeData().data(KIND_MIME)).decode("utf-8")
             self.add_kind_at(kind, self.mapToScene(event.position().toPoint()))
-            event.acceptProposedAction()
+            event.setDropAction(Qt.DropAction.CopyAction)  # never "move": the palette keeps its entry
+            event.accept()
         else:
             super().dropEvent(event)
 

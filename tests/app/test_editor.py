@@ -42,6 +42,7 @@ def drop_from_palette(win, kind: str, scene_pos: QPointF) -> str:
     pos = QPointF(win.view.mapFromScene(scene_pos))
     event = QDropEvent(pos, Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier)
     win.view.dropEvent(event)
+    assert event.dropAction() == Qt.DropAction.CopyAction  # the palette keeps its entry
     (new,) = {n.id for n in win.doc.graph.nodes} - before
     return new
 

@@ -286,7 +286,7 @@ class GraphDocument(QObject):
         self.schedule_validation()
 
     def _set_position(self, node_id: str, pos: tuple[float, float]) -> None:
-        self.graph.node(node_id).ui["pos"] = [round(pos[0], 1), round(pos[1], 1)]
+        self.graph.node(node_id).ui["pos"] = [tidy(pos[0]), tidy(pos[1])]
         self.node_moved.emit(node_id)
 
     def _set_graph_info(self, field: str, value: str) -> None:
@@ -298,7 +298,7 @@ class GraphDocument(QObject):
         cls = self.registry.get(kind)
         node_id = self.graph.new_id(self._id_base(kind))
         spec = NodeSpec(id=node_id, kind=kind, version=cls.version, params=dict(params or {}),
-                        ui={"pos": [round(pos[0], 1), round(pos[1], 1)]})
+                        ui={"pos": [tidy(pos[0]), tidy(pos[1])]})
         self.undo_stack.push(commands.AddItems(self, [spec], [], f"Add {cls.title or kind}"))
         return node_id
 
@@ -395,7 +395,7 @@ class GraphDocument(QObject):
             new = spec.model_copy(deep=True)
             new.id = taken.new_id(spec.id.rstrip("0123456789").rstrip("_") or spec.id)
             x, y = (spec.ui.get("pos") or [0, 0])[:2]
-            new.ui["pos"] = [x + offset[0], y + offset[1]]
+            new.ui["pos"] = [tidy(x + offset[0]), tidy(y + offset[1])]
             renamed[spec.id] = new.id
             taken.nodes.append(new)
             specs.append(new)
@@ -433,6 +433,12 @@ class GraphDocument(QObject):
     def set_path(self, path: Path | None) -> None:
         self.path = path
         self.path_changed.emit(path)
+
+
+def tidy(value: float) -> float | int:
+    """A coordinate as the file shows it: 120 rather than 120.0, one decimal at most."""
+    value = round(float(value), 1)
+    return int(value) if value.is_integer() else value
 
 
 def place_unpositioned(graph: Graph) -> None:

@@ -33,6 +33,7 @@ from .docks.results import ResultsDock
 from .document import GraphDocument, PortRef
 from .file_ops import FileOps
 from .inspector import Inspector
+from .layout import layered_positions
 from .palette import Palette
 from .quickadd import QuickAdd
 from .recovery import Recovery
@@ -157,6 +158,7 @@ class MainWindow(QMainWindow):
         a["quick_add"] = self._action("Add node…", lambda: self.open_quick_add(self.view.cursor_scene_pos()),
                                       None, "Add a node at the cursor (Tab)")
         a["fit"] = self._action("&Fit graph", self.view.fit_all, "F", "Show the whole graph")
+        a["arrange"] = self._action("&Arrange nodes", self.arrange, "Ctrl+L", "Lay the graph out in columns")
         a["zoom_in"] = self._action("Zoom &in", lambda: self.view.zoom_by(1.25), SK.ZoomIn)
         a["zoom_out"] = self._action("Zoom &out", lambda: self.view.zoom_by(0.8), SK.ZoomOut)
         a["zoom_reset"] = self._action("Actual size", self.view.reset_zoom, "Ctrl+0")
@@ -194,7 +196,7 @@ class MainWindow(QMainWindow):
         menu.addSeparator()
         menu.addActions([a["select_all"], a["quick_add"]])
         menu = self.menuBar().addMenu("&View")
-        menu.addActions([a["fit"], a["zoom_in"], a["zoom_out"], a["zoom_reset"], a["snap"]])
+        menu.addActions([a["fit"], a["arrange"], a["zoom_in"], a["zoom_out"], a["zoom_reset"], a["snap"]])
         menu.addSeparator()
         for dock in (self.palette_dock, self.inspector_dock, self.log_dock_widget, self.charts_dock, self.results_dock):
             menu.addAction(dock.toggleViewAction())
@@ -318,6 +320,16 @@ class MainWindow(QMainWindow):
         menu.addAction(a["fit"])
         menu.popup(self.view.viewport().mapToGlobal(pos))
         self._last_menu = menu
+
+    def arrange(self) -> None:
+        """Lay every node out in columns by generation, as one undoable move."""
+        sizes = {n: (item.width, item.height) for n, item in self.scene.nodes.items()}
+        left = min((item.x() for item in self.scene.nodes.values()), default=0.0)
+        top = min((item.y() for item in self.scene.nodes.values()), default=0.0)
+        targets = layered_positions(self.doc.graph, sizes, (left, top))
+        moves = {n: ((item.x(), item.y()), targets[n]) for n, item in self.scene.nodes.items() if n in targets}
+        self.doc.move_nodes(moves)
+        self.view.fit_all()
 
     def reset_params(self, node_id: str) -> None:
         self.doc.set_params(node_id, {})

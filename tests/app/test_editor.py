@@ -424,3 +424,22 @@ def test_graph_name_and_description_are_edited_in_the_inspector(window):
     assert win.inspector.name_edit.text() == "untitled"  # the field followed the undo
     QApplication.processEvents()
     save_screenshot(win.inspector_dock, "inspector-graph-info.png")
+
+
+def test_arrange_lays_out_columns_without_overlap_in_one_undo_step(window):
+    win = window
+    d = win.doc
+    ids = [d.add_node("test.source", (0, 0)) for _ in range(3)]
+    add = d.add_node("test.add", (0, 0))
+    last = d.add_node("test.add", (0, 0))
+    for node in ids:
+        d.connect((node, "out"), (add, "values"))
+    d.connect((add, "out"), (last, "values"))
+    before = d.graph.to_json()
+    win.actions_by_name["arrange"].trigger()
+    xs = {n: d.position(n)[0] for n in [*ids, add, last]}
+    assert xs[ids[0]] == xs[ids[1]] == xs[ids[2]] < xs[add] < xs[last]
+    boxes = [item.sceneBoundingRect() for item in win.scene.nodes.values()]
+    assert not any(a.intersects(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+    d.undo_stack.undo()
+    assert d.graph.to_json() == before

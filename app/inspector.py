@@ -149,6 +149,7 @@ class Inspector(QWidget):
         self.name_edit.textEdited.connect(lambda text: self._edit_info("name", text))
         self.description_edit = QPlainTextEdit(graph.description)
         self.description_edit.setMaximumHeight(120)
+        self.description_edit.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.description_edit.textChanged.connect(
             lambda: self._edit_info("description", self.description_edit.toPlainText()))
         self.form.addRow(QLabel("name"), self.name_edit)

@@ -130,6 +130,17 @@ def interpolated_precision(tp: np.ndarray, fp: np.ndarray, n_gt: int) -> np.ndar
     return q
 
 
+def _groups(labels: np.ndarray, image_idx: np.ndarray) -> dict[tuple[int, int], np.ndarray]:
+    """Indices of the boxes of each (class, image) pair, in their original order."""
+    order = np.lexsort((np.arange(len(labels)), image_idx, labels))
+    keys = np.stack([labels[order], image_idx[order]], axis=1)
+    if not len(keys):
+        return {}
+    starts = np.flatnonzero(np.r_[True, (keys[1:] != keys[:-1]).any(axis=1)])
+    ends = np.r_[starts[1:], len(keys)]
+    return {(int(keys[a, 0]), int(keys[a, 1])): order[a:b] for a, b in zip(starts, ends, strict=True)}
+
+
 def evaluate(
     gt: Boxes,
     det: Boxes,
@@ -149,16 +160,17 @@ def evaluate(
     true_pos = np.zeros(len(score_thresholds))
     false_pos = np.zeros(len(score_thresholds))
 
+    gt_groups = _groups(gt.labels, gt.image_idx)
+    det_groups = _groups(det.labels, det.image_idx)
     for k in range(n_cls):
-        gt_k = gt.labels == k
-        det_k = det.labels == k
-        n_gt = int(gt_k.sum())
-        images = np.union1d(gt.image_idx[gt_k], det.image_idx[det_k])
+        n_gt = int((gt.labels == k).sum())
+        images = sorted({img for cls, img in gt_groups if cls == k} | {img for cls, img in det_groups if cls == k})
         scores_all: list[np.ndarray] = []
         matched_all: list[np.ndarray] = []
+        empty = np.zeros(0, dtype=np.int64)
         for img in images:
-            g_boxes = gt.boxes[gt_k & (gt.image_idx == img)]
-            d_sel = np.flatnonzero(det_k & (det.image_idx == img))
+            g_boxes = gt.boxes[gt_groups.get((k, img), empty)]
+            d_sel = det_groups.get((k, img), empty)
             order = np.argsort(-det.scores[d_sel], kind="mergesort")[:max_dets]
             d_sel = d_sel[order]
             matched, match_iou = match_image(box_iou(det.boxes[d_sel], g_boxes))

@@ -1,10 +1,11 @@
 """A guard against a reference-count bug of the pinned PySide6 on CPython 3.11.
 
-shiboken6 6.12.0 returns `None` from every void C++ call without taking a reference to it, which
-is harmless on CPython >= 3.12 (where None is immortal, PEP 683) but on 3.11 lowers None's count
-by one per call: after a few thousand paint calls the interpreter aborts with "none_dealloc:
-deallocating None". Giving None a huge count does by hand what 3.12 does for every immortal object,
-so it can never reach zero. Nothing else is touched, and it is a no-op on 3.12 and later.
+shiboken6 6.12.0 returns `None` from every void C++ call without taking a reference to it, and
+loses references to True/False on some paths too (measured: a few hundred per second of charts
+and panning). That is harmless on CPython >= 3.12, where these singletons are immortal (PEP 683),
+but on 3.11 their counts fall until the interpreter aborts with "none_dealloc: deallocating None"
+(or "bool_dealloc"). Giving the three singletons a huge count does by hand what 3.12 does for every
+immortal object, so they can never reach zero. Nothing else is touched; a no-op on 3.12 and later.
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ def protect_none() -> None:
     global _done
     if _done or sys.version_info >= (3, 12):
         return
-    refcount = ctypes.c_ssize_t.from_address(id(None))  # ob_refcnt is PyObject's first field
-    if refcount.value < IMMORTAL_BOOST:
-        refcount.value += IMMORTAL_BOOST
+    for singleton in (None, True, False):
+        refcount = ctypes.c_ssize_t.from_address(id(singleton))  # ob_refcnt is PyObject's first field
+        if refcount.value < IMMORTAL_BOOST:
+            refcount.value += IMMORTAL_BOOST
     _done = True

@@ -203,7 +203,7 @@ class ChartsDock(QWidget):
             if curve is None:
                 plot = self.plots[series.plot]
                 plot.setVisible(True)
-                pen = pg.mkPen(self._colour(series.node), width=1.6)
+                pen = pg.mkPen(self._colour(series.node), width=1.0)
                 if series.metric.startswith("val") or series.source != "host":
                     pen.setStyle(Qt.PenStyle.DashLine)
                 curve = plot.plot(name=series.label, pen=pen)

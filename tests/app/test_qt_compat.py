@@ -38,3 +38,10 @@ def test_the_guard_is_needed_where_the_leak_exists():
         assert unguarded.returncode != 0 and "deallocating None" in unguarded.stderr
     else:
         assert unguarded.returncode == 0
+
+
+def test_the_singletons_are_protected_once_the_app_is_imported():
+    import app  # noqa: F401 - the import applies the guard
+
+    if sys.version_info < (3, 12):
+        assert all(sys.getrefcount(obj) > 1 << 59 for obj in (None, True, False))

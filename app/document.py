@@ -8,6 +8,7 @@ the scene items follow. Nothing in this module draws anything, so it is testable
 from __future__ import annotations
 
 import copy
+import math
 import re
 from pathlib import Path
 from typing import Any
@@ -94,8 +95,7 @@ class GraphDocument(QObject):
         return self.registry.get(kind) if kind in self.registry else None
 
     def position(self, node_id: str) -> tuple[float, float]:
-        pos = self.graph.node(node_id).ui.get("pos") or [0, 0]
-        return float(pos[0]), float(pos[1])
+        return position_of(self.graph.node(node_id))
 
     # --- validation -----------------------------------------------------------------------------
     def schedule_validation(self) -> None:
@@ -394,7 +394,7 @@ class GraphDocument(QObject):
         for spec in part.nodes:
             new = spec.model_copy(deep=True)
             new.id = taken.new_id(spec.id.rstrip("0123456789").rstrip("_") or spec.id)
-            x, y = (spec.ui.get("pos") or [0, 0])[:2]
+            x, y = position_of(spec)
             new.ui["pos"] = [tidy(x + offset[0]), tidy(y + offset[1])]
             renamed[spec.id] = new.id
             taken.nodes.append(new)
@@ -463,6 +463,15 @@ def place_unpositioned(graph: Graph) -> None:
                 spec.ui["pos"] = [40 + depth * LAYER_DX, 40 + row * LAYER_DY]
 
 
+def position_of(spec: NodeSpec) -> tuple[float, float]:
+    """The node's saved position; (0, 0) when it has none or it is not a pair of numbers."""
+    if not _has_pos(spec):
+        return 0.0, 0.0
+    pos = spec.ui["pos"]
+    return float(pos[0]), float(pos[1])
+
+
 def _has_pos(spec: NodeSpec) -> bool:
     pos = spec.ui.get("pos")
-    return isinstance(pos, list | tuple) and len(pos) >= 2 and all(isinstance(v, int | float) for v in pos[:2])
+    return isinstance(pos, list | tuple) and len(pos) >= 2 and all(
+        isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in pos[:2])

@@ -14,7 +14,7 @@ from PySide6.QtWidgets import QGraphicsScene, QGraphicsSceneMouseEvent
 from engine.graph import NodeSpec
 from engine.validate import ValidationResult
 
-from ..document import EdgeKey, GraphDocument, PortRef, edge_key, safe_input_formats
+from ..document import EdgeKey, GraphDocument, PortRef, edge_key, position_of, safe_input_formats
 from . import style
 from .node_item import NodeItem
 from .port_item import PortItem
@@ -73,8 +73,7 @@ class GraphScene(QGraphicsScene):
     def _add_node_item(self, spec: NodeSpec) -> None:
         cls = self.doc.registry.get(spec.kind) if spec.kind in self.doc.registry else None
         item = NodeItem(spec.id, spec.kind, cls)
-        pos = spec.ui.get("pos") or [0, 0]
-        item.setPos(float(pos[0]), float(pos[1]))
+        item.setPos(*position_of(spec))
         self.addItem(item)
         self.nodes[spec.id] = item
 

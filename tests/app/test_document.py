@@ -152,3 +152,24 @@ def test_new_ids_stay_readable_when_kinds_share_a_last_word(doc):
     assert (first, again) == ("model", "model_2")
     doc.registry.register(type("OtherModel", (doc.registry.get("test.pass"),), {"kind": "other.model"}))
     assert doc.add_node("other.model", (0, 0)) == "other_model"
+
+
+def test_odd_saved_positions_do_not_break_opening_or_pasting(doc, tmp_path):
+    from app.canvas.scene import GraphScene
+
+    data = {"format": "heiti-graph", "nodes": [
+        {"id": "a", "kind": "test.source", "ui": {"pos": ["x", 3]}},
+        {"id": "b", "kind": "test.source", "ui": {"pos": [float("nan"), 1]}},
+        {"id": "c", "kind": "test.source", "ui": {"pos": [True, 1]}},
+        {"id": "d", "kind": "no.such_kind", "ui": {"pos": [5, 5]}}],
+        "edges": [{"from": ["a", "out"], "to": ["d", "x"]}, {"from": ["a", "nope"], "to": ["b", "out"]}]}
+    path = tmp_path / "odd.json"
+    path.write_text(__import__("json").dumps(data).replace("NaN", "1e999"))
+    doc.open(path)
+    scene = GraphScene(doc)
+    assert set(scene.nodes) == {"a", "b", "c", "d"} and scene.wires == {}
+    assert all(isinstance(v, int | float) for n in "abc" for v in doc.graph.node(n).ui["pos"])
+    assert not doc.validation.ok and "d" in doc.node_problems
+    part = Graph.model_validate({"nodes": [{"id": "p", "kind": "test.source", "ui": {"pos": "nowhere"}}]})
+    (new,) = doc.insert_fragment(part)
+    assert doc.position(new) == (40.0, 40.0)

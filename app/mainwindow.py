@@ -80,7 +80,10 @@ class MainWindow(QMainWindow):
         self.refusal_label.setObjectName("Refusal")
         self.report_button = QPushButton("Open report")
         self.report_button.setVisible(False)
+        self.problems_label = QLabel()
+        self.problems_label.setObjectName("ProblemCount")
         self.statusBar().addWidget(self.refusal_label, 1)
+        self.statusBar().addPermanentWidget(self.problems_label)
         self.statusBar().addPermanentWidget(self.report_button)
 
         self._build_actions()
@@ -226,6 +229,7 @@ class MainWindow(QMainWindow):
         self.doc.path_changed.connect(lambda _: self._update_title())
         self.doc.reset.connect(self._update_title)
         self.doc.info_changed.connect(self._update_title)
+        self.doc.validated.connect(self._show_problem_count)
         self.scene.selectionChanged.connect(self._selection_changed)
         self.scene.connection_refused.connect(self.show_refusal)
         self.scene.message.connect(lambda text: self.statusBar().showMessage(text, 4000))
@@ -239,6 +243,18 @@ class MainWindow(QMainWindow):
         self.runs.state_changed.connect(self._running_changed)
         self.runs.report_ready.connect(self._report_ready)
         self.report_button.clicked.connect(self.results.open_report)
+
+    def _show_problem_count(self, result) -> None:  # noqa: ANN001 - engine.validate.ValidationResult
+        errors = [p for p in result.problems if p.severity == "error"]
+        if not self.doc.graph.nodes:
+            self.problems_label.setText("")
+        elif errors:
+            self.problems_label.setText(f"⚠ {len(errors)} problem{'s' if len(errors) != 1 else ''}")
+            self.problems_label.setStyleSheet("color: #ff8a8a;")
+        else:
+            self.problems_label.setText("✓ valid")
+            self.problems_label.setStyleSheet("color: #5ee08a;")
+        self.problems_label.setToolTip("<br>".join(f"• {p}" for p in errors[:40]))
 
     def show_dock(self, dock: QDockWidget) -> None:
         dock.show()

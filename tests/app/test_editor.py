@@ -443,3 +443,14 @@ def test_arrange_lays_out_columns_without_overlap_in_one_undo_step(window):
     assert not any(a.intersects(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
     d.undo_stack.undo()
     assert d.graph.to_json() == before
+
+
+def test_status_bar_counts_the_problems(window):
+    win = window
+    tvm = win.doc.add_node("test.tvm", (0, 0))
+    win.doc.validate_now()
+    assert win.problems_label.text() == "⚠ 1 problem" and "not connected" in win.problems_label.toolTip()
+    model = win.doc.add_node("test.model", (-300, 0), {"fmt": "onnx"})
+    win.doc.connect((model, "model"), (tvm, "model"))
+    win.doc.validate_now()
+    assert win.problems_label.text() == "✓ valid"

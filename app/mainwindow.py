@@ -17,6 +17,7 @@ from PySide6.QtWidgets import (
     QMenu,
     QMessageBox,
     QPushButton,
+    QSizePolicy,
     QToolTip,
     QWidget,
 )
@@ -82,6 +83,9 @@ class MainWindow(QMainWindow):
         self.report_button.setVisible(False)
         self.problems_label = QLabel()
         self.problems_label.setObjectName("ProblemCount")
+        self.problems_label.setMinimumWidth(110)
+        self.problems_label.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        self.refusal_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.statusBar().addWidget(self.refusal_label, 1)
         self.statusBar().addPermanentWidget(self.problems_label)
         self.statusBar().addPermanentWidget(self.report_button)

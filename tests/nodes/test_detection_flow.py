@@ -50,3 +50,43 @@ def test_shapes_detection_example_runs_end_to_end(tmp_path):
     assert (tmp_path / "run" / "report.html").is_file()
     html = (tmp_path / "run" / "report.html").read_text()
     assert "mAP" in html
+
+
+def _small_graph() -> dict:
+    """A tiny detector through every runtime that reads ONNX-derived models, on 24 test images."""
+    nodes = [
+        ("shapes", "dataset.shapes", {"count": 240, "size": 32, "seed": 2}),
+        ("detector", "model.torch_detector", {"width": 8}),
+        ("train", "train.torch", {"epochs": 15, "batch_size": 16, "lr": 0.004}),
+        ("to_onnx", "convert.torch_to_onnx", {}),
+        ("tvm", "compile.tvm", {"target": "host"}),
+        ("openvino", "compile.openvino", {"precision": "f32"}),
+    ]
+    runtimes = {"run_torch": ("runtime.torch", "train"), "run_ort": ("runtime.onnxruntime", "to_onnx"),
+                "run_tvm": ("runtime.tvm", "tvm"), "run_openvino": ("runtime.openvino", "openvino")}
+    edges = [("shapes", "dataset", "detector", "dataset"), ("detector", "model", "train", "model"),
+             ("shapes", "dataset", "train", "dataset"), ("train", "model", "to_onnx", "model"),
+             ("to_onnx", "model", "tvm", "model"), ("to_onnx", "model", "openvino", "model")]
+    for node, (kind, source) in runtimes.items():
+        nodes.append((node, kind, {"warmup": 1}))
+        edges += [(source, "model", node, "model"), ("shapes", "dataset", node, "dataset")]
+    return {"format": "heiti-graph", "version": 1, "name": "detection-runtimes",
+            "nodes": [{"id": i, "kind": k, "params": p} for i, k, p in nodes],
+            "edges": [{"from": [a, b], "to": [c, d]} for a, b, c, d in edges]}
+
+
+@pytest.mark.heavy
+def test_every_runtime_gives_the_same_detections(tmp_path):
+    """Decoding and NMS run after the runtime, so the same network gives the same figures everywhere."""
+    from engine.graph import Graph
+
+    result = Executor(cache_dir=tmp_path / "cache").run(Graph.model_validate(_small_graph()), tmp_path / "run")
+    assert result.status == "ok", result.states
+    figures = {}
+    for node in ("run_torch", "run_ort", "run_tvm", "run_openvino"):
+        det = json.loads((tmp_path / "run" / "measurements" / f"{node}.json").read_text())["detection"]
+        figures[node] = (det["map50"], det["map50_95"], det["detections"], det["mean_iou"] or 0.0)
+    reference = np.array(figures["run_torch"])
+    assert reference[0] > 0.1  # the briefly trained network does find shapes
+    for node, values in figures.items():
+        np.testing.assert_allclose(values, reference, atol=2e-3, err_msg=node)

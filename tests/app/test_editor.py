@@ -454,3 +454,18 @@ def test_status_bar_counts_the_problems(window):
     win.doc.connect((model, "model"), (tvm, "model"))
     win.doc.validate_now()
     assert win.problems_label.text() == "✓ valid"
+
+
+def test_recent_files_menu_lists_opened_files_newest_first(window, tmp_path):
+    paths = []
+    for name in ("one", "two"):
+        graph = Graph(name=name)
+        path = tmp_path / f"{name}.json"
+        graph.save(path)
+        assert window.files.open(path)
+        paths.append(path)
+    paths[0].unlink()
+    window.files.fill_recent_menu(window.recent_menu)
+    actions = [a for a in window.recent_menu.actions() if not a.isSeparator()]
+    assert [a.text() for a in actions[:2]] == ["two.json", "one.json"]
+    assert actions[0].isEnabled() and not actions[1].isEnabled()  # a file that is gone cannot be opened

@@ -181,3 +181,21 @@ def test_changing_a_param_clears_the_states_downstream(window, qtbot):
     states = {n: item.state for n, item in win.scene.nodes.items()}
     assert states[ids["src"]] == "done"
     assert {states[ids[k]] for k in ("add", "rt1", "rt2", "report")} == {"idle"}
+
+
+def test_results_table_reads_measurement_files_and_names_bad_ones(window, tmp_path):
+    from engine.measurements import LatencyStats, MeasurementsFile
+
+    folder = tmp_path / "run" / "measurements"
+    folder.mkdir(parents=True)
+    MeasurementsFile(node="a", runtime="onnxruntime", label="ORT", model_format="onnx", model_size_bytes=2_000_000,
+                     latency_ms=LatencyStats(mean=1.5, std=0.1, median=1.5, p90=1.7, p99=1.9, min=1.2, max=2.0),
+                     ).save(folder / "a.json")
+    (folder / "b.json").write_text("{not json")
+    assert window.results.load(tmp_path / "run") == 2
+    table = window.results.table
+    rows = {table.item(r, 1).text(): [table.item(r, c).text() for c in range(table.columnCount())]
+            for r in range(table.rowCount())}
+    assert rows["a"][0] == "ORT" and rows["a"][4] == "2.00" and rows["a"][5] == "1.500"
+    assert "unreadable" in rows["b"][-1]
+    assert not window.results.open_button.isEnabled()  # no report.html in that folder

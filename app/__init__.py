@@ -15,7 +15,3 @@ Layout (one job per module):
     file_ops.py        open/save/recent/examples/autosave; recovery.py: crash recovery files
     mainwindow.py      the window, menus, toolbar, clipboard; main.py: `heiti edit`
 """
-
-from .qt_compat import protect_none
-
-protect_none()

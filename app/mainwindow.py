@@ -3,6 +3,8 @@ results below; menus, toolbar, and the hooks tests replace (ask_* and show_error
 
 from __future__ import annotations
 
+import atexit
+import functools
 from pathlib import Path
 
 import shiboken6
@@ -371,6 +373,7 @@ class MainWindow(QMainWindow):
         mime.setData(GRAPH_MIME, text.encode("utf-8"))
         mime.setText(text)
         QApplication.clipboard().setMimeData(mime)
+        _release_clipboard_at_exit()
         self._paste_count = 0
         return True
 
@@ -436,3 +439,18 @@ class MainWindow(QMainWindow):
             self.restoreGeometry(geometry)
         if state is not None:
             self.restoreState(state)
+
+
+@functools.cache
+def _release_clipboard_at_exit() -> None:
+    """Qt deletes the clipboard's QMimeData from a C++ exit handler, after Python has shut down,
+    and shiboken then touches the dead interpreter (a segfault on exit). Clearing the clipboard
+    while Python still runs deletes it in time."""
+
+    def release() -> None:
+        app = QApplication.instance()
+        if app is not None:
+            app.clipboard().clear()
+
+    atexit.register(release)
+

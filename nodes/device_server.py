@@ -346,6 +346,10 @@ class _Link:
         _say(f"{self.name}: loaded {path.name} on {runtime} in {load_ms:.0f} ms")
         self._reply(msg, MsgType.OK, {"inputs": _jsonable(self.session.inputs), "outputs": _jsonable(self.session.outputs),
                                       "load_ms": load_ms, "time": time.monotonic()})
+        # every session gets at least one device sample, however short its measurement is
+        self.server.sampler.ready.wait(2 * self.server.sampler.period)
+        self._stats_sent = -1
+        self._send_stats()
 
     def _busy(self, work: Any) -> Any:
         """Run slow work (a model load, hashing a big upload) in a thread while STATS keep flowing,

@@ -39,6 +39,7 @@ class StatsSampler:
         self.period = max(0.05, float(period))
         self.latest: dict[str, Any] | None = None
         self.count = 0
+        self.ready = threading.Event()  # set once the first sample exists
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="stats-sampler", daemon=True)
         self._thread.start()
@@ -59,6 +60,7 @@ class StatsSampler:
             if temp is not None:
                 sample["temp_c"] = temp
             self.latest, self.count = sample, self.count + 1
+            self.ready.set()
 
     def stop(self) -> None:
         self._stop.set()

@@ -53,6 +53,9 @@ class Arch:
     loss: LossFn
     make_batches: MakeBatches
     output_names: list[str] = field(default_factory=lambda: ["logits"])
+    #: optional task metric after each epoch: evaluate(module, dataset, split, meta) -> {name: value},
+    #: shown as val_<name> metrics while training and as test_<name> in the model's meta
+    evaluate: Callable[..., dict[str, float]] | None = None
 
 
 _ARCHS: dict[str, Arch] = {}
@@ -83,11 +86,12 @@ def classification_loss(model: Any, batch: tuple[Any, Any]) -> tuple[Any, dict[s
 
 def register_arch(name: str, build: Callable[[dict[str, Any]], Any], loss: LossFn | None = None,
                   make_batches: MakeBatches | None = None, output_names: list[str] | None = None,
-                  collate: MakeBatches | None = None) -> Arch:
+                  collate: MakeBatches | None = None,
+                  evaluate: Callable[..., dict[str, float]] | None = None) -> Arch:
     """Register (or replace) an architecture; `collate` is accepted as another name for make_batches."""
     arch = Arch(name=name, build=build, loss=loss or classification_loss,
                 make_batches=make_batches or collate or classification_batches,
-                output_names=list(output_names or ["logits"]))
+                output_names=list(output_names or ["logits"]), evaluate=evaluate)
     _ARCHS[name] = arch
     return arch
 

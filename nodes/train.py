@@ -109,15 +109,22 @@ class TrainTorch(Node):
             val = self._evaluate(ctx, module, arch, data, "val", p.batch_size)
             values = {"train_loss": totals.loss, "train_acc": totals.acc, "val_loss": val.loss, "val_acc": val.acc,
                       **totals.extras("train"), **val.extras("val")}
+            if arch.evaluate is not None and len(data.get("x_val", ())):
+                values.update({f"val_{k}": v for k, v in arch.evaluate(module, dataset, "val", model.meta).items()})
             history.append({"epoch": epoch, **values})
             _epoch_end(ctx, epoch, values)
         test = self._evaluate(ctx, module, arch, data, "test", p.batch_size)
+        quality = {"accuracy": test.acc} if test.acc is not None else {}
+        if arch.evaluate is not None and len(data.get("x_test", ())):
+            quality.update(arch.evaluate(module, dataset, "test", model.meta))
         seconds = time.perf_counter() - t0
         path = ctx.workdir / "model.pt"
         meta = step_meta(model, ctx, self.kind, seconds, train_time_s=round(seconds, 3), epochs=p.epochs,
-                         history=history, test_loss=test.loss, test_accuracy=test.acc)
+                         history=history, test_loss=test.loss, test_accuracy=test.acc,
+                         **{f"test_{k}": v for k, v in quality.items() if k != "accuracy"})
         save_model(module, path, meta)
-        ctx.log(f"trained {p.epochs} epochs in {seconds:.1f} s; test accuracy {test.acc}")
+        shown = ", ".join(f"{k} {v:.4f}" for k, v in quality.items()) or f"loss {test.loss}"
+        ctx.log(f"trained {p.epochs} epochs in {seconds:.1f} s; test {shown}")
         return {"model": model.model_copy(update={"path": path, "meta": meta})}
 
     @staticmethod

@@ -139,7 +139,18 @@ def detection_loss(model: Any, batch: tuple[Any, ...]) -> tuple[Any, dict[str, f
     return loss, {"count": int(x.shape[0]), "heat_loss": float(heat_loss.detach()), "box_loss": float(box_loss.detach())}
 
 
-register_arch(ARCH, build_centernet, loss=detection_loss, make_batches=detection_batches, output_names=["maps"])
+def detection_quality(module: Any, dataset: DatasetHandle, split: str, meta: dict[str, Any]) -> dict[str, float]:
+    """mAP of the network on one split, decoded exactly as after a runtime (for training curves)."""
+    from . import evaluate_detection
+
+    with np.load(dataset.path, allow_pickle=False) as data:
+        x = data[f"x_{split}"]
+    quality = evaluate_detection(dataset, split, predict(module, x), meta)
+    return {"map50": quality.map50, "map50_95": quality.map50_95}
+
+
+register_arch(ARCH, build_centernet, loss=detection_loss, make_batches=detection_batches, output_names=["maps"],
+              evaluate=detection_quality)
 
 
 def predict(module: Any, x: np.ndarray, batch_size: int = 64) -> list[list[np.ndarray]]:

@@ -26,8 +26,14 @@ def test_example_graph_validates():
 @pytest.mark.heavy
 def test_shapes_detection_example_runs_end_to_end(tmp_path):
     graph = load_graph(GRAPH)
-    result = Executor(cache_dir=tmp_path / "cache").run(graph, tmp_path / "run")
+    events = []
+    executor = Executor(cache_dir=tmp_path / "cache")
+    executor.subscribe(events.append)
+    result = executor.run(graph, tmp_path / "run")
     assert result.status == "ok", result.states
+    # training shows the task's own quality per epoch, decoded as after a runtime
+    val_map = [e.value for e in events if e.type == "node_metric" and e.node == "train" and e.name == "val_map50"]
+    assert len(val_map) == graph.node("train").params.get("epochs", len(val_map)) and val_map[-1] > val_map[0]
 
     trained = result.outputs["train"]["model"]
     assert trained.meta["postprocess"]["type"] == "centernet"
@@ -47,6 +53,7 @@ def test_shapes_detection_example_runs_end_to_end(tmp_path):
     # the same network and the same post-processing: the runtimes must agree
     maps = np.array([q["map50"] for q in quality.values()])
     assert np.ptp(maps) < 0.01, maps
+    assert trained.meta["test_map50"] == pytest.approx(quality["run_torch"]["map50"], abs=0.01)
     assert (tmp_path / "run" / "report.html").is_file()
     html = (tmp_path / "run" / "report.html").read_text()
     assert "mAP" in html

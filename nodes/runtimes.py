@@ -162,6 +162,9 @@ class RuntimeNode(Node):
                 record.warnings.append("the device reported no timing of its own")
             record.resources += _device_series(stats_seen)
 
+        if model.model_format == "tvm" and not model.meta.get("tuned_trials"):
+            record.warnings.append("this TVM module is untuned (default schedules): set tune_trials on compile.tvm "
+                                   "to let MetaSchedule search for fast kernels before comparing speed")
         t = time.perf_counter_ns()
         outputs = _unbatch(result.outputs, pad, n_samples)
         if dataset.task == "detection":

@@ -174,6 +174,8 @@ def test_every_runtime_measures_the_same_model(tiny, registry, tmp_path):
         names = {ts.name for ts in data.resources}
         assert {"cpu_percent", "rss_mb", "mem_percent"} <= names
     assert read_measurements(tmp_path / "run" / "measurements" / "lite8.json").data.compile_time_s == 0.5
+    warnings = {n: read_measurements(tmp_path / "run" / "measurements" / f"{n}.json").data.warnings for n in ("tvm", "ort")}
+    assert any("untuned" in w for w in warnings["tvm"]) and warnings["ort"] == []
     metric_names = {(e.node, e.name) for e in events if isinstance(e, NodeMetric)}
     for node_id in ("ort", "lite"):
         for name in ("latency_ms", "cpu_percent", "rss_mb", "mem_percent"):

@@ -61,6 +61,12 @@ class _CNNParams(_Params):
     seed: int = Field(0, description="seed of the initial weights")
 
 
+def _cnn_config(dataset: DatasetHandle, p: _CNNParams) -> dict[str, Any]:
+    """The architecture config both CNN kinds build from (one plan: torch_arch.cnn_plan)."""
+    return {"input_shape": list(_require_images(dataset)), "num_classes": len(dataset.class_names),
+            "channels": p.channels, "layers": p.layers, "dropout": p.dropout, "batchnorm": p.batchnorm}
+
+
 # --- torch --------------------------------------------------------------------------------------------
 class TorchCNN(Node):
     """A small PyTorch CNN sized from the dataset: conv blocks, max-pooling, a linear classifier."""
@@ -80,8 +86,7 @@ class TorchCNN(Node):
         t0 = time.perf_counter()
         c, h, w = _require_images(dataset)
         p = self.params
-        config = {"input_shape": [c, h, w], "num_classes": len(dataset.class_names), "channels": p.channels,
-                  "layers": p.layers, "dropout": p.dropout, "batchnorm": p.batchnorm}
+        config = _cnn_config(dataset, p)
         torch.manual_seed(p.seed)
         module = build_cnn(config)
         meta = dataset_meta(dataset, "NCHW") | {"arch": "cnn", "arch_config": config, "input_name": "input",
@@ -136,8 +141,7 @@ class KerasCNN(Node):
         t0 = time.perf_counter()
         c, h, w = _require_images(dataset)
         p = self.params
-        config = {"input_shape": [c, h, w], "num_classes": len(dataset.class_names), "channels": p.channels,
-                  "layers": p.layers, "dropout": p.dropout, "batchnorm": p.batchnorm}
+        config = _cnn_config(dataset, p)
         keras.utils.set_random_seed(p.seed)
         model = build_keras_cnn(config)
         path = ctx.workdir / "model.keras"

@@ -239,6 +239,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import os
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up notices drown the progress view
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
     if not argv:

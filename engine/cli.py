@@ -130,7 +130,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     comparison = measurements_table(result.out_dir)
     if comparison is not None:
-        Console().print(comparison)
+        out = Console()
+        if not out.is_terminal:
+            out.width = max(out.width, 120)  # logs and CI: the table is for people, do not truncate it
+        out.print(comparison)
     colour = {"ok": "green", "failed": "red", "cancelled": "magenta"}[result.status]
     console.print(f"[{colour}]{result.status}[/] in {result.duration_s:.1f}s — results in [bold]{result.out_dir}[/]")
     report = result.out_dir / "report.html"

@@ -167,9 +167,11 @@ def measurements_table(out_dir: Any) -> Table | None:
                      quality, f"{lat.mean:.3f}" if lat else "", f"{lat.p99:.3f}" if lat else "", size,
                      data.target.kind if data.target else ""))
     table = Table(title="runtimes, fastest first")
-    for col, justify in (("runtime node", "left"), ("framework", "left"), ("quality", "right"),
-                         ("mean ms", "right"), ("p99 ms", "right"), ("model size", "right"), ("target", "left")):
-        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+    columns = (("runtime node", "left"), ("framework", "left"), ("quality", "right"), ("mean ms", "right"),
+               ("p99 ms", "right"), ("model size", "right"), ("target", "left"))
+    for i, (col, justify) in enumerate(columns):
+        widest = max([len(col)] + [len(str(r[i + 1])) for r in rows])
+        table.add_column(col, justify=justify, min_width=widest, no_wrap=True)  # type: ignore[arg-type]
     for row in sorted(rows, key=lambda r: r[0]):
         table.add_row(*row[1:])
     return table

@@ -1,0 +1,28 @@
+"""The terminal comparison table after a run: fastest first, every runtime, nothing truncated."""
+
+import io
+
+from rich.console import Console
+
+from engine.console import measurements_table
+from engine.measurements import read_measurements
+from nodes.reports.samples import write_sample_run
+
+
+def test_comparison_table_lists_runtimes_fastest_first(tmp_path):
+    write_sample_run(tmp_path)
+    files = sorted((tmp_path / "measurements").glob("*.json"))
+    data = [read_measurements(f).data for f in files]
+    table = measurements_table(tmp_path)
+    buffer = io.StringIO()
+    Console(file=buffer, width=80).print(table)
+    text = buffer.getvalue()
+    names = [d.label or d.node for d in sorted(data, key=lambda d: d.latency_ms.mean)]
+    positions = [text.index(name) for name in names]
+    assert positions == sorted(positions)
+    for d in data:
+        assert f"{d.latency_ms.mean:.3f}" in text
+
+
+def test_no_table_without_measurements(tmp_path):
+    assert measurements_table(tmp_path) is None

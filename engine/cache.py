@@ -17,10 +17,11 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from .files import file_sha256
 from .payloads import Payload
 
 NODE_TOKEN = "${{node:{key}}}"  # stands for the folder of the node with that cache key
-CACHE_FORMAT = 2
+CACHE_FORMAT = 3  # 3: copies, read-only files and a manifest
 
 
 def _canonical(value: Any) -> str:
@@ -32,9 +33,7 @@ def hash_path(path: Path) -> str:
     h = hashlib.sha256()
     path = Path(path)
     if path.is_file():
-        with open(path, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                h.update(block)
+        return file_sha256(path)
     elif path.is_dir():
         for sub in sorted(p for p in path.rglob("*") if p.is_file()):
             h.update(str(sub.relative_to(path)).encode())
@@ -120,18 +119,53 @@ def load_outputs(data: dict[str, Any], nodes_root: Path, key_folders: dict[str, 
     return outputs
 
 
-def _link_tree(src: Path, dst: Path) -> None:
-    """Copy a folder, hard-linking files where the file system allows (cheap for big models)."""
-    def copy(s: str, d: str) -> None:
-        try:
-            os.link(s, d)
-        except OSError:
-            shutil.copy2(s, d)
+class CorruptEntry(Exception):
+    """A cache entry's files no longer match the manifest written when it was stored."""
 
-    shutil.copytree(src, dst, copy_function=copy, dirs_exist_ok=True)
+
+_FICLONE = 0x40049409  # Linux ioctl: share the source's blocks copy-on-write (btrfs, XFS)
+
+
+def copy_file(src: Path, dst: Path) -> None:
+    """Copy one file as a reflink where the file system can, else byte by byte.
+
+    Never a hard link: a run folder's files may be rewritten by a later run, and a hard link
+    would carry that write into the cache entry.
+    """
+    import fcntl
+
+    with open(src, "rb") as source, open(dst, "wb") as target:
+        try:
+            fcntl.ioctl(target.fileno(), _FICLONE, source.fileno())
+            return
+        except OSError:
+            pass
+        shutil.copyfileobj(source, target, 1 << 20)
+
+
+def _copy_tree(src: Path, dst: Path, mode: int) -> None:
+    for path in sorted(src.rglob("*")):
+        target = dst / path.relative_to(src)
+        if path.is_symlink():
+            continue  # a node's symlink may point anywhere; the cache holds only its own bytes
+        if path.is_dir():
+            target.mkdir(parents=True, exist_ok=True)
+        elif path.is_file():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            copy_file(path, target)
+            os.chmod(target, mode)
+
+
+def _manifest(folder: Path) -> dict[str, list[Any]]:
+    """{relative path: [size, sha256]} of every file under `folder`."""
+    return {str(p.relative_to(folder)): [p.stat().st_size, file_sha256(p)]
+            for p in sorted(folder.rglob("*")) if p.is_file() and not p.is_symlink()}
 
 
 class ArtifactCache:
+    """Entries are immutable: files are stored read-only with a manifest of sizes and hashes,
+    checked on every restore; run folders always get their own copies."""
+
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
 
@@ -142,16 +176,47 @@ class ArtifactCache:
         entry = self.entry(key)
         return entry if (entry / "outputs.json").is_file() else None
 
-    def restore(self, key: str, workdir: Path, key_folders: dict[str, str]) -> dict[str, Any]:
-        """Bring a cached node back into `workdir`; `key_folders` maps keys to this run's node ids."""
+    def verify(self, key: str) -> None:
+        """Raise CorruptEntry unless the entry's files match its manifest exactly."""
         entry = self.entry(key)
+        try:
+            expected = json.loads((entry / "manifest.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError) as err:
+            raise CorruptEntry(f"manifest unreadable: {err}") from err
+        files = entry / "files"
+        actual = _manifest(files) if files.is_dir() else {}
+        if set(actual) != set(expected):
+            extra, gone = sorted(set(actual) - set(expected)), sorted(set(expected) - set(actual))
+            raise CorruptEntry(f"files differ from the manifest (added {extra[:3]}, missing {gone[:3]})")
+        for name, (size, digest) in expected.items():
+            if actual[name] != [size, digest]:
+                raise CorruptEntry(f"{name} changed since it was stored")
+
+    def drop(self, key: str) -> None:
+        """Remove an entry (renamed away first, so a concurrent reader never sees half of it)."""
+        entry = self.entry(key)
+        if not entry.exists():
+            return
+        trash = entry.with_name(f".drop-{entry.name}-{os.getpid()}")
+        try:
+            os.replace(entry, trash)
+        except OSError:
+            return
+        shutil.rmtree(trash, ignore_errors=True)
+
+    def restore(self, key: str, workdir: Path, key_folders: dict[str, str]) -> dict[str, Any]:
+        """Bring a cached node back into `workdir`; `key_folders` maps keys to this run's node ids.
+
+        Raises CorruptEntry when the entry fails its manifest check; the caller drops it and
+        runs the node again.
+        """
+        entry = self.entry(key)
+        self.verify(key)
         data = json.loads((entry / "outputs.json").read_text(encoding="utf-8"))
         outputs = load_outputs(data["outputs"], workdir.parent, key_folders)
-        if workdir.exists():
-            shutil.rmtree(workdir)
-        workdir.mkdir(parents=True)
+        clear_folder(workdir)
         if (entry / "files").is_dir():
-            _link_tree(entry / "files", workdir)
+            _copy_tree(entry / "files", workdir, 0o644)
         return outputs
 
     def store(self, key: str, kind: str, workdir: Path, outputs: dict[str, Any],
@@ -163,12 +228,26 @@ class ArtifactCache:
         entry.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=entry.parent))
         try:
+            files = tmp / "files"
+            files.mkdir()
             if workdir.exists():
-                _link_tree(workdir, tmp / "files")
+                _copy_tree(workdir, files, 0o444)
+            (tmp / "manifest.json").write_text(json.dumps(_manifest(files), indent=1), encoding="utf-8")
             record = {"kind": kind, "key": key, "outputs": dump_outputs(outputs, workdir.parent, folder_keys)}
             (tmp / "outputs.json").write_text(json.dumps(record, indent=1), encoding="utf-8")
+            for name in ("manifest.json", "outputs.json"):
+                os.chmod(tmp / name, 0o444)
             os.replace(tmp, entry)
         except OSError:
             shutil.rmtree(tmp, ignore_errors=True)
             if not entry.exists():
                 raise
+
+
+def clear_folder(folder: Path) -> None:
+    """An empty `folder`, whatever was there before (files from an earlier run included)."""
+    if folder.is_symlink() or folder.is_file():
+        folder.unlink()
+    elif folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .cache import ArtifactCache, node_key
+from .cache import ArtifactCache, CorruptEntry, clear_folder, node_key
 from .context import Cancelled, CancelToken, RunContext
 from .events import (
     EventBus,
@@ -24,6 +24,7 @@ from .events import (
     NodeCached,
     NodeFailed,
     NodeFinished,
+    NodeLog,
     NodeSkipped,
     NodeStarted,
     RunFinished,
@@ -203,10 +204,14 @@ class Executor:
                 result.states[node_id] = "cached"
                 self.bus.emit(NodeCached(node=node_id, key=key, summary=_summary(outputs)))
                 return
-            except Exception:  # noqa: BLE001 - a broken cache entry is just a miss
+            except CorruptEntry as err:
+                self.cache.drop(key)
+                self.bus.emit(NodeLog(node=node_id, level="warning",
+                                      message=f"cache entry {key} is corrupt ({err}); dropped it and running again"))
+            except Exception:  # noqa: BLE001 - an unreadable cache entry is just a miss
                 pass
 
-        workdir.mkdir(parents=True, exist_ok=True)
+        clear_folder(workdir)  # never run into files left by an earlier run in this folder
         ctx = RunContext(node_id, workdir, out_dir, self.bus, self.token, run_t0=t0)
         self.bus.emit(NodeStarted(node=node_id, kind=cls.kind, key=key))
         started = time.perf_counter()

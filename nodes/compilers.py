@@ -8,7 +8,6 @@ for the device. Optional MetaSchedule tuning keeps its database in a folder reus
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from engine import In, ModelArtifact, Node, NodeError, Out
+from engine.files import file_sha256
 
 from .models import step_meta
 
@@ -66,14 +66,6 @@ def resolve_target(name: str) -> tuple[Any, bool]:
         tvm.target.codegen, "llvm_get_default_target_triple") else "x86_64"
     cross = bool(triple) and triple.split("-")[0] != host_triple.split("-")[0]
     return target, cross
-
-
-def file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _fixed_shapes(model: ModelArtifact, batch: int) -> dict[str, list[int]]:
@@ -189,7 +181,7 @@ class TVMCompile(Node):
 
         p = self.params
         folder = Path(p.tuning_db).expanduser() if p.tuning_db else (
-            Path.home() / ".cache" / "heiti" / "tvm-tuning" / file_digest(Path(model.path))[:16])
+            Path.home() / ".cache" / "heiti" / "tvm-tuning" / file_sha256(Path(model.path))[:16])
         folder.mkdir(parents=True, exist_ok=True)
         with target:
             mod = tvm.transform.Sequential([relax.transform.DecomposeOpsForInference(),

@@ -8,13 +8,14 @@ folders under the target (no absolute paths, no `..`, no links or devices) and c
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import shutil
 import tarfile
 import threading
 from pathlib import Path, PurePosixPath
+
+from engine.files import file_sha256
 
 _SHA = re.compile(r"^[0-9a-f]{64}$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+\-]{0,127}$")
@@ -27,14 +28,6 @@ class StoreError(Exception):
     def __init__(self, kind: str, message: str) -> None:
         super().__init__(message)
         self.kind = kind
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 class ModelStore:

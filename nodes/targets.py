@@ -7,7 +7,6 @@ Remote targets are not cacheable: the device and its state live outside the grap
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 import tarfile
 import tempfile
@@ -19,6 +18,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from engine.context import RunContext
+from engine.files import file_sha256
 from engine.node import Node, Out
 from engine.payloads import ModelArtifact, TargetHandle
 from engine.transport import parse_address
@@ -168,14 +168,6 @@ def _plain_name(name: str) -> str:
     return (cleaned or "model")[:120]
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _sidecars(path: Path, model_format: str) -> list[Path]:
     """Files a single-file model needs beside it: OpenVINO's .bin, ONNX external data."""
     if model_format == "openvino" or path.suffix == ".xml":
@@ -208,7 +200,7 @@ def pack_model(path: Path, model_format: str) -> UploadBundle:
         sidecars = _sidecars(path, model_format)
         if not sidecars:
             name = _plain_name(path.name)
-            return UploadBundle(path, path.stat().st_size, _sha256(path), name, "file", name)
+            return UploadBundle(path, path.stat().st_size, file_sha256(path), name, "file", name)
         base = path.parent.resolve()
         members = [(path.name, path)]
         for extra in sidecars:
@@ -229,4 +221,4 @@ def pack_model(path: Path, model_format: str) -> UploadBundle:
             info.mode, info.mtime, info.uid, info.gid, info.uname, info.gname = 0o644, 0, 0, 0, "", ""
             with open(source, "rb") as f:
                 tar.addfile(info, f)
-    return UploadBundle(archive, archive.stat().st_size, _sha256(archive), archive.name, "tar", entry, tmpdir)
+    return UploadBundle(archive, archive.stat().st_size, file_sha256(archive), archive.name, "tar", entry, tmpdir)

@@ -71,15 +71,39 @@ def test_tvm_host_build_matches_onnxruntime(cache, tmp_path):
                                rtol=1e-4, atol=1e-4)
 
 
+def output_step(path) -> float:
+    """The quantisation step of a QDQ model's output: the scale of the DequantizeLinear producing it."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path))
+    consts = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    consts.update({n.output[0]: numpy_helper.to_array(n.attribute[0].t) for n in model.graph.node if n.op_type == "Constant"})
+    producer = {out: n for n in model.graph.node for out in n.output}
+    node = producer[model.graph.output[0].name]
+    while node.op_type != "DequantizeLinear":  # e.g. a float Flatten/Reshape after the last DQ
+        node = producer[node.input[0]]
+    return float(np.max(consts[node.input[1]]))
+
+
 def test_tvm_builds_the_qdq_quantised_model(cache, tmp_path):
-    nodes = [("q", "optimize.onnx_quantize", {"calibration_samples": 50}), ("tvm", "compile.tvm", {})]
+    """TVM runs the QDQ graph as exact integer maths in float; ONNX Runtime with integer kernels.
+
+    With 7-bit weights (reduce_range) ORT's u8s8 kernels cannot saturate on any x86 CPU (AVX2,
+    VNNI or AVX-512), so both compute the same integers and differ only where a requantisation
+    lands on a rounding boundary: one step there, which the next layers may carry a step or two
+    further. Hence: outputs within 4 output steps, and the same class almost always.
+    """
+    nodes = [("q", "optimize.onnx_quantize", {"calibration_samples": 50, "reduce_range": True}),
+             ("tvm", "compile.tvm", {})]
     edges = [("o", "model", "q", "model"), ("d", "dataset", "q", "dataset"), ("q", "model", "tvm", "model")]
     result = run_with(cache, tmp_path, nodes, edges)
     x = inputs_of(result, 40)
     ours = tvm_outputs(result.outputs["tvm"]["model"].path, x)
     reference = ort_outputs(result.outputs["q"]["model"].path, x)
+    step = output_step(result.outputs["q"]["model"].path)
     assert (ours.argmax(1) == reference.argmax(1)).mean() >= 0.95
-    np.testing.assert_allclose(ours, reference, atol=0.3)
+    assert np.abs(ours - reference).max() <= 4 * step + 1e-6, f"{np.abs(ours - reference).max() / step:.1f} steps"
 
 
 @pytest.mark.parametrize("target, triple", [("aarch64", "aarch64"), ("armv7", "armv7a"), ("riscv64", "riscv64")])

@@ -12,9 +12,7 @@ import traceback
 from collections import deque
 from pathlib import Path
 
-from PySide6.QtCore import QObject, Qt, QThread, QTimer, Signal
-
-from engine.events import (
+from heiti.engine.events import (
     Event,
     NodeCached,
     NodeFailed,
@@ -27,9 +25,10 @@ from engine.events import (
     RunFinished,
     RunStarted,
 )
-from engine.executor import Executor, InvalidGraph
-from engine.graph import Graph
-from engine.registry import Registry
+from heiti.engine.executor import Executor, InvalidGraph
+from heiti.engine.graph import Graph
+from heiti.engine.registry import Registry
+from PySide6.QtCore import QObject, Qt, QThread, QTimer, Signal
 
 METRIC_FLUSH_MS = 50
 

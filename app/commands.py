@@ -10,12 +10,11 @@ import copy
 import time
 from typing import TYPE_CHECKING, Any
 
+from heiti.engine.graph import EdgeSpec, NodeSpec
 from PySide6.QtGui import QUndoCommand
 
-from engine.graph import EdgeSpec, NodeSpec
-
 if TYPE_CHECKING:
-    from .document import EdgeKey, GraphDocument
+    from heiti.app.document import EdgeKey, GraphDocument
 
 SET_PARAMS_ID = 1001
 SET_GRAPH_INFO_ID = 1002
@@ -38,7 +37,7 @@ class AddItems(QUndoCommand):
             self.doc._insert_edge(edge.model_copy(deep=True))
 
     def undo(self) -> None:
-        from .document import edge_key
+        from heiti.app.document import edge_key
 
         for edge in reversed(self.edges):
             self.doc._take_edge(edge_key(edge))
@@ -60,7 +59,7 @@ class RemoveItems(QUndoCommand):
         self.removed_nodes: list[tuple[int, NodeSpec]] = []
 
     def redo(self) -> None:
-        from .document import edge_key
+        from heiti.app.document import edge_key
 
         ids = set(self.node_ids)
         keys = set(self.edge_keys)

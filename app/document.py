@@ -14,16 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import networkx as nx
+from heiti.app import commands
+from heiti.engine.graph import EdgeSpec, Graph, NodeSpec, load_graph
+from heiti.engine.node import Node
+from heiti.engine.payloads import Payload
+from heiti.engine.registry import Registry
+from heiti.engine.validate import ValidationResult, validate
 from PySide6.QtCore import QObject, QTimer, Signal
 from PySide6.QtGui import QUndoStack
-
-from engine.graph import EdgeSpec, Graph, NodeSpec, load_graph
-from engine.node import Node
-from engine.payloads import Payload
-from engine.registry import Registry
-from engine.validate import ValidationResult, validate
-
-from . import commands
 
 EdgeKey = tuple[tuple[str, str], tuple[str, str]]
 PortRef = tuple[str, str, str]  # (node id, port name, "in" | "out")
@@ -418,7 +416,7 @@ class GraphDocument(QObject):
         self.modified_changed.emit(False)
 
     def open(self, path: str | Path) -> None:
-        """Raises engine.graph.GraphLoadError with one message per problem."""
+        """Raises heiti.engine.graph.GraphLoadError with one message per problem."""
         self.replace_graph(load_graph(path), Path(path))
 
     def save(self, path: str | Path | None = None) -> Path:

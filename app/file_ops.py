@@ -6,15 +6,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from heiti.app.recovery import Recovery
+from heiti.engine.graph import Graph, GraphLoadError
 from PySide6.QtCore import QObject, QSettings, QTimer
 from PySide6.QtWidgets import QMenu
 
-from engine.graph import Graph, GraphLoadError
-
-from .recovery import Recovery
-
 if TYPE_CHECKING:
-    from .mainwindow import MainWindow
+    from heiti.app.mainwindow import MainWindow
 
 EXAMPLES_DIR = Path(__file__).resolve().parents[1] / "resources" / "graphs"
 MAX_RECENT = 10

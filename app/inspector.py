@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from heiti.app.document import GraphDocument
+from heiti.app.inspector_fields import Field, FileChooser, default_file_chooser
+from heiti.engine.catalog import describe_kind
 from pydantic import ValidationError
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
@@ -22,11 +25,6 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
     QWidget,
 )
-
-from engine.catalog import describe_kind
-
-from .document import GraphDocument
-from .inspector_fields import Field, FileChooser, default_file_chooser
 
 
 def is_path_param(name: str, path_params: tuple[str, ...], schema_prop: dict[str, Any]) -> bool:

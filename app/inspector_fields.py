@@ -1,4 +1,4 @@
-"""One editor widget per param, chosen from the param's JSON schema (as engine.catalog describes it).
+"""One editor widget per param, chosen from the param's JSON schema (as heiti.engine.catalog describes it).
 
 numbers with ranges -> spin boxes, enums -> combo boxes, bools -> check boxes, paths -> a line
 edit with a file-dialog button, text -> a line edit, anything else -> JSON in a line edit.

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import networkx as nx
-
-from engine.graph import Graph
+from heiti.engine.graph import Graph
 
 COLUMN_GAP = 90.0
 ROW_GAP = 40.0

@@ -10,12 +10,10 @@ from typing import Any
 
 def build_window(args: argparse.Namespace | None = None) -> Any:
     """The main window with the installed node kinds, the file from the command line opened."""
+    from heiti.app.mainwindow import MainWindow
+    from heiti.app.theme import apply_theme
+    from heiti.engine.registry import default_registry
     from PySide6.QtWidgets import QApplication
-
-    from engine.registry import default_registry
-
-    from .mainwindow import MainWindow
-    from .theme import apply_theme
 
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setApplicationName("Heiti editor")

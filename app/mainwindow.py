@@ -8,6 +8,22 @@ import functools
 from pathlib import Path
 
 import shiboken6
+from heiti.app import icons
+from heiti.app.canvas.scene import GraphScene
+from heiti.app.canvas.view import CanvasView
+from heiti.app.docks.charts import ChartsDock
+from heiti.app.docks.log_dock import LogDock
+from heiti.app.docks.results import ResultsDock
+from heiti.app.document import GraphDocument, PortRef
+from heiti.app.file_ops import FileOps
+from heiti.app.inspector import Inspector
+from heiti.app.layout import layered_positions
+from heiti.app.palette import Palette
+from heiti.app.quickadd import QuickAdd
+from heiti.app.recovery import Recovery
+from heiti.app.run_controller import RunController
+from heiti.engine.graph import loads_graph
+from heiti.engine.registry import Registry
 from PySide6.QtCore import QMimeData, QPoint, QPointF, QSettings, Qt
 from PySide6.QtGui import QAction, QCloseEvent, QCursor, QKeySequence
 from PySide6.QtWidgets import (
@@ -23,24 +39,6 @@ from PySide6.QtWidgets import (
     QToolTip,
     QWidget,
 )
-
-from engine.graph import loads_graph
-from engine.registry import Registry
-
-from . import icons
-from .canvas.scene import GraphScene
-from .canvas.view import CanvasView
-from .docks.charts import ChartsDock
-from .docks.log_dock import LogDock
-from .docks.results import ResultsDock
-from .document import GraphDocument, PortRef
-from .file_ops import FileOps
-from .inspector import Inspector
-from .layout import layered_positions
-from .palette import Palette
-from .quickadd import QuickAdd
-from .recovery import Recovery
-from .run_controller import RunController
 
 GRAPH_MIME = "application/x-heiti-graph"
 

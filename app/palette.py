@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
+from heiti.app.canvas import style
+from heiti.app.canvas.view import KIND_MIME
+from heiti.engine.node import Node
+from heiti.engine.registry import Registry
 from PySide6.QtCore import QMimeData, Qt, Signal
 from PySide6.QtGui import QBrush, QColor, QIcon, QPainter, QPixmap
 from PySide6.QtWidgets import QLineEdit, QTreeWidget, QTreeWidgetItem, QVBoxLayout, QWidget
-
-from engine.node import Node
-from engine.registry import Registry
-
-from .canvas import style
-from .canvas.view import KIND_MIME
 
 KIND_ROLE = Qt.ItemDataRole.UserRole + 1
 

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
+from heiti.app.fuzzy import rank
+from heiti.app.palette import category_icon
+from heiti.engine.registry import Registry
 from PySide6.QtCore import QEvent, QObject, QPoint, Qt, Signal
 from PySide6.QtWidgets import QFrame, QLabel, QLineEdit, QListWidget, QListWidgetItem, QVBoxLayout, QWidget
-
-from engine.registry import Registry
-
-from .fuzzy import rank
-from .palette import category_icon
 
 KIND_ROLE = Qt.ItemDataRole.UserRole + 1
 PORT_ROLE = Qt.ItemDataRole.UserRole + 2

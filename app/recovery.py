@@ -10,9 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
+from heiti.engine.graph import Graph, atomic_write_text, load_graph
 from PySide6.QtCore import QStandardPaths
-
-from engine.graph import Graph, atomic_write_text, load_graph
 
 
 def default_recovery_dir() -> Path:

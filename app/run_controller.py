@@ -6,14 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from heiti.app.bridge import RunBridge
+from heiti.engine.executor import default_cache_dir, default_out_dir
 from PySide6.QtCore import QObject, Signal
 
-from engine.executor import default_cache_dir, default_out_dir
-
-from .bridge import RunBridge
-
 if TYPE_CHECKING:
-    from .mainwindow import MainWindow
+    from heiti.app.mainwindow import MainWindow
 
 
 class RunController(QObject):

@@ -18,7 +18,7 @@ def wall(args: list[str], runs: int = 5) -> float:
     times = []
     for _ in range(runs):
         t = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "engine.cli", *args], cwd=ROOT, env=env, check=False,
+        subprocess.run([sys.executable, "-m", "heiti.engine.cli", *args], cwd=ROOT, env=env, check=False,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         times.append(time.perf_counter() - t)
     return statistics.median(times)

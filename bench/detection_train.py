@@ -24,11 +24,11 @@ sys.path.insert(0, str(ROOT))
 
 
 def main() -> None:
-    from engine.executor import Executor
-    from engine.graph import Graph
-    from nodes.detection import evaluate_detection
-    from nodes.detection.detector import predict
-    from nodes.torch_arch import load_model
+    from heiti.engine.executor import Executor
+    from heiti.engine.graph import Graph
+    from heiti.nodes.detection import evaluate_detection
+    from heiti.nodes.detection.detector import predict
+    from heiti.nodes.torch_arch import load_model
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=None)

@@ -20,11 +20,11 @@ from pathlib import Path
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from heiti.engine.graph import Graph, load_graph  # noqa: E402
+from heiti.engine.registry import Registry  # noqa: E402
+from heiti.engine.validate import validate  # noqa: E402
 from PySide6.QtWidgets import QApplication  # noqa: E402
 
-from engine.graph import Graph, load_graph  # noqa: E402
-from engine.registry import Registry  # noqa: E402
-from engine.validate import validate  # noqa: E402
 from tests import testnodes  # noqa: E402
 
 
@@ -85,9 +85,9 @@ def main() -> None:
     args = parser.parse_args()
 
     app = QApplication.instance() or QApplication([])
-    from app.document import GraphDocument
-    from app.mainwindow import MainWindow
-    from app.theme import apply_theme
+    from heiti.app.document import GraphDocument
+    from heiti.app.mainwindow import MainWindow
+    from heiti.app.theme import apply_theme
 
     apply_theme(app)
     registry = Registry()

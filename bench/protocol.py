@@ -25,14 +25,14 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from engine.payloads import ModelArtifact, TargetHandle  # noqa: E402
-from engine.transport import VirtualSerialLink  # noqa: E402
-from nodes.device_client import DeviceClient  # noqa: E402
-from nodes.targets import open_remote_session, pack_model  # noqa: E402
+from heiti.engine.payloads import ModelArtifact, TargetHandle  # noqa: E402
+from heiti.nodes.devices.client import DeviceClient  # noqa: E402
+from heiti.nodes.devices.targets import open_remote_session, pack_model  # noqa: E402
+from heiti.nodes.devices.transport import VirtualSerialLink  # noqa: E402
 
 
 def start_server(args: list[str], workdir: Path, wait_for: str) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "serve", *args, "--workdir", str(workdir)],
+    proc = subprocess.Popen([sys.executable, "-m", "heiti.engine.cli", "serve", *args, "--workdir", str(workdir)],
                             cwd=REPO, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -154,7 +154,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="smaller transfers, fewer calls")
     args = parser.parse_args()
-    from engine import protocol
+    from heiti.engine import protocol
 
     print(f"CRC-32 from {protocol.crc32.__module__ or 'zlib'} (install zlib-ng for the fast one)")
     with tempfile.TemporaryDirectory(prefix="heiti-bench-") as name:

@@ -19,8 +19,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from nodes.reports.render import render, report_from_runs  # noqa: E402
-from nodes.reports.samples import CLASSIFICATION_SPECS, Spec, write_sample_run  # noqa: E402
+from heiti.nodes.reports.render import render, report_from_runs  # noqa: E402
+
+from tests.report_samples import CLASSIFICATION_SPECS, Spec, write_sample_run  # noqa: E402
 
 WIDTH, HEIGHT, TILE = 1400, 9000, 1800
 

@@ -16,9 +16,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from engine.graph import load_graph  # noqa: E402
-from engine.registry import Registry  # noqa: E402
-from engine.validate import validate  # noqa: E402
+from heiti.engine.graph import load_graph  # noqa: E402
+from heiti.engine.registry import Registry  # noqa: E402
+from heiti.engine.validate import validate  # noqa: E402
+
 from tests import testnodes  # noqa: E402
 
 

@@ -1,9 +1,16 @@
 """Heiti's headless engine: graph model, registry, validation, executor, events. No Qt here."""
 
-from .context import Cancelled, CancelToken, RunContext
-from .graph import Graph, GraphLoadError, load_graph, loads_graph
-from .node import In, Node, NodeError, Out
-from .payloads import DatasetHandle, Measurements, ModelArtifact, Payload, ReportArtifact, TargetHandle
+from heiti.engine.context import Cancelled, CancelToken, RunContext
+from heiti.engine.graph import Graph, GraphLoadError, load_graph, loads_graph
+from heiti.engine.node import In, Node, NodeError, Out
+from heiti.engine.payloads import (
+    DatasetHandle,
+    Measurements,
+    ModelArtifact,
+    Payload,
+    ReportArtifact,
+    TargetHandle,
+)
 
 __all__ = [
     "Cancelled", "CancelToken", "RunContext", "Graph", "GraphLoadError", "load_graph", "loads_graph",

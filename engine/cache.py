@@ -15,10 +15,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from heiti.engine.files import file_sha256
+from heiti.engine.payloads import Payload
 from pydantic import BaseModel
-
-from .files import file_sha256
-from .payloads import Payload
 
 NODE_TOKEN = "${{node:{key}}}"  # stands for the folder of the node with that cache key
 CACHE_FORMAT = 3  # 3: copies, read-only files and a manifest

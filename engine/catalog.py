@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from .graph import graph_json_schema
-from .node import Node
-from .registry import Registry
+from heiti.engine.graph import graph_json_schema
+from heiti.engine.node import Node
+from heiti.engine.registry import Registry
 
 
 def describe_kind(cls: type[Node]) -> dict[str, Any]:

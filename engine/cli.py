@@ -34,7 +34,7 @@ def _parse_set(items: list[str]) -> list[tuple[str, str, Any]]:
 
 
 def _load(path: str, console: Any) -> Any:
-    from .graph import GraphLoadError, load_graph
+    from heiti.engine.graph import GraphLoadError, load_graph
 
     try:
         return load_graph(path)
@@ -54,10 +54,9 @@ def _print_problems(problems: list[Any], console: Any) -> None:
 
 # --- sub-commands -------------------------------------------------------------------------------
 def cmd_validate(args: argparse.Namespace) -> int:
+    from heiti.engine.graph import GraphLoadError, load_graph
+    from heiti.engine.validate import validate
     from rich.console import Console
-
-    from .graph import GraphLoadError, load_graph
-    from .validate import validate
 
     console = Console(stderr=False)
     try:
@@ -83,10 +82,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from heiti.engine.console import RunView
+    from heiti.engine.executor import Executor, InvalidGraph
     from rich.console import Console
-
-    from .console import RunView
-    from .executor import Executor, InvalidGraph
 
     console = Console(stderr=True)
     graph = _load(args.graph, console)
@@ -126,7 +124,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     finally:
         signal.signal(signal.SIGINT, previous)
     console.print(view.summary_table())
-    from .console import measurements_table
+    from heiti.engine.console import measurements_table
 
     comparison = measurements_table(result.out_dir)
     if comparison is not None:
@@ -143,8 +141,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_nodes(args: argparse.Namespace) -> int:
-    from .catalog import catalog, catalog_markdown
-    from .registry import default_registry
+    from heiti.engine.catalog import catalog, catalog_markdown
+    from heiti.engine.registry import default_registry
 
     registry = default_registry()
     if args.json:
@@ -170,8 +168,8 @@ def cmd_nodes(args: argparse.Namespace) -> int:
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
-    from .catalog import full_graph_schema
-    from .registry import default_registry
+    from heiti.engine.catalog import full_graph_schema
+    from heiti.engine.registry import default_registry
 
     print(json.dumps(full_graph_schema(default_registry()), indent=2))
     return EXIT_OK
@@ -223,7 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--statistic", choices=["mean", "median"], default="mean", help="latency figure that ranks runtimes")
     p.add_argument("--tolerance", type=float, default=0.01,
                    help="largest accepted accuracy drop against the baseline, as a fraction (0.01 = 1 point)")
-    p.set_defaults(func=_lazy("nodes.reports.cli:main"))
+    p.set_defaults(func=_lazy("heiti.nodes.reports.cli:main"))
 
     p = sub.add_parser("serve", help="serve runtimes to a host over TCP or a serial line (run this on the device)")
     where = p.add_mutually_exclusive_group(required=True)
@@ -233,11 +231,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--token", help="shared secret clients must present (required off loopback)")
     p.add_argument("--workdir", help="folder for uploaded models (default: a temporary folder)")
     p.add_argument("--stats-period", type=float, default=0.5, help="seconds between STATS messages")
-    p.set_defaults(func=_lazy("nodes.device_server:main"))
+    p.set_defaults(func=_lazy("heiti.nodes.devices.server:main"))
 
     p = sub.add_parser("edit", help="open the desktop editor")
     p.add_argument("graph", nargs="?", help="graph file to open")
-    p.set_defaults(func=_lazy("app.main:main"))
+    p.set_defaults(func=_lazy("heiti.app.main:main"))
     return parser
 
 

@@ -8,13 +8,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from rich.console import Console, Group
-from rich.live import Live
-from rich.progress_bar import ProgressBar
-from rich.table import Table
-from rich.text import Text
-
-from .events import (
+from heiti.engine.events import (
     Event,
     NodeCached,
     NodeFailed,
@@ -27,6 +21,11 @@ from .events import (
     RunFinished,
     RunStarted,
 )
+from rich.console import Console, Group
+from rich.live import Live
+from rich.progress_bar import ProgressBar
+from rich.table import Table
+from rich.text import Text
 
 STATE_STYLE = {
     "queued": "dim", "running": "bold cyan", "done": "green", "cached": "blue",
@@ -145,7 +144,7 @@ def measurements_table(out_dir: Any) -> Table | None:
     """Runtime comparison of a finished run (accuracy, latency, size), from measurements/*.json."""
     from pathlib import Path
 
-    from .measurements import read_measurements
+    from heiti.engine.measurements import read_measurements
 
     files = sorted(Path(out_dir, "measurements").glob("*.json"))
     if not files:

@@ -6,7 +6,7 @@ import threading
 import time
 from pathlib import Path
 
-from .events import EventBus, NodeLog, NodeMetric, NodeProgress
+from heiti.engine.events import EventBus, NodeLog, NodeMetric, NodeProgress
 
 
 class Cancelled(Exception):

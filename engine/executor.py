@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .cache import ArtifactCache, CorruptEntry, clear_folder, node_key
-from .context import Cancelled, CancelToken, RunContext
-from .events import (
+from heiti.engine.cache import ArtifactCache, CorruptEntry, clear_folder, node_key
+from heiti.engine.context import Cancelled, CancelToken, RunContext
+from heiti.engine.events import (
     EventBus,
     JsonlWriter,
     NodeCached,
@@ -31,11 +31,11 @@ from .events import (
     RunStarted,
     Subscriber,
 )
-from .graph import Graph
-from .node import NodeError
-from .payloads import Payload
-from .registry import Registry, default_registry
-from .validate import ValidationResult, validate
+from heiti.engine.graph import Graph
+from heiti.engine.node import NodeError
+from heiti.engine.payloads import Payload
+from heiti.engine.registry import Registry, default_registry
+from heiti.engine.validate import ValidationResult, validate
 
 
 class InvalidGraph(Exception):

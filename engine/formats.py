@@ -10,9 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import networkx as nx
-
-from .node import Node
-from .payloads import ModelArtifact
+from heiti.engine.node import Node
+from heiti.engine.payloads import ModelArtifact
 
 
 def build_format_graph(classes: Iterable[type[Node]]) -> nx.DiGraph:

@@ -112,7 +112,7 @@ class MeasurementsFile(_Open):
     model_config = ConfigDict(extra="allow", populate_by_name=True)
 
     def save(self, path: Path) -> None:
-        from .graph import atomic_write_text
+        from heiti.engine.graph import atomic_write_text
 
         atomic_write_text(Path(path), self.model_dump_json(by_alias=True, indent=1, exclude_none=False))
 

@@ -12,12 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from heiti.engine.payloads import Payload
 from pydantic import BaseModel, ConfigDict
 
-from .payloads import Payload
-
 if TYPE_CHECKING:
-    from .context import RunContext
+    from heiti.engine.context import RunContext
 
 
 class NoParams(BaseModel):

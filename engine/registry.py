@@ -14,7 +14,7 @@ import threading
 from types import ModuleType
 from typing import Any
 
-from .node import Node
+from heiti.engine.node import Node
 
 ENTRY_POINT_GROUP = "heiti.nodes"
 
@@ -66,7 +66,7 @@ class Registry:
         return [self._kinds[k] for k in self.kinds()]
 
     # --- discovery ------------------------------------------------------------------------------
-    def load_builtins(self, package: str = "nodes") -> None:
+    def load_builtins(self, package: str = "heiti.nodes") -> None:
         pkg = importlib.import_module(package)
         self.register_module(pkg)
         for info in pkgutil.walk_packages(pkg.__path__, prefix=f"{package}.", onerror=self._walk_error):

@@ -11,13 +11,12 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import networkx as nx
+from heiti.engine.formats import build_format_graph, describe_chain, propose_chain
+from heiti.engine.graph import Graph, format_validation_error
+from heiti.engine.node import Node
+from heiti.engine.payloads import Payload
+from heiti.engine.registry import Registry, default_registry
 from pydantic import BaseModel, ValidationError
-
-from .formats import build_format_graph, describe_chain, propose_chain
-from .graph import Graph, format_validation_error
-from .node import Node
-from .payloads import Payload
-from .registry import Registry, default_registry
 
 
 @dataclass

@@ -13,12 +13,10 @@ import time
 from pathlib import Path
 from typing import Any, Literal
 
+from heiti.engine import In, ModelArtifact, Node, NodeError, Out
+from heiti.engine.files import file_sha256
+from heiti.nodes.models import step_meta
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-
-from engine import In, ModelArtifact, Node, NodeError, Out
-from engine.files import file_sha256
-
-from .models import step_meta
 
 #: named cross targets -> TVM target dicts (the options TVM's own tags use for these CPUs)
 CROSS_TARGETS: dict[str, dict[str, Any]] = {

@@ -15,11 +15,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+from heiti.engine import DatasetHandle, In, ModelArtifact, Node, NodeError, Out
+from heiti.nodes.models import step_meta
 from pydantic import BaseModel, ConfigDict, Field
-
-from engine import DatasetHandle, In, ModelArtifact, Node, NodeError, Out
-
-from .models import step_meta
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -113,8 +111,7 @@ class TorchToOnnx(Node):
     def run(self, ctx: Any, model: ModelArtifact) -> dict[str, Any]:
         import onnx
         import torch
-
-        from .torch_arch import get_arch, load_model
+        from heiti.nodes.torch_arch import get_arch, load_model
 
         t0 = time.perf_counter()
         p = self.params
@@ -380,10 +377,9 @@ class TorchPrune(Node):
     outputs = {"model": Out(ModelArtifact, format="torch")}
 
     def run(self, ctx: Any, model: ModelArtifact) -> dict[str, Any]:
+        from heiti.nodes.torch_arch import load_model, save_model
         from torch import nn
         from torch.nn.utils import prune
-
-        from .torch_arch import load_model, save_model
 
         t0 = time.perf_counter()
         p = self.params

@@ -11,9 +11,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+from heiti.engine import DatasetHandle, Node, NodeError, Out
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-
-from engine import DatasetHandle, Node, NodeError, Out
 
 SPLITS = ("train", "val", "test")
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}

@@ -14,9 +14,8 @@ import time
 from pathlib import Path
 from typing import Any, Literal
 
+from heiti.engine import DatasetHandle, In, ModelArtifact, Node, NodeError, Out
 from pydantic import BaseModel, ConfigDict, Field
-
-from engine import DatasetHandle, In, ModelArtifact, Node, NodeError, Out
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -80,8 +79,7 @@ class TorchCNN(Node):
 
     def run(self, ctx: Any, dataset: DatasetHandle) -> dict[str, Any]:
         import torch
-
-        from .torch_arch import build_cnn, save_model
+        from heiti.nodes.torch_arch import build_cnn, save_model
 
         t0 = time.perf_counter()
         c, h, w = _require_images(dataset)
@@ -105,8 +103,7 @@ class TorchCNN(Node):
 def build_keras_cnn(config: dict[str, Any]) -> Any:
     """The Keras twin of torch_arch.build_cnn, NHWC; outputs logits."""
     import keras
-
-    from .torch_arch import cnn_plan
+    from heiti.nodes.torch_arch import cnn_plan
 
     plan = cnn_plan(config)
     c, h, w = config["input_shape"]
@@ -272,8 +269,7 @@ class ModelFile(Node):
     # each loader checks the file, writes the (possibly shape-fixed) copy to target, returns io
     def _onnx(self, source: Path, target: Path) -> tuple[list, list, dict]:
         import onnx
-
-        from .converters import onnx_io
+        from heiti.nodes.converters import onnx_io
 
         model = onnx.load(str(source))
         onnx.checker.check_model(model)
@@ -293,7 +289,7 @@ class ModelFile(Node):
         return inputs, outputs, {"opset": max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=None)}
 
     def _tflite(self, source: Path, target: Path) -> tuple[list, list, dict]:
-        from .converters import tflite_io
+        from heiti.nodes.converters import tflite_io
 
         shutil.copyfile(source, target)
         inputs, outputs, interpreter = tflite_io(target)

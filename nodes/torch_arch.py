@@ -99,7 +99,7 @@ def register_arch(name: str, build: Callable[[dict[str, Any]], Any], loss: LossF
 def get_arch(name: str) -> Arch:
     """The registered arch; on a miss, imports every node module (where archs register) once."""
     if name not in _ARCHS:
-        from engine.registry import default_registry
+        from heiti.engine.registry import default_registry
 
         default_registry()
     try:

@@ -12,11 +12,9 @@ import time
 from typing import Any, Literal
 
 import numpy as np
+from heiti.engine import Cancelled, DatasetHandle, In, ModelArtifact, Node, NodeError, Out
+from heiti.nodes.models import step_meta
 from pydantic import BaseModel, ConfigDict, Field
-
-from engine import Cancelled, DatasetHandle, In, ModelArtifact, Node, NodeError, Out
-
-from .models import step_meta
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -59,8 +57,7 @@ class TrainTorch(Node):
 
     def run(self, ctx: Any, model: ModelArtifact, dataset: DatasetHandle) -> dict[str, Any]:
         import torch
-
-        from .torch_arch import get_arch
+        from heiti.nodes.torch_arch import get_arch
 
         t0 = time.perf_counter()
         p = self.params
@@ -78,8 +75,7 @@ class TrainTorch(Node):
 
     def _train(self, ctx: Any, model: ModelArtifact, dataset: DatasetHandle, arch: Any, t0: float) -> dict[str, Any]:
         import torch
-
-        from .torch_arch import load_model, save_model
+        from heiti.nodes.torch_arch import load_model, save_model
 
         p = self.params
         torch.manual_seed(p.seed)

@@ -2,8 +2,8 @@
 
 from pathlib import Path
 
-from engine.catalog import catalog_markdown
-from engine.registry import default_registry
+from heiti.engine.catalog import catalog_markdown
+from heiti.engine.registry import default_registry
 
 ROOT = Path(__file__).resolve().parents[1]
 

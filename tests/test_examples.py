@@ -3,10 +3,9 @@
 from pathlib import Path
 
 import pytest
-
-from engine.graph import load_graph
-from engine.registry import default_registry
-from engine.validate import validate
+from heiti.engine.graph import load_graph
+from heiti.engine.registry import default_registry
+from heiti.engine.validate import validate
 
 EXAMPLES = sorted((Path(__file__).resolve().parents[1] / "resources" / "graphs").glob("*.json"))
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 import json
 import time
 
+from heiti.engine import In, ModelArtifact, Node, NodeError, Out
+from heiti.engine.payloads import Value
 from pydantic import BaseModel, ConfigDict, Field
-
-from engine import In, ModelArtifact, Node, NodeError, Out
-from engine.payloads import Value
 
 
 class _P(BaseModel):

@@ -6,17 +6,15 @@ import functools
 import math
 from typing import TYPE_CHECKING
 
+from heiti.app.canvas import style
+from heiti.app.canvas.port_item import PortItem
+from heiti.engine.node import Node
 from PySide6.QtCore import QPointF, QRectF, Qt
 from PySide6.QtGui import QBrush, QColor, QFont, QFontMetrics, QPainter, QPainterPath, QPen
 from PySide6.QtWidgets import QGraphicsItem, QStyleOptionGraphicsItem, QWidget
 
-from engine.node import Node
-
-from . import style
-from .port_item import PortItem
-
 if TYPE_CHECKING:
-    from .wire_item import WireItem
+    from heiti.app.canvas.wire_item import WireItem
 
 TITLE_FONT = QFont()
 TITLE_FONT.setPixelSize(13)

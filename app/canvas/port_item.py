@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from heiti.app.canvas import style
 from PySide6.QtCore import QPointF, QRectF, Qt
 from PySide6.QtGui import QBrush, QColor, QPainter, QPen
 from PySide6.QtWidgets import QGraphicsItem, QStyleOptionGraphicsItem, QWidget
 
-from . import style
-
 if TYPE_CHECKING:
-    from .node_item import NodeItem
+    from heiti.app.canvas.node_item import NodeItem
 
 
 class PortItem(QGraphicsItem):

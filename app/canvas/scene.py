@@ -7,18 +7,16 @@ on the document (which pushes undo commands), and the resulting signals update t
 from __future__ import annotations
 
 import networkx as nx
+from heiti.app.canvas import style
+from heiti.app.canvas.node_item import NodeItem
+from heiti.app.canvas.port_item import PortItem
+from heiti.app.canvas.wire_item import TempWire, WireItem
+from heiti.app.document import EdgeKey, GraphDocument, PortRef, edge_key, position_of, safe_input_formats
+from heiti.engine.graph import NodeSpec
+from heiti.engine.validate import ValidationResult
 from PySide6.QtCore import QPointF, QRectF, Qt, Signal
 from PySide6.QtGui import QPainter, QPen, QTransform
 from PySide6.QtWidgets import QGraphicsScene, QGraphicsSceneMouseEvent
-
-from engine.graph import NodeSpec
-from engine.validate import ValidationResult
-
-from ..document import EdgeKey, GraphDocument, PortRef, edge_key, position_of, safe_input_formats
-from . import style
-from .node_item import NodeItem
-from .port_item import PortItem
-from .wire_item import TempWire, WireItem
 
 SNAP_DISTANCE = 18.0
 

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
+from heiti.app.canvas import style
+from heiti.app.canvas.scene import GraphScene
 from PySide6.QtCore import QEvent, QPoint, QPointF, QRectF, Qt, Signal
 from PySide6.QtGui import QKeyEvent, QMouseEvent, QPainter, QWheelEvent
 from PySide6.QtWidgets import QGraphicsView, QWidget
-
-from . import style
-from .scene import GraphScene
 
 KIND_MIME = "application/x-heiti-kind"
 MIN_SCALE, MAX_SCALE = 0.08, 3.0

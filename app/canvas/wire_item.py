@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
+from heiti.app.canvas import style
+from heiti.app.canvas.port_item import PortItem
 from PySide6.QtCore import QPointF, Qt
 from PySide6.QtGui import QColor, QPainter, QPainterPath, QPainterPathStroker, QPen
 from PySide6.QtWidgets import QGraphicsItem, QGraphicsPathItem, QStyleOptionGraphicsItem, QWidget
-
-from . import style
-from .port_item import PortItem
 
 
 def wire_path(a: QPointF, b: QPointF) -> QPainterPath:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pyqtgraph as pg
+from heiti.engine.events import NodeMetric
 from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import (
     QFileDialog,
@@ -24,8 +25,6 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
     QWidget,
 )
-
-from engine.events import NodeMetric
 
 REDRAW_MS = 50  # ~20 Hz
 MAX_SAMPLES = 200_000

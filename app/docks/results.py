@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from heiti.engine.measurements import read_measurements
 from PySide6.QtCore import QUrl, Signal
 from PySide6.QtGui import QDesktopServices
 from PySide6.QtWidgets import (
@@ -16,8 +17,6 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
     QWidget,
 )
-
-from engine.measurements import read_measurements
 
 COLUMNS = ["Runtime", "Node", "Target", "Format", "Size (MB)", "Mean (ms)", "p90 (ms)", "p99 (ms)",
            "Throughput (/s)", "Accuracy", "Top-5", "mAP@0.5", "Missing"]

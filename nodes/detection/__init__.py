@@ -9,17 +9,16 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-
-from engine.measurements import DetectionQuality
-from engine.node import NodeError
-from engine.payloads import DatasetHandle
+from heiti.engine.measurements import DetectionQuality
+from heiti.engine.node import NodeError
+from heiti.engine.payloads import DatasetHandle
 
 __all__ = ["evaluate_detection", "load_ground_truth", "decode_outputs"]
 
 
 def load_ground_truth(dataset: DatasetHandle, split: str):
     """The boxes of one split of a detection dataset as a `metrics.Boxes`, plus its image count."""
-    from .metrics import Boxes
+    from heiti.nodes.detection.metrics import Boxes
 
     try:
         with np.load(dataset.path, allow_pickle=False) as data:
@@ -33,8 +32,8 @@ def load_ground_truth(dataset: DatasetHandle, split: str):
 
 def decode_outputs(raw_outputs: list[list[np.ndarray]], model_meta: dict[str, Any]):
     """Decode every image's raw outputs into one flat `metrics.Boxes` of detections."""
-    from .metrics import Boxes
-    from .postprocess import decode
+    from heiti.nodes.detection.metrics import Boxes
+    from heiti.nodes.detection.postprocess import decode
 
     config = model_meta.get("postprocess")
     if not config:
@@ -67,7 +66,7 @@ def evaluate_detection(
     precision, recall and F1 at IoU 0.5 per score threshold; `best_score_threshold` is the one of
     best F1 (the operating point to deploy with).
     """
-    from .metrics import RECALL_POINTS, Boxes, evaluate
+    from heiti.nodes.detection.metrics import RECALL_POINTS, Boxes, evaluate
 
     gt, _ = load_ground_truth(dataset, split)
     n_run = len(raw_outputs)

@@ -14,10 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from heiti.engine.node import Node, NodeError, Out
+from heiti.engine.payloads import DatasetHandle
 from pydantic import BaseModel, ConfigDict, Field
-
-from engine.node import Node, NodeError, Out
-from engine.payloads import DatasetHandle
 
 SPLITS = ("train", "val", "test")
 #: a box may stick out of its image by this many pixels (rounding in annotation tools)

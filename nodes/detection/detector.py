@@ -15,11 +15,10 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
+from heiti.engine.node import In, Node, NodeError, Out
+from heiti.engine.payloads import DatasetHandle, ModelArtifact
+from heiti.nodes.torch_arch import register_arch
 from pydantic import BaseModel, ConfigDict, Field
-
-from engine.node import In, Node, NodeError, Out
-from engine.payloads import DatasetHandle, ModelArtifact
-from nodes.torch_arch import register_arch
 
 ARCH = "centernet"
 STRIDE = 4
@@ -141,7 +140,7 @@ def detection_loss(model: Any, batch: tuple[Any, ...]) -> tuple[Any, dict[str, f
 
 def detection_quality(module: Any, dataset: DatasetHandle, split: str, meta: dict[str, Any]) -> dict[str, float]:
     """mAP of the network on one split, decoded exactly as after a runtime (for training curves)."""
-    from . import evaluate_detection
+    from heiti.nodes.detection import evaluate_detection
 
     with np.load(dataset.path, allow_pickle=False) as data:
         x = data[f"x_{split}"]
@@ -192,8 +191,7 @@ class TorchDetector(Node):
 
     def run(self, ctx: Any, dataset: DatasetHandle) -> dict[str, Any]:
         import torch
-
-        from nodes.torch_arch import save_model
+        from heiti.nodes.torch_arch import save_model
 
         t0 = time.perf_counter()
         p = self.params
@@ -215,7 +213,7 @@ class TorchDetector(Node):
                 "postprocess": postprocess, "trainable_params": sum(t.numel() for t in module.parameters())}
         path = ctx.workdir / "model.pt"
         save_model(module, path, meta)
-        from nodes.models import step_meta
+        from heiti.nodes.models import step_meta
 
         meta = step_meta(None, ctx, self.kind, time.perf_counter() - t0, **meta)
         ctx.log(f"CenterNet-style detector with {meta['trainable_params']} parameters, output {out_shape}")

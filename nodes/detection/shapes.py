@@ -15,12 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from heiti.engine.node import Node, NodeError, Out
+from heiti.engine.payloads import DatasetHandle
+from heiti.nodes.detection.coco import CocoParams, build_dataset
 from pydantic import Field, field_validator
-
-from engine.node import Node, NodeError, Out
-from engine.payloads import DatasetHandle
-
-from .coco import CocoParams, build_dataset
 
 SHAPES = ("circle", "square", "triangle")
 

@@ -14,7 +14,7 @@ EXIT_OK, EXIT_INVALID = 0, 1
 
 
 def main(args: argparse.Namespace) -> int:
-    from .render import NoMeasurements, render, report_from_runs
+    from heiti.nodes.reports.render import NoMeasurements, render, report_from_runs
 
     missing = [run for run in args.runs if not Path(run).exists()]
     if missing:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.measurements import SCHEMA_VERSION, MeasurementsFile, TimeSeries, read_measurements
+from heiti.engine.measurements import SCHEMA_VERSION, MeasurementsFile, TimeSeries, read_measurements
 
 #: runtimes that execute the model in the framework it was written in: the default baseline
 NATIVE_RUNTIMES = ("torch", "keras", "tensorflow", "pytorch")
@@ -95,7 +95,7 @@ class Report:
 
     def failures(self) -> list[str]:
         """Nodes of the runs that failed or were skipped, with why: their runtimes are absent here."""
-        from engine.events import NodeFailed, NodeSkipped
+        from heiti.engine.events import NodeFailed, NodeSkipped
 
         out = []
         for run in self.runs:
@@ -138,7 +138,7 @@ def read_entry(path: Path, run: str = "", node: str = "") -> Entry:
 
 def load_run(path: Path, name: str | None = None) -> RunInfo:
     """The run's graph and events, when present (a report renders without them)."""
-    from engine.events import read_events
+    from heiti.engine.events import read_events
 
     path = Path(path)
     info = RunInfo(name=name or path.name, path=path)
@@ -159,7 +159,7 @@ def load_run(path: Path, name: str | None = None) -> RunInfo:
 
 
 def _read_events_tolerant(path: Path) -> list[Any]:
-    from engine.events import event_from_dict
+    from heiti.engine.events import event_from_dict
 
     events = []
     for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
@@ -191,7 +191,7 @@ def fill_from_events(entry: Entry, run: RunInfo | None) -> None:
     """Use the run's metric events when the file lacks resource samples or per-call latencies."""
     if run is None or not run.events:
         return
-    from engine.events import NodeMetric
+    from heiti.engine.events import NodeMetric
 
     series: dict[str, tuple[list[float], list[float], str]] = {}
     device: dict[str, list[tuple[float, float]]] = {}

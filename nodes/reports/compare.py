@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .collect import Entry, Report
-from .fmt import pct, points, ratio_text, size
+from heiti.nodes.reports.collect import Entry, Report
+from heiti.nodes.reports.fmt import pct, points, ratio_text, size
 
 
 @dataclass

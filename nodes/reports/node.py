@@ -6,11 +6,10 @@ import shutil
 from pathlib import Path
 from typing import Any, Literal
 
+from heiti.engine.context import RunContext
+from heiti.engine.node import In, Node, NodeError, Out
+from heiti.engine.payloads import Measurements, ReportArtifact
 from pydantic import BaseModel, ConfigDict, Field
-
-from engine.context import RunContext
-from engine.node import In, Node, NodeError, Out
-from engine.payloads import Measurements, ReportArtifact
 
 REPORT_NAME = "report"
 
@@ -47,7 +46,7 @@ class ReportNode(Node):
     outputs = {"report": Out(ReportArtifact, format="html")}
 
     def run(self, ctx: RunContext, measurements: list[Measurements] | Measurements) -> dict[str, Any]:
-        from .render import NoMeasurements, render, report_from_files
+        from heiti.nodes.reports.render import NoMeasurements, render, report_from_files
 
         items = measurements if isinstance(measurements, list) else [measurements]
         files = [(Path(m.path), _node_of(m)) for m in items]

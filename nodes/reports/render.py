@@ -11,8 +11,16 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .blocks import Figure, Section
-from .collect import Entry, Report, RunInfo, finish, load_run, measurement_files, read_entry
+from heiti.nodes.reports.blocks import Figure, Section
+from heiti.nodes.reports.collect import (
+    Entry,
+    Report,
+    RunInfo,
+    finish,
+    load_run,
+    measurement_files,
+    read_entry,
+)
 
 TEMPLATES = Path(__file__).parent / "templates"
 
@@ -87,7 +95,7 @@ def report_from_files(files: list[tuple[Path, str]], run_dir: Path | None, basel
 
 def _order_key(run: RunInfo):
     """Entries in the order their nodes ran (else as the graph lists them, else by name)."""
-    from engine.events import RunStarted
+    from heiti.engine.events import RunStarted
 
     order: list[str] = next((list(e.order) for e in run.events if isinstance(e, RunStarted)), [])
     if not order and run.graph:
@@ -136,7 +144,7 @@ def _environment():
 
 def render(report: Report, out_html: Path, sections: list[Section] | None = None) -> Rendered:
     """Write the HTML page, its Markdown twin, the PNGs and copies of the raw measurements."""
-    from .sections import build_sections
+    from heiti.nodes.reports.sections import build_sections
 
     started = time.perf_counter()
     out_html = Path(out_html)

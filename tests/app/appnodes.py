@@ -6,11 +6,10 @@ from __future__ import annotations
 import time
 from typing import Literal
 
+from heiti.engine import In, Measurements, Node, Out, ReportArtifact
+from heiti.engine.measurements import LatencyStats, MeasurementsFile
+from heiti.engine.payloads import Value
 from pydantic import BaseModel, ConfigDict, Field
-
-from engine import In, Measurements, Node, Out, ReportArtifact
-from engine.measurements import LatencyStats, MeasurementsFile
-from engine.payloads import Value
 
 
 class FakeRuntime(Node):

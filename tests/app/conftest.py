@@ -6,12 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from heiti.engine.registry import Registry
 from PySide6.QtCore import QEvent, QPointF, QSettings, Qt
 from PySide6.QtGui import QMouseEvent
 from PySide6.QtTest import QTest
 from PySide6.QtWidgets import QApplication
 
-from engine.registry import Registry
 from tests.app import appnodes
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
@@ -38,8 +38,8 @@ class Answers:
 
 @pytest.fixture
 def window(qtbot, app_registry: Registry, tmp_path: Path):
-    from app.mainwindow import MainWindow
-    from app.theme import apply_theme
+    from heiti.app.mainwindow import MainWindow
+    from heiti.app.theme import apply_theme
 
     apply_theme(QApplication.instance())
     settings = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import pytest
-
-from app.document import GraphDocument, edge_key, place_unpositioned
-from engine.graph import Graph, load_graph
+from heiti.app.document import GraphDocument, edge_key, place_unpositioned
+from heiti.engine.graph import Graph, load_graph
 
 
 @pytest.fixture
@@ -155,7 +154,7 @@ def test_new_ids_stay_readable_when_kinds_share_a_last_word(doc):
 
 
 def test_odd_saved_positions_do_not_break_opening_or_pasting(doc, tmp_path):
-    from app.canvas.scene import GraphScene
+    from heiti.app.canvas.scene import GraphScene
 
     data = {"format": "heiti-graph", "nodes": [
         {"id": "a", "kind": "test.source", "ui": {"pos": ["x", 3]}},

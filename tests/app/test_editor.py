@@ -7,18 +7,17 @@ import subprocess
 import sys
 from pathlib import Path
 
+from heiti.app.canvas.view import KIND_MIME
+from heiti.app.document import edge_key
+from heiti.app.palette import KIND_ROLE
+from heiti.app.recovery import Recovery
+from heiti.engine.graph import Graph, load_graph
 from PySide6.QtCore import QEvent, QPoint, QPointF, Qt
 from PySide6.QtGui import QDropEvent, QMouseEvent
 from PySide6.QtTest import QTest
 from PySide6.QtWidgets import QApplication
 
-from app.canvas.view import KIND_MIME
-from app.document import edge_key
-from app.palette import KIND_ROLE
-from app.recovery import Recovery
-from engine.graph import Graph, load_graph
-
-from .conftest import drag, port_pos, save_screenshot
+from tests.app.conftest import drag, port_pos, save_screenshot
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -280,7 +279,7 @@ def test_zoom_at_cursor_keeps_the_point_under_it(window):
 def test_editor_starts_without_heavy_frameworks():
     code = (
         "import sys; from PySide6.QtWidgets import QApplication; app = QApplication([]);"
-        "from engine.registry import default_registry; from app.mainwindow import MainWindow;"
+        "from heiti.engine.registry import default_registry; from heiti.app.mainwindow import MainWindow;"
         "w = MainWindow(default_registry()); w.show(); app.processEvents();"
         "print(sorted(m for m in ('tensorflow', 'torch', 'tvm', 'keras', 'onnxruntime') if m in sys.modules))"
     )
@@ -325,9 +324,8 @@ def test_rubber_band_selects_the_nodes_inside(window):
 def test_entry_point_builds_the_window_with_the_file(qtbot, tmp_path, monkeypatch):
     import argparse
 
+    from heiti.app.main import build_window
     from PySide6.QtCore import QSettings
-
-    from app.main import build_window
 
     QSettings.setPath(QSettings.Format.NativeFormat, QSettings.Scope.UserScope, str(tmp_path / "settings"))
     monkeypatch.setenv("HEITI_RECOVERY_DIR", str(tmp_path / "recovery"))

@@ -5,21 +5,20 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from heiti.engine.registry import default_registry
 from PySide6.QtCore import QPointF, QSettings
 from PySide6.QtTest import QTest
 from PySide6.QtWidgets import QApplication
 
-from engine.registry import default_registry
-
-from .conftest import save_screenshot
+from tests.app.conftest import save_screenshot
 
 EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "resources" / "graphs").glob("*.json"))
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])
 def test_example_opens_with_every_node_and_wire_drawn(qtbot, tmp_path, path):
-    from app.mainwindow import MainWindow
-    from app.theme import apply_theme
+    from heiti.app.mainwindow import MainWindow
+    from heiti.app.theme import apply_theme
 
     apply_theme(QApplication.instance())
     registry = default_registry()
@@ -43,8 +42,8 @@ def test_example_opens_with_every_node_and_wire_drawn(qtbot, tmp_path, path):
 
 def test_wire_drag_and_quick_add_screenshots(qtbot, tmp_path):
     """While a wire is dragged from an ONNX output, only ports that take ONNX light up."""
-    from app.mainwindow import MainWindow
-    from app.theme import apply_theme
+    from heiti.app.mainwindow import MainWindow
+    from heiti.app.theme import apply_theme
 
     apply_theme(QApplication.instance())
     win = MainWindow(default_registry(), settings=QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat),

@@ -4,18 +4,17 @@ metric events, the comparison table from the real measurements files, and the re
 from __future__ import annotations
 
 import pytest
+from heiti.engine.registry import default_registry
 from PySide6.QtCore import QSettings
 from PySide6.QtWidgets import QApplication
 
-from engine.registry import default_registry
-
-from .conftest import save_screenshot
+from tests.app.conftest import save_screenshot
 
 
 @pytest.mark.heavy
 def test_digits_torch_and_onnxruntime_from_the_editor(qtbot, tmp_path):
-    from app.mainwindow import MainWindow
-    from app.theme import apply_theme
+    from heiti.app.mainwindow import MainWindow
+    from heiti.app.theme import apply_theme
 
     apply_theme(QApplication.instance())
     win = MainWindow(default_registry(), settings=QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat),

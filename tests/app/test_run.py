@@ -5,14 +5,13 @@ from __future__ import annotations
 import csv
 import time
 
+from heiti.app.bridge import RunBridge
+from heiti.engine.events import NodeMetric
+from heiti.engine.graph import Graph
 from PySide6.QtCore import QPointF
 from PySide6.QtWidgets import QApplication
 
-from app.bridge import RunBridge
-from engine.events import NodeMetric
-from engine.graph import Graph
-
-from .conftest import save_screenshot
+from tests.app.conftest import save_screenshot
 
 
 def build_pipeline(win) -> dict[str, str]:
@@ -184,7 +183,7 @@ def test_changing_a_param_clears_the_states_downstream(window, qtbot):
 
 
 def test_results_table_reads_measurement_files_and_names_bad_ones(window, tmp_path):
-    from engine.measurements import LatencyStats, MeasurementsFile
+    from heiti.engine.measurements import LatencyStats, MeasurementsFile
 
     folder = tmp_path / "run" / "measurements"
     folder.mkdir(parents=True)

@@ -4,10 +4,9 @@ import json
 from pathlib import Path
 
 import pytest
-
-from engine.executor import Executor
-from engine.graph import load_graph
-from engine.measurements import read_measurements
+from heiti.engine.executor import Executor
+from heiti.engine.graph import load_graph
+from heiti.engine.measurements import read_measurements
 
 GRAPH = Path(__file__).resolve().parents[2] / "resources" / "graphs" / "digits_compare.json"
 RUNTIMES = ["run_torch", "run_ort", "run_ort_int8", "run_tvm", "run_openvino", "run_keras", "run_litert",

@@ -3,9 +3,9 @@
 import json
 import stat
 
-from engine.events import read_events
-from engine.executor import Executor
-from engine.graph import Graph
+from heiti.engine.events import read_events
+from heiti.engine.executor import Executor
+from heiti.engine.graph import Graph
 
 
 def source_graph(value: float) -> Graph:

@@ -17,7 +17,7 @@ HEAVY = ["tensorflow", "torch", "tvm", "onnxruntime", "openvino", "keras", "ai_e
 def heiti(*args, env_extra=None, timeout=120, cwd=None):
     env = dict(os.environ, HEITI_PLUGINS="tests.testnodes", PYTHONPATH=str(ROOT), COLUMNS="160")
     env.update(env_extra or {})
-    return subprocess.run([sys.executable, "-m", "engine.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "heiti.engine.cli", *args], capture_output=True, text=True,
                           timeout=timeout, env=env, cwd=cwd or ROOT)
 
 
@@ -109,10 +109,10 @@ def test_listing_and_validating_do_not_import_frameworks(tmp_path):
     target = graph if graph.exists() else write(tmp_path / "g.json", GOOD)
     code = (
         "import sys, json\n"
-        "from engine.registry import default_registry\n"
-        "from engine.catalog import catalog\n"
-        "from engine.graph import load_graph\n"
-        "from engine.validate import validate\n"
+        "from heiti.engine.registry import default_registry\n"
+        "from heiti.engine.catalog import catalog\n"
+        "from heiti.engine.graph import load_graph\n"
+        "from heiti.engine.validate import validate\n"
         "reg = default_registry(); catalog(reg)\n"
         f"validate(load_graph({str(target)!r}), reg)\n"
         f"print(json.dumps(sorted(m for m in {HEAVY!r} if m in sys.modules)))\n"
@@ -133,7 +133,7 @@ def test_ctrl_c_leaves_a_consistent_run_folder(tmp_path):
     graph = write(tmp_path / "g.json", data)
     out = tmp_path / "r"
     env = dict(os.environ, HEITI_PLUGINS="tests.testnodes", PYTHONPATH=str(ROOT))
-    proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "run", str(graph), "--out", str(out), "--no-cache"],
+    proc = subprocess.Popen([sys.executable, "-m", "heiti.engine.cli", "run", str(graph), "--out", str(out), "--no-cache"],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 60
     while time.time() < deadline:

@@ -2,11 +2,11 @@
 
 import io
 
+from heiti.engine.console import measurements_table
+from heiti.engine.measurements import read_measurements
 from rich.console import Console
 
-from engine.console import measurements_table
-from engine.measurements import read_measurements
-from nodes.reports.samples import write_sample_run
+from tests.report_samples import write_sample_run
 
 
 def test_comparison_table_lists_runtimes_fastest_first(tmp_path):

@@ -4,10 +4,9 @@ import json
 import threading
 
 import pytest
-
-from engine.events import read_events
-from engine.executor import Executor, InvalidGraph
-from engine.graph import Graph, load_graph
+from heiti.engine.events import read_events
+from heiti.engine.executor import Executor, InvalidGraph
+from heiti.engine.graph import Graph, load_graph
 
 
 def chain_graph() -> Graph:
@@ -130,10 +129,9 @@ def test_cancel_stops_long_node_and_skips_the_rest(registry, tmp_path):
 
 
 def test_path_params_enter_the_cache_key(registry, tmp_path):
+    from heiti.engine import Node, Out
+    from heiti.engine.payloads import Value
     from pydantic import BaseModel
-
-    from engine import Node, Out
-    from engine.payloads import Value
 
     class ReadFile(Node):
         kind = "test.read_file"

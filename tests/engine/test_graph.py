@@ -4,8 +4,7 @@ import json
 import os
 
 import pytest
-
-from engine.graph import Graph, GraphLoadError, load_graph, loads_graph
+from heiti.engine.graph import Graph, GraphLoadError, load_graph, loads_graph
 
 
 def sample() -> dict:
@@ -68,7 +67,7 @@ def test_bad_ids_and_edges_are_named():
 
 
 def test_older_version_is_migrated(monkeypatch):
-    from engine import graph as graph_module
+    from heiti.engine import graph as graph_module
 
     def from_0(data):
         data = dict(data)

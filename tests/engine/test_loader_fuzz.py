@@ -6,11 +6,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from heiti.engine.graph import GraphLoadError, loads_graph
+from heiti.engine.validate import validate
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from engine.graph import GraphLoadError, loads_graph
-from engine.validate import validate
 
 ROOT = Path(__file__).resolve().parents[2]
 VALID = json.dumps({
@@ -103,7 +102,7 @@ def test_cli_gives_clear_error_and_exit_1(tmp_path, content):
     path = tmp_path / "bad.json"
     path.write_bytes(content.encode("utf-8", "surrogateescape") if isinstance(content, str) else content)
     for command in ("validate", "run"):
-        result = subprocess.run([sys.executable, "-m", "engine.cli", command, str(path)], capture_output=True,
+        result = subprocess.run([sys.executable, "-m", "heiti.engine.cli", command, str(path)], capture_output=True,
                                 text=True, cwd=ROOT, timeout=120)
         assert result.returncode == 1, result.stderr
         assert "Traceback" not in result.stdout + result.stderr

@@ -1,4 +1,4 @@
-"""engine.measure: statistics, the timed loop, the latency forwarder, resource sampling, quality."""
+"""nodes.runtimes.measure: statistics, the timed loop, the latency forwarder, resource sampling, quality."""
 
 from __future__ import annotations
 
@@ -7,8 +7,7 @@ import time
 
 import numpy as np
 import pytest
-
-from engine.measure import (
+from heiti.nodes.runtimes.measure import (
     LatencyForwarder,
     ResourceSampler,
     classification_quality,

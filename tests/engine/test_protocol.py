@@ -10,10 +10,7 @@ import zlib
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-
-from engine.protocol import (
+from heiti.nodes.devices.protocol import (
     HEADER_SIZE,
     MAGIC,
     Channel,
@@ -26,7 +23,9 @@ from engine.protocol import (
     encode_frame,
     frame_message,
 )
-from engine.transport import TcpTransport
+from heiti.nodes.devices.transport import TcpTransport
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 
 def wire(*frames: list) -> bytes:

@@ -8,15 +8,14 @@ import textwrap
 from pathlib import Path
 
 import pytest
-
-from engine.node import Node
-from engine.registry import Registry
+from heiti.engine.node import Node
+from heiti.engine.registry import Registry
 
 ROOT = Path(__file__).resolve().parents[2]
 
 PLUGIN = textwrap.dedent('''
-    from engine import Node, Out
-    from engine.payloads import Value
+    from heiti.engine import Node, Out
+    from heiti.engine.payloads import Value
 
     class Hello(Node):
         """Says hello."""
@@ -42,7 +41,7 @@ def make_plugin(root: Path, broken: bool = False) -> Path:
 
 def nodes_json(extra_path: Path) -> tuple[list[dict], str]:
     env = dict(os.environ, PYTHONPATH=f"{ROOT}{os.pathsep}{extra_path}")
-    result = subprocess.run([sys.executable, "-m", "engine.cli", "nodes", "--json"], capture_output=True, text=True,
+    result = subprocess.run([sys.executable, "-m", "heiti.engine.cli", "nodes", "--json"], capture_output=True, text=True,
                             cwd=ROOT, env=env, timeout=120)
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout), result.stderr

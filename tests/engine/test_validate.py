@@ -1,7 +1,7 @@
 """Validation: every problem at once, tied to nodes and edges, with converter chains proposed."""
 
-from engine.graph import Graph
-from engine.validate import validate
+from heiti.engine.graph import Graph
+from heiti.engine.validate import validate
 
 
 def codes(result):

@@ -7,11 +7,10 @@ import time
 from pathlib import Path
 
 import numpy as np
-
-from engine.payloads import TargetHandle
-from engine.protocol import VERSION, Channel, MsgType
-from engine.transport import connect_tcp
-from nodes.device_server import DeviceServer
+from heiti.engine.payloads import TargetHandle
+from heiti.nodes.devices.protocol import VERSION, Channel, MsgType
+from heiti.nodes.devices.server import DeviceServer
+from heiti.nodes.devices.transport import connect_tcp
 
 
 def make_onnx(path: Path, in_shape: tuple[int, ...], external: bool = False) -> Path:

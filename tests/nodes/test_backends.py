@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from heiti.nodes.runtimes.backends import BaseSession, open_session, session_steps
+from heiti.nodes.runtimes.backends.litert import dequantize, quantize
 
-from nodes.backends import BaseSession, open_session, session_steps
-from nodes.backends.litert import dequantize, quantize
 from tests.nodes import tiny_models
 
 # (runtime, model format, layout the model expects, extra options)
@@ -37,8 +37,7 @@ def test_x(tiny):
 def reference(tiny, test_x):
     """Logits from the torch module itself, the source of every other format."""
     import torch
-
-    from nodes.torch_arch import load_model
+    from heiti.nodes.torch_arch import load_model
 
     with torch.inference_mode():
         return load_model(tiny.paths["torch"]).eval()(torch.from_numpy(test_x[0])).numpy()

@@ -7,9 +7,9 @@ import tarfile
 
 import numpy as np
 import pytest
+from heiti.engine.executor import Executor
+from heiti.engine.validate import validate
 
-from engine.executor import Executor
-from engine.validate import validate
 from tests.nodes.data_h1 import build, litert_run, ok, real_registry, run
 
 REGISTRY = real_registry()

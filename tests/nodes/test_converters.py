@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from heiti.engine.executor import Executor
+from heiti.engine.validate import validate
 
-from engine.executor import Executor
-from engine.validate import validate
 from tests.nodes.data_h1 import build, litert_run, ok, ort_run, real_registry, run
 
 REGISTRY = real_registry()
@@ -36,8 +36,7 @@ def split_of(result):
 
 def test_torch_to_onnx_matches_torch(cache, tmp_path):
     import torch
-
-    from nodes.torch_arch import load_model
+    from heiti.nodes.torch_arch import load_model
 
     result = run_with(cache, tmp_path, [("o", "convert.torch_to_onnx", {"opset": 17})], [("tt", "model", "o", "model")])
     onnx_model = result.outputs["o"]["model"]

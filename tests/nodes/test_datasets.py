@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from heiti.nodes.datasets import stratified_split
 from PIL import Image
 
-from nodes.datasets import stratified_split
 from tests.nodes.data_h1 import build, ok, real_registry, run
 
 

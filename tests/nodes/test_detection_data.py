@@ -7,13 +7,12 @@ import json
 
 import numpy as np
 import pytest
+from heiti.engine.context import CancelToken, RunContext
+from heiti.engine.events import EventBus, NodeLog
+from heiti.engine.node import NodeError
+from heiti.nodes.detection.coco import CocoDataset
+from heiti.nodes.detection.shapes import ShapesDataset
 from PIL import Image
-
-from engine.context import CancelToken, RunContext
-from engine.events import EventBus, NodeLog
-from engine.node import NodeError
-from nodes.detection.coco import CocoDataset
-from nodes.detection.shapes import ShapesDataset
 
 
 def run_node(cls, params, tmp_path, name="node"):

@@ -8,16 +8,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from engine.executor import Executor
-from engine.graph import load_graph
-from engine.validate import validate
+from heiti.engine.executor import Executor
+from heiti.engine.graph import load_graph
+from heiti.engine.validate import validate
 
 GRAPH = Path(__file__).resolve().parents[2] / "resources" / "graphs" / "shapes_detection.json"
 
 
 def test_example_graph_validates():
-    from engine.registry import default_registry
+    from heiti.engine.registry import default_registry
 
     result = validate(load_graph(GRAPH), default_registry())
     assert result.ok, result
@@ -85,7 +84,7 @@ def _small_graph() -> dict:
 @pytest.mark.heavy
 def test_every_runtime_gives_the_same_detections(tmp_path):
     """Decoding and NMS run after the runtime, so the same network gives the same figures everywhere."""
-    from engine.graph import Graph
+    from heiti.engine.graph import Graph
 
     result = Executor(cache_dir=tmp_path / "cache").run(Graph.model_validate(_small_graph()), tmp_path / "run")
     assert result.status == "ok", result.states

@@ -7,8 +7,7 @@ import io
 
 import numpy as np
 import pytest
-
-from nodes.detection.metrics import IOU_THRESHOLDS, Boxes, box_iou, evaluate, match_image
+from heiti.nodes.detection.metrics import IOU_THRESHOLDS, Boxes, box_iou, evaluate, match_image
 
 
 def _coco_eval(gt: Boxes, det: Boxes, n_images: int, n_classes: int, max_dets: int = 100):

@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from nodes.detection import evaluate_detection
-from nodes.detection.detector import (
+from heiti.nodes.detection import evaluate_detection
+from heiti.nodes.detection.detector import (
     STRIDE,
     build_centernet,
     detection_batches,
     detection_loss,
     make_targets,
 )
-from nodes.detection.metrics import box_iou
-from nodes.detection.postprocess import batched_nms, decode, nms, output_map
+from heiti.nodes.detection.metrics import box_iou
+from heiti.nodes.detection.postprocess import batched_nms, decode, nms, output_map
 
 CONFIG = {"type": "centernet", "num_classes": 3, "stride": STRIDE, "input_size": [64, 64],
           "score_threshold": 0.05, "nms_iou": 0.5, "max_detections": 100}
@@ -64,8 +63,8 @@ def test_score_threshold_and_max_detections_apply():
 
 
 def shapes_handle(tmp_path, count=60, size=64):
-    from nodes.detection.coco import CocoParams, build_dataset
-    from nodes.detection.shapes import write_shapes_coco
+    from heiti.nodes.detection.coco import CocoParams, build_dataset
+    from heiti.nodes.detection.shapes import write_shapes_coco
 
     json_path, image_dir = write_shapes_coco(tmp_path, count, size, ["circle", "square", "triangle"], (1, 4),
                                              (0.15, 0.45), 0.3, 0.06, 2, seed=1)
@@ -94,7 +93,7 @@ def test_perfect_outputs_evaluate_to_full_map(tmp_path):
 
 
 def test_evaluation_needs_a_postprocess_description(tmp_path):
-    from engine.node import NodeError
+    from heiti.engine.node import NodeError
 
     handle = shapes_handle(tmp_path, count=10)
     with pytest.raises(NodeError, match="post-processing"):
@@ -166,12 +165,11 @@ def test_training_steps_lower_the_loss(tmp_path):
 
 def test_detector_node_writes_a_loadable_model_with_its_postprocessing(tmp_path):
     import torch
-
-    from engine.context import CancelToken, RunContext
-    from engine.events import EventBus
-    from engine.node import NodeError
-    from nodes.detection.detector import TorchDetector
-    from nodes.torch_arch import load_model
+    from heiti.engine.context import CancelToken, RunContext
+    from heiti.engine.events import EventBus
+    from heiti.engine.node import NodeError
+    from heiti.nodes.detection.detector import TorchDetector
+    from heiti.nodes.torch_arch import load_model
 
     handle = shapes_handle(tmp_path / "data", count=12, size=32)
     ctx = RunContext("det", tmp_path, tmp_path, EventBus(), CancelToken())

@@ -16,11 +16,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from heiti.engine.payloads import ModelArtifact
+from heiti.nodes.devices.protocol import ErrorCode, MsgType
+from heiti.nodes.devices.server import main
+from heiti.nodes.devices.targets import DeviceError, open_remote_session, pack_model
 
-from engine.payloads import ModelArtifact
-from engine.protocol import ErrorCode, MsgType
-from nodes.device_server import main
-from nodes.targets import DeviceError, open_remote_session, pack_model
 from tests.nodes.device_helpers import (
     ServerThread,
     hello,
@@ -135,10 +135,10 @@ def test_missing_runtime_is_named(server: ServerThread, tmp_path: Path) -> None:
 
 # --- target nodes -----------------------------------------------------------------------------------
 def test_target_nodes_describe_the_device_or_fail_clearly(server: ServerThread, tmp_path: Path) -> None:
-    from engine.executor import Executor
-    from engine.graph import Graph
-    from engine.registry import Registry
-    from nodes.targets import LocalTarget, SerialTarget, TcpTarget
+    from heiti.engine.executor import Executor
+    from heiti.engine.graph import Graph
+    from heiti.engine.registry import Registry
+    from heiti.nodes.devices.targets import LocalTarget, SerialTarget, TcpTarget
 
     registry = Registry()
     for cls in (LocalTarget, TcpTarget, SerialTarget):
@@ -186,7 +186,7 @@ def test_tvm_archive_is_linked_on_the_device_and_runs(server: ServerThread, tmp_
 
 
 def test_folder_model_is_uploaded_as_a_safe_tar(server: ServerThread, tmp_path: Path) -> None:
-    from nodes.device_client import DeviceClient
+    from heiti.nodes.devices.client import DeviceClient
 
     folder = tmp_path / "model_ir"
     (folder / "sub").mkdir(parents=True)
@@ -211,10 +211,10 @@ def test_folder_model_is_uploaded_as_a_safe_tar(server: ServerThread, tmp_path: 
 @pytest.mark.heavy
 def test_example_graph_measures_on_the_device(server: ServerThread, tmp_path: Path) -> None:
     """resources/graphs/digits_remote.json end to end, its device pointed at a server thread."""
-    from engine.events import NodeMetric
-    from engine.executor import Executor
-    from engine.graph import load_graph
-    from engine.measurements import read_measurements
+    from heiti.engine.events import NodeMetric
+    from heiti.engine.executor import Executor
+    from heiti.engine.graph import load_graph
+    from heiti.engine.measurements import read_measurements
 
     graph = load_graph(REPO / "resources" / "graphs" / "digits_remote.json")
     graph.set_param("device", "address", server.address)

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from heiti.engine.payloads import ModelArtifact
+from heiti.nodes.devices.protocol import VERSION, ErrorCode, MsgType, frame_message
+from heiti.nodes.devices.targets import DeviceError, open_remote_session, pack_model
 
-from engine.payloads import ModelArtifact
-from engine.protocol import VERSION, ErrorCode, MsgType, frame_message
-from nodes.targets import DeviceError, open_remote_session, pack_model
 from tests.nodes.device_helpers import (
     ServerThread,
     hello,
@@ -181,7 +181,7 @@ def test_link_dropped_mid_upload_is_reported_then_resumed_on_retry(server: Serve
 
 
 def _start_cli_server(workdir: Path, address: str) -> tuple[subprocess.Popen, int]:
-    proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "serve", "--tcp", address, "--workdir", str(workdir),
+    proc = subprocess.Popen([sys.executable, "-m", "heiti.engine.cli", "serve", "--tcp", address, "--workdir", str(workdir),
                              "--stats-period", "0.2"], cwd=REPO, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:

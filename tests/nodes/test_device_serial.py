@@ -10,12 +10,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from heiti.engine.payloads import ModelArtifact, TargetHandle
+from heiti.nodes.devices.protocol import Channel, ErrorCode, MsgType
+from heiti.nodes.devices.server import DeviceServer
+from heiti.nodes.devices.targets import open_remote_session
+from heiti.nodes.devices.transport import SerialTransport, VirtualSerialLink
 
-from engine.payloads import ModelArtifact, TargetHandle
-from engine.protocol import Channel, ErrorCode, MsgType
-from engine.transport import SerialTransport, VirtualSerialLink
-from nodes.device_server import DeviceServer
-from nodes.targets import open_remote_session
 from tests.nodes.device_helpers import hello, local_run, make_onnx, next_reply
 
 pytestmark = pytest.mark.timeout(120)
@@ -131,14 +131,14 @@ def test_cli_serial_server_and_serial_target_node(tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    from engine.executor import Executor
-    from engine.graph import Graph
-    from engine.registry import Registry
-    from nodes.targets import SerialTarget
+    from heiti.engine.executor import Executor
+    from heiti.engine.graph import Graph
+    from heiti.engine.registry import Registry
+    from heiti.nodes.devices.targets import SerialTarget
 
     repo = Path(__file__).resolve().parents[2]
     with VirtualSerialLink() as link:
-        proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "serve", "--serial", link.port_a, "--baud", "921600",
+        proc = subprocess.Popen([sys.executable, "-m", "heiti.engine.cli", "serve", "--serial", link.port_a, "--baud", "921600",
                                  "--workdir", str(tmp_path / "device")], cwd=repo, stderr=subprocess.PIPE, text=True)
         try:
             deadline = time.monotonic() + 30

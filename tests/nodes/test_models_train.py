@@ -6,9 +6,9 @@ import time
 
 import numpy as np
 import pytest
+from heiti.engine.executor import Executor
+from heiti.nodes.models import ModelFile
 
-from engine.executor import Executor
-from nodes.models import ModelFile
 from tests.nodes.data_h1 import build, ok, real_registry, run
 
 REGISTRY = real_registry()
@@ -23,8 +23,7 @@ def trained(framework: str, epochs: int, **train_params):
 
 def test_torch_cnn_weights_load_safely_and_match_the_dataset(tmp_path):
     import torch
-
-    from nodes.torch_arch import load_model
+    from heiti.nodes.torch_arch import load_model
 
     result = ok(run(build([DIGITS, ("m", "model.torch_cnn", {"channels": 8, "layers": 3})],
                           [("d", "dataset", "m", "dataset")]), tmp_path, registry=REGISTRY))
@@ -220,8 +219,8 @@ def test_missing_or_unsupported_files(tmp_path):
 # --- a registered architecture with its own loss and batches -------------------------------------------
 def test_registered_arch_trains_with_its_own_loss_and_batches(tmp_path):
     """The hook the detector uses: make_batches + loss without "correct" -> losses only, extras reported."""
-    from engine import DatasetHandle, In, ModelArtifact, Node, Out
-    from nodes.torch_arch import register_arch, save_model
+    from heiti.engine import DatasetHandle, In, ModelArtifact, Node, Out
+    from heiti.nodes.torch_arch import register_arch, save_model
 
     def build_linear(config):
         import torch

@@ -7,19 +7,19 @@ import re
 from pathlib import Path
 
 import pytest
+from heiti.engine import Measurements, Node, Out
+from heiti.engine.cli import main as heiti
+from heiti.engine.executor import Executor
+from heiti.engine.graph import Graph
+from heiti.engine.registry import Registry
+from heiti.nodes.reports import fmt
+from heiti.nodes.reports.blocks import Figure, Table
+from heiti.nodes.reports.compare import comparison_rows, verdict
+from heiti.nodes.reports.node import ReportNode
+from heiti.nodes.reports.render import render, report_from_runs
 from pydantic import BaseModel, ConfigDict
 
-from engine import Measurements, Node, Out
-from engine.cli import main as heiti
-from engine.executor import Executor
-from engine.graph import Graph
-from engine.registry import Registry
-from nodes.reports import fmt
-from nodes.reports.blocks import Figure, Table
-from nodes.reports.compare import comparison_rows, verdict
-from nodes.reports.node import ReportNode
-from nodes.reports.render import render, report_from_runs
-from nodes.reports.samples import (
+from tests.report_samples import (
     CLASSIFICATION_SPECS,
     Spec,
     classification_measurements,
@@ -322,10 +322,10 @@ def test_report_node_rejects_an_unknown_baseline_with_a_clear_error(tmp_path):
 
 def test_remote_runtime_shows_device_timing_device_resources_and_device_environment(tmp_path):
     import numpy as np
+    from heiti.engine.events import JsonlWriter, NodeMetric
+    from heiti.engine.measurements import TargetInfo
 
-    from engine.events import JsonlWriter, NodeMetric
-    from engine.measurements import TargetInfo
-    from nodes.reports.samples import latency_stats
+    from tests.report_samples import latency_stats
 
     run = tmp_path / "run"
     write_sample_run(run, CLASSIFICATION_SPECS[:2])
@@ -359,8 +359,8 @@ def test_importing_the_report_modules_does_not_import_matplotlib_or_jinja(tmp_pa
     import subprocess
     import sys
 
-    code = ("import importlib, pkgutil, sys, nodes.reports as p\n"
-            "for m in pkgutil.walk_packages(p.__path__, 'nodes.reports.'): importlib.import_module(m.name)\n"
+    code = ("import importlib, pkgutil, sys, heiti.nodes.reports as p\n"
+            "for m in pkgutil.walk_packages(p.__path__, 'heiti.nodes.reports.'): importlib.import_module(m.name)\n"
             "print(sorted(m for m in ('matplotlib', 'jinja2', 'PIL') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                          cwd=Path(__file__).resolve().parents[2])

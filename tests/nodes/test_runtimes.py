@@ -7,17 +7,17 @@ from typing import Any
 
 import numpy as np
 import pytest
+from heiti.engine import DatasetHandle, ModelArtifact, Node, Out
+from heiti.engine.events import NodeFailed, NodeMetric
+from heiti.engine.executor import Executor
+from heiti.engine.graph import Graph
+from heiti.engine.measurements import read_measurements
+from heiti.engine.payloads import TargetHandle
+from heiti.engine.registry import Registry
+from heiti.nodes.runtimes import RUNTIME_NODES
+from heiti.nodes.runtimes.backends import open_session
 from pydantic import BaseModel, ConfigDict
 
-from engine import DatasetHandle, ModelArtifact, Node, Out
-from engine.events import NodeFailed, NodeMetric
-from engine.executor import Executor
-from engine.graph import Graph
-from engine.measurements import read_measurements
-from engine.payloads import TargetHandle
-from engine.registry import Registry
-from nodes.backends import open_session
-from nodes.runtimes import RUNTIME_NODES
 from tests.nodes import tiny_models
 
 

@@ -46,8 +46,7 @@ def digits_npz(path: Path, seed: int = 0) -> tuple[Path, list[str]]:
 
 def _train_torch(data: Any, epochs: int = 8) -> Any:
     import torch
-
-    from nodes.torch_arch import build_cnn
+    from heiti.nodes.torch_arch import build_cnn
 
     torch.manual_seed(0)
     model = build_cnn(CONFIG)
@@ -116,8 +115,7 @@ def compile_tvm(onnx_path: Path, out: Path, batch: int = 1) -> Path:
 def build_all(root: Path, formats: tuple[str, ...] = ("onnx", "torch", "pt2", "keras", "tflite",
                                                       "tflite_int8", "tvm")) -> TinyModels:
     import torch
-
-    from nodes.torch_arch import save_model
+    from heiti.nodes.torch_arch import save_model
 
     torch.set_num_threads(2)
     root.mkdir(parents=True, exist_ok=True)

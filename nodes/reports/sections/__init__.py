@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import importlib
 
-from ..blocks import Note, Section
-from ..collect import Report
+from heiti.nodes.reports.blocks import Note, Section
+from heiti.nodes.reports.collect import Report
 
 SECTION_MODULES = [
     "summary", "comparison", "runtimes", "classification", "detection", "latency", "resources",

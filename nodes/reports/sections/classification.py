@@ -4,11 +4,11 @@ point to it instead of repeating the same pictures."""
 
 from __future__ import annotations
 
-from .. import plots
-from ..blocks import Cell, Figure, Group, Section, Table, Text
-from ..collect import Entry, Report
-from ..compare import comparison_rows, verdict
-from ..fmt import num, pct, points
+from heiti.nodes.reports import plots
+from heiti.nodes.reports.blocks import Cell, Figure, Group, Section, Table, Text
+from heiti.nodes.reports.collect import Entry, Report
+from heiti.nodes.reports.compare import comparison_rows, verdict
+from heiti.nodes.reports.fmt import num, pct, points
 
 
 def _fingerprint(entry: Entry) -> tuple:

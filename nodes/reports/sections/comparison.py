@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from .. import plots
-from ..blocks import Cell, Figure, Section, Table, Text
-from ..collect import Report
-from ..compare import Row, comparison_rows, reference_quality
-from ..fmt import ms, pct, points, ratio_text, seconds, size, times
+from heiti.nodes.reports import plots
+from heiti.nodes.reports.blocks import Cell, Figure, Section, Table, Text
+from heiti.nodes.reports.collect import Report
+from heiti.nodes.reports.compare import Row, comparison_rows, reference_quality
+from heiti.nodes.reports.fmt import ms, pct, points, ratio_text, seconds, size, times
 
 
 def _row(r: Row, several_models: bool, several_targets: bool) -> list:

@@ -4,12 +4,11 @@ and mAP against the score threshold (to choose the threshold to deploy with)."""
 from __future__ import annotations
 
 import numpy as np
-
-from .. import plots
-from ..blocks import Cell, Figure, Group, Section, Table
-from ..collect import Entry, Report
-from ..compare import comparison_rows
-from ..fmt import num, pct, points
+from heiti.nodes.reports import plots
+from heiti.nodes.reports.blocks import Cell, Figure, Group, Section, Table
+from heiti.nodes.reports.collect import Entry, Report
+from heiti.nodes.reports.compare import comparison_rows
+from heiti.nodes.reports.fmt import num, pct, points
 
 
 def _classes(entries: list[Entry]) -> list[str]:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..blocks import Group, Section, Table, Text
-from ..collect import Entry, Report
+from heiti.nodes.reports.blocks import Group, Section, Table, Text
+from heiti.nodes.reports.collect import Entry, Report
 
 #: nested dicts under these keys hold package versions: shown by package name alone
 VERSION_KEYS = ("versions", "frameworks", "packages", "libraries")

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from .. import plots
-from ..blocks import Figure, Group, Section, Table
-from ..collect import Report, RunInfo
-from ..fmt import seconds
+from heiti.nodes.reports import plots
+from heiti.nodes.reports.blocks import Figure, Group, Section, Table
+from heiti.nodes.reports.collect import Report, RunInfo
+from heiti.nodes.reports.fmt import seconds
 
 
 def node_states(run: RunInfo) -> tuple[dict[str, str], dict[str, float]]:
     """node -> done/cached/failed/skipped, and node -> seconds, from the run's events."""
-    from engine.events import NodeCached, NodeFailed, NodeFinished, NodeSkipped, NodeStarted
+    from heiti.engine.events import NodeCached, NodeFailed, NodeFinished, NodeSkipped, NodeStarted
 
     states: dict[str, str] = {}
     durations: dict[str, float] = {}

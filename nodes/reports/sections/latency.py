@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from .. import plots
-from ..blocks import Cell, Figure, Section, Table, Text
-from ..collect import Report
-from ..compare import comparison_rows
-from ..fmt import ms
+from heiti.nodes.reports import plots
+from heiti.nodes.reports.blocks import Cell, Figure, Section, Table, Text
+from heiti.nodes.reports.collect import Report
+from heiti.nodes.reports.compare import comparison_rows
+from heiti.nodes.reports.fmt import ms
 
 
 def build(report: Report) -> Section | None:

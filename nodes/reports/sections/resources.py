@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from .. import plots
-from ..blocks import Figure, Section, Table, Text
-from ..collect import Report, pick_series
+from heiti.nodes.reports import plots
+from heiti.nodes.reports.blocks import Figure, Section, Table, Text
+from heiti.nodes.reports.collect import Report, pick_series
 
 UNITS_TO_MB = {"b": 1 / 2**20, "bytes": 1 / 2**20, "kb": 1 / 1024, "kib": 1 / 1024, "mb": 1.0, "mib": 1.0,
                "gb": 1024.0, "gib": 1024.0}

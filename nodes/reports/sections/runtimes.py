@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..blocks import Group, KeyValues, Note, Section
-from ..collect import Entry, Report
-from ..fmt import ms, pct, seconds, size
+from heiti.nodes.reports.blocks import Group, KeyValues, Note, Section
+from heiti.nodes.reports.collect import Entry, Report
+from heiti.nodes.reports.fmt import ms, pct, seconds, size
 
 
 def _scalar(value: Any) -> str:

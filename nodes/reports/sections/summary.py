@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from ..blocks import Card, Cards, Note, Section, Table, Text
-from ..collect import Report
-from ..compare import Row, comparison_rows, verdict
-from ..fmt import ms, pct, ratio_text, size
+from heiti.nodes.reports.blocks import Card, Cards, Note, Section, Table, Text
+from heiti.nodes.reports.collect import Report
+from heiti.nodes.reports.compare import Row, comparison_rows, verdict
+from heiti.nodes.reports.fmt import ms, pct, ratio_text, size
 
 
 def _latency_detail(row: Row, statistic: str) -> str:
@@ -19,7 +19,7 @@ def _runs_table(report: Report) -> Table:
     """Which runs are compared: when each started, how it ended, what it measured."""
     import datetime as dt
 
-    from engine.events import RunFinished, RunStarted
+    from heiti.engine.events import RunFinished, RunStarted
 
     rows = []
     for run in report.runs:

@@ -6,22 +6,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from engine.executor import Executor, RunResult
-from engine.graph import Graph
-from engine.registry import Registry
+from heiti.engine.executor import Executor, RunResult
+from heiti.engine.graph import Graph
+from heiti.engine.registry import Registry
 
 
 def real_registry() -> Registry:
     """Registry with the built-in node kinds (datasets, models, training, converters, compilers)."""
-    import nodes.compilers
-    import nodes.converters
-    import nodes.datasets
-    import nodes.models
-    import nodes.train
+    from heiti.nodes import compilers, converters, datasets, models, train
 
     registry = Registry()
-    for module in (nodes.datasets, nodes.models, nodes.train, nodes.converters, nodes.compilers):
+    for module in (datasets, models, train, converters, compilers):
         registry.register_module(module)
     return registry
 

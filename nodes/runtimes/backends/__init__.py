@@ -97,12 +97,12 @@ def describe_dtype(dtype: Any) -> str:
 
 #: runtime kind -> "module:factory"; the factory is called as factory(model_path, options)
 BACKENDS: dict[str, str] = {
-    "onnxruntime": "nodes.backends.onnxruntime:OrtSession",
-    "litert": "nodes.backends.litert:LiteRTSession",
-    "tvm": "nodes.backends.tvm:TVMSession",
-    "openvino": "nodes.backends.openvino:OpenVINOSession",
-    "torch": "nodes.backends.torch:TorchSession",
-    "keras": "nodes.backends.keras:KerasSession",
+    "onnxruntime": "heiti.nodes.runtimes.backends.onnxruntime:OrtSession",
+    "litert": "heiti.nodes.runtimes.backends.litert:LiteRTSession",
+    "tvm": "heiti.nodes.runtimes.backends.tvm:TVMSession",
+    "openvino": "heiti.nodes.runtimes.backends.openvino:OpenVINOSession",
+    "torch": "heiti.nodes.runtimes.backends.torch:TorchSession",
+    "keras": "heiti.nodes.runtimes.backends.keras:KerasSession",
 }
 
 

@@ -12,8 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from . import BaseSession
+from heiti.nodes.runtimes.backends import BaseSession
 
 
 def _flatten(value: Any, out: list[np.ndarray]) -> list[np.ndarray]:

@@ -5,8 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-
-from . import BaseSession, describe_dtype
+from heiti.nodes.runtimes.backends import BaseSession, describe_dtype
 
 OPT_LEVELS = ("disable", "basic", "extended", "all")
 _NP_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,

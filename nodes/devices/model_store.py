@@ -15,7 +15,7 @@ import tarfile
 import threading
 from pathlib import Path, PurePosixPath
 
-from engine.files import file_sha256
+from heiti.engine.files import file_sha256
 
 _SHA = re.compile(r"^[0-9a-f]{64}$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+\-]{0,127}$")

@@ -15,11 +15,18 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import numpy as np
-
-from engine.node import NodeError
-from engine.payloads import TargetHandle
-from engine.protocol import DEFAULT_MAX_PAYLOAD, VERSION, Channel, ErrorCode, Message, MsgType, ProtocolError
-from engine.transport import LinkClosed, LinkTimeout, SerialTransport, Transport, connect_tcp
+from heiti.engine.node import NodeError
+from heiti.engine.payloads import TargetHandle
+from heiti.nodes.devices.protocol import (
+    DEFAULT_MAX_PAYLOAD,
+    VERSION,
+    Channel,
+    ErrorCode,
+    Message,
+    MsgType,
+    ProtocolError,
+)
+from heiti.nodes.devices.transport import LinkClosed, LinkTimeout, SerialTransport, Transport, connect_tcp
 
 T = TypeVar("T")
 #: a request may last this many timeouts while the device shows it is alive (a slow model load)
@@ -249,7 +256,7 @@ class DeviceClient:
 
 
 class RemoteSession:
-    """A runtime session on a device; follows the Session contract of nodes.backends."""
+    """A runtime session on a device; follows the Session contract of heiti.nodes.runtimes.backends."""
 
     def __init__(self, client: DeviceClient, bundle: Any, runtime: str, options: dict[str, Any]) -> None:
         self._client = client

@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-
-from engine.protocol import (
+from heiti.nodes.devices.model_store import ModelStore, StoreError
+from heiti.nodes.devices.protocol import (
     DEFAULT_MAX_PAYLOAD,
     VERSION,
     Channel,
@@ -32,7 +32,8 @@ from engine.protocol import (
     ProtocolError,
     error_fields,
 )
-from engine.transport import (
+from heiti.nodes.devices.stats import StatsSampler
+from heiti.nodes.devices.transport import (
     LinkClosed,
     LinkTimeout,
     SerialTransport,
@@ -42,8 +43,6 @@ from engine.transport import (
     listen_tcp,
     parse_address,
 )
-from nodes.device_stats import StatsSampler
-from nodes.model_store import ModelStore, StoreError
 
 MAX_LINKS = 8
 _STORE_CODES = {"bad_request": ErrorCode.BAD_REQUEST, "mismatch": ErrorCode.UPLOAD_MISMATCH,
@@ -85,7 +84,7 @@ class DeviceServer:
         self._links_lock = threading.Lock()
 
     def device_info(self) -> dict[str, Any]:
-        from nodes.backends import available_runtimes
+        from heiti.nodes.runtimes.backends import available_runtimes
 
         vm = psutil.virtual_memory()
         return {
@@ -318,7 +317,7 @@ class _Link:
             self.channel.send(MsgType.ERROR, fields, seq=msg.seq, reply=True, timeout=self.server.write_timeout)
 
     def _load(self, msg: Message) -> None:
-        from nodes.backends import BackendUnavailable, available_runtimes, open_session
+        from heiti.nodes.runtimes.backends import BackendUnavailable, available_runtimes, open_session
 
         self._close_session()
         f = msg.fields
@@ -409,7 +408,7 @@ class _Link:
 def _session_steps(session: Any) -> tuple[Any, Any, Any, Any]:
     """(prepare, stage, run, finish) as the host's measurement loop splits them; run-only otherwise."""
     try:
-        from nodes.backends import session_steps
+        from heiti.nodes.runtimes.backends import session_steps
     except ImportError:
         return (lambda inputs: inputs), None, session.run, None
     return session_steps(session)

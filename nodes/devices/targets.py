@@ -15,14 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from heiti.engine.context import RunContext
+from heiti.engine.files import file_sha256
+from heiti.engine.node import Node, Out
+from heiti.engine.payloads import ModelArtifact, TargetHandle
+from heiti.nodes.devices.client import DeviceClient, DeviceError, RemoteSession
+from heiti.nodes.devices.transport import parse_address
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-
-from engine.context import RunContext
-from engine.files import file_sha256
-from engine.node import Node, Out
-from engine.payloads import ModelArtifact, TargetHandle
-from engine.transport import parse_address
-from nodes.device_client import DeviceClient, DeviceError, RemoteSession
 
 __all__ = ["DeviceError", "LocalTarget", "SerialTarget", "TcpTarget", "open_remote_session", "pack_model"]
 

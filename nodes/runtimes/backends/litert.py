@@ -9,8 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-
-from . import BaseSession, describe_dtype
+from heiti.nodes.runtimes.backends import BaseSession, describe_dtype
 
 
 def quantize(x: np.ndarray, scale: float, zero_point: int, dtype: Any) -> np.ndarray:

@@ -11,8 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from engine.measurements import (
+from heiti.engine.measurements import (
     ClassificationQuality,
     DetectionQuality,
     LatencyStats,
@@ -179,7 +178,7 @@ def sample_graph(specs: list[Spec], task: str = "classification") -> dict[str, A
 def write_sample_run(run_dir: Path, specs: list[Spec] | None = None, task: str = "classification",
                      seed: int = 0) -> list[Path]:
     """A run folder as the executor leaves it: graph.json, events.jsonl, measurements/<node>.json."""
-    from engine.events import JsonlWriter, NodeFinished, NodeStarted, RunFinished, RunStarted
+    from heiti.engine.events import JsonlWriter, NodeFinished, NodeStarted, RunFinished, RunStarted
 
     specs = specs or CLASSIFICATION_SPECS
     run_dir = Path(run_dir)

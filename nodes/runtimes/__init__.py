@@ -2,7 +2,7 @@
 
 One node kind per framework (runtime.onnxruntime, .litert, .tvm, .openvino, .torch, .keras), all
 sharing `RuntimeNode.run`: load the split, open a session (in process, or on a device through
-nodes.targets), prepare every input, time the loop (engine.measure), then compute quality and
+nodes.devices.targets), prepare every input, time the loop (nodes.runtimes.measure), then compute quality and
 write `measurements.json`, copied to `<run>/measurements/<node>.json` by `publish`.
 """
 
@@ -14,10 +14,11 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
-
-from engine.context import Cancelled, RunContext
-from engine.measure import (
+from heiti.engine.context import Cancelled, RunContext
+from heiti.engine.measurements import MeasurementsFile, TargetInfo, TimeSeries
+from heiti.engine.node import In, Node, NodeError, Out
+from heiti.engine.payloads import DatasetHandle, Measurements, ModelArtifact, TargetHandle
+from heiti.nodes.runtimes.measure import (
     UNITS,
     classification_quality,
     environment_info,
@@ -25,9 +26,7 @@ from engine.measure import (
     measure_sampled,
     model_size_bytes,
 )
-from engine.measurements import MeasurementsFile, TargetInfo, TimeSeries
-from engine.node import In, Node, NodeError, Out
-from engine.payloads import DatasetHandle, Measurements, ModelArtifact, TargetHandle
+from pydantic import BaseModel, ConfigDict, Field
 
 NS_PER_MS = 1e6
 
@@ -96,7 +95,7 @@ class RuntimeNode(Node):
     def _measure(self, ctx: RunContext, session: Any, model: ModelArtifact, dataset: DatasetHandle,
                  x: np.ndarray, y: np.ndarray | None, target: TargetHandle | None,
                  remote: bool, stats_seen: list[dict[str, Any]]) -> MeasurementsFile:
-        from nodes.backends import session_steps
+        from heiti.nodes.runtimes.backends import session_steps
 
         p = self.params
         _check_shape(session, x, p.batch_size, self.runtime)
@@ -300,7 +299,7 @@ def _summary(record: MeasurementsFile) -> dict[str, Any]:
 def _detection_quality(dataset: DatasetHandle, split: str, outputs: list[list[np.ndarray]],
                        meta: dict[str, Any]) -> Any:
     try:
-        from nodes.detection import evaluate_detection
+        from heiti.nodes.detection import evaluate_detection
     except ImportError as err:
         raise NodeError(f"detection quality needs nodes.detection.evaluate_detection: {err}") from err
     return evaluate_detection(dataset, split, outputs, meta)
@@ -312,9 +311,9 @@ def _open(runtime: str, model: ModelArtifact, options: dict[str, Any], target: T
     name = Path(model.path).name
     if target is not None:
         try:
-            from nodes.targets import open_remote_session
+            from heiti.nodes.devices.targets import open_remote_session
         except ImportError as err:
-            raise NodeError(f"running on a {target.kind} target needs nodes.targets, which is not "
+            raise NodeError(f"running on a {target.kind} target needs nodes.devices.targets, which is not "
                             f"available here: {err}") from err
         device: dict[str, str] = {"name": target.address or target.kind}
 
@@ -337,7 +336,7 @@ def _open(runtime: str, model: ModelArtifact, options: dict[str, Any], target: T
         info = getattr(session, "device_info", None) or {}
         device["name"] = str(info.get("name") or info.get("hostname") or device["name"])
         return session
-    from nodes.backends import BackendUnavailable, open_session
+    from heiti.nodes.runtimes.backends import BackendUnavailable, open_session
 
     try:
         return open_session(runtime, str(model.path), options)

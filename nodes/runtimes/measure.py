@@ -30,8 +30,7 @@ from typing import Any
 
 import numpy as np
 import psutil
-
-from .measurements import ClassificationQuality, LatencyStats, TimeSeries
+from heiti.engine.measurements import ClassificationQuality, LatencyStats, TimeSeries
 
 # --------------------------------------------------------------------------------------------
 # statistics

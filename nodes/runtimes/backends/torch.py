@@ -7,8 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from . import BaseSession
+from heiti.nodes.runtimes.backends import BaseSession
 
 
 def _flatten(value: Any, out: list[np.ndarray]) -> list[np.ndarray]:
@@ -39,7 +38,7 @@ class TorchSession(BaseSession):
             program = torch.export.load(str(path))
             self._module = program.module()
         else:
-            from nodes.torch_arch import load_model
+            from heiti.nodes.torch_arch import load_model
 
             if "arch" not in meta:
                 meta = {}  # let load_model read the sidecar next to the weights

@@ -10,8 +10,7 @@ import os
 from typing import Any
 
 import numpy as np
-
-from . import BaseSession, describe_dtype
+from heiti.nodes.runtimes.backends import BaseSession, describe_dtype
 
 
 def _threads(n: int) -> None:

@@ -1,4 +1,4 @@
-"""Device metrics for `heiti serve`: CPU, memory and temperature, sampled in a background thread.
+"""Device metrics for `heiti serve` and the host: CPU, memory, temperature and CPU frequency.
 
 The sampler runs on its own clock so that a link busy with a request still has a fresh sample to
 send as soon as it is free; each sample carries the device's monotonic time of reading.
@@ -32,6 +32,30 @@ def read_temperature() -> float | None:
         return None
 
 
+def read_frequency() -> float | None:
+    """The mean current CPU frequency in MHz, or None where the OS does not expose it.
+
+    Frequency is what reveals throttling: a hot or power-capped board lowers it before latency
+    drifts. psutil reads cpufreq on Linux; some VMs expose nothing.
+    """
+    try:
+        freq = psutil.cpu_freq()
+    except (AttributeError, OSError, NotImplementedError):
+        freq = None
+    if freq is not None and freq.current and freq.current > 0:
+        return float(freq.current)
+    try:
+        khz = [int(p.read_text().strip()) for p in Path("/sys/devices/system/cpu").glob("cpu[0-9]*/cpufreq/scaling_cur_freq")]
+    except (OSError, ValueError):
+        khz = []
+    return sum(khz) / len(khz) / 1000.0 if khz else None
+
+
+def read_sensors() -> dict[str, float | None]:
+    """Temperature and frequency, each None when this machine does not expose it (explicitly absent)."""
+    return {"temp_c": read_temperature(), "freq_mhz": read_frequency()}
+
+
 class StatsSampler:
     """Samples device metrics in a background thread; links send the newest sample."""
 
@@ -56,9 +80,7 @@ class StatsSampler:
                 "rss_mb": proc.memory_info().rss / 2**20,
                 "mem_percent": psutil.virtual_memory().percent,
             }
-            temp = read_temperature()
-            if temp is not None:
-                sample["temp_c"] = temp
+            sample.update(read_sensors())
             self.latest, self.count = sample, self.count + 1
             self.ready.set()
 

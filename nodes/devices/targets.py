@@ -131,7 +131,7 @@ def open_remote_session(
 
     The returned session follows the Session contract (inputs, outputs, run, close) and adds
     `last_device_ms` and `device_info`. `on_stats` receives the device's STATS as dicts
-    {t, cpu_percent, rss_mb, mem_percent, temp_c?} with `t` on this host's time.perf_counter() clock.
+    {t, cpu_percent, rss_mb, mem_percent, temp_c, freq_mhz} (sensors None where unreadable) with `t` on this host's time.perf_counter() clock.
     """
     bundle = pack_model(Path(model.path), model.model_format)
     client = DeviceClient(target, on_stats)

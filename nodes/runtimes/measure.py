@@ -183,7 +183,8 @@ class _Gpu:
         return out
 
 
-UNITS = {"cpu_percent": "%", "rss_mb": "MB", "mem_percent": "%", "gpu_percent": "%", "gpu_mem_mb": "MB"}
+UNITS = {"cpu_percent": "%", "rss_mb": "MB", "mem_percent": "%", "gpu_percent": "%", "gpu_mem_mb": "MB",
+         "temp_c": "°C", "freq_mhz": "MHz"}
 STREAMED = ("cpu_percent", "rss_mb", "mem_percent")  # sent as events; per-core series stay in the file
 
 

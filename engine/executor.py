@@ -32,7 +32,7 @@ from heiti.engine.events import (
     Subscriber,
 )
 from heiti.engine.graph import Graph
-from heiti.engine.node import NodeError
+from heiti.engine.node import Node, NodeError
 from heiti.engine.payloads import Payload
 from heiti.engine.registry import Registry, default_registry
 from heiti.engine.validate import ValidationResult, validate
@@ -96,11 +96,18 @@ class Executor:
         registry: Registry | None = None,
         cache_dir: Path | None = None,
         use_cache: bool = True,
+        jobs: int = 1,
+        ray_address: str | None = None,
     ) -> None:
+        """`jobs` > 1 runs independent nodes at once, each in its own worker process; 1 runs them
+        here, one after the other. `ray_address` ("auto", "ray://host:10001", or "" for a local
+        cluster) runs every node as a Ray task instead."""
         self.registry = registry or default_registry()
         self.cache = ArtifactCache(cache_dir or default_cache_dir()) if use_cache else None
         self.bus = EventBus()
         self.token = CancelToken()
+        self.jobs = max(1, int(jobs))
+        self.ray_address = ray_address
 
     def subscribe(self, fn: Subscriber) -> Any:
         return self.bus.subscribe(fn)
@@ -130,6 +137,11 @@ class Executor:
         result = RunResult(status="ok", out_dir=out_dir)
         keys: dict[str, str] = {}
         self.bus.emit(RunStarted(graph=graph.name, out_dir=str(out_dir), order=order))
+        if self.jobs > 1 or self.ray_address is not None:
+            from heiti.engine.scheduler import run_parallel
+
+            run_parallel(self, graph, checked, out_dir, keys, result, t0)
+            order = []  # every node has its state already
         for node_id in order:
             blocked = self._blocked_by(graph, checked, node_id, result)
             if self.token.cancelled:
@@ -171,6 +183,56 @@ class Executor:
 
     def _run_node(self, graph: Graph, checked: ValidationResult, node_id: str, out_dir: Path,
                   keys: dict[str, str], result: RunResult, t0: float) -> None:
+        prepared = self._prepare(graph, checked, node_id, out_dir, keys, result)
+        if prepared is None:
+            return  # restored from the cache
+        cls, node, inputs, key, workdir = prepared
+        clear_folder(workdir)  # never run into files left by an earlier run in this folder
+        ctx = RunContext(node_id, workdir, out_dir, self.bus, self.token, run_t0=t0)
+        self.bus.emit(NodeStarted(node=node_id, kind=cls.kind, key=key))
+        started = time.perf_counter()
+        try:
+            outputs = node.run(ctx, **inputs) or {}
+            missing = [p for p in cls.outputs if p not in outputs]
+            if missing:
+                raise NodeError(f"{cls.kind} produced no value for output(s) {', '.join(missing)}")
+            node.publish(out_dir, node_id, outputs)
+        except (Cancelled, KeyboardInterrupt):
+            self.token.cancel()
+            self._cancelled(node_id, result)
+            return
+        except Exception as err:  # noqa: BLE001 - isolate the failure to this node
+            tb = "" if isinstance(err, NodeError) else traceback.format_exc()
+            self._failed(node_id, result, type(err).__name__, str(err) or type(err).__name__, tb)
+            return
+        self._succeeded(node_id, cls, key, workdir, outputs, keys, result, started)
+
+    def _cancelled(self, node_id: str, result: RunResult) -> None:
+        result.states[node_id] = "cancelled"
+        result.errors[node_id] = "cancelled"
+        self.bus.emit(NodeFailed(node=node_id, error_type="Cancelled", message="cancelled by the user"))
+
+    def _failed(self, node_id: str, result: RunResult, error_type: str, message: str, tb: str = "") -> None:
+        result.states[node_id] = "failed"
+        result.errors[node_id] = message
+        self.bus.emit(NodeFailed(node=node_id, error_type=error_type, message=message, traceback=tb))
+
+    def _succeeded(self, node_id: str, cls: type[Node], key: str, workdir: Path, outputs: dict[str, Any],
+                   keys: dict[str, str], result: RunResult, started: float) -> None:
+        """Record a finished node and store it in the cache (the parent stores, workers never do)."""
+        result.outputs[node_id] = outputs
+        result.states[node_id] = "done"
+        if self.cache is not None and cls.cacheable:
+            try:
+                self.cache.store(key, cls.kind, workdir, outputs, keys)
+            except OSError as err:
+                self.bus.emit(NodeLog(node=node_id, level="warning",
+                                      message=f"could not store the result in the cache: {err}"))
+        self.bus.emit(NodeFinished(node=node_id, duration_s=time.perf_counter() - started, summary=_summary(outputs)))
+
+    def _prepare(self, graph: Graph, checked: ValidationResult, node_id: str, out_dir: Path,
+                 keys: dict[str, str], result: RunResult) -> tuple[type[Node], Node, dict[str, Any], str, Path] | None:
+        """Gather a node's inputs and cache key; restore it and return None on a cache hit."""
         cls = checked.classes[node_id]
         params = checked.params[node_id]
         inputs: dict[str, Any] = {}
@@ -203,42 +265,11 @@ class Executor:
                 result.outputs[node_id] = outputs
                 result.states[node_id] = "cached"
                 self.bus.emit(NodeCached(node=node_id, key=key, summary=_summary(outputs)))
-                return
+                return None
             except CorruptEntry as err:
                 self.cache.drop(key)
                 self.bus.emit(NodeLog(node=node_id, level="warning",
                                       message=f"cache entry {key} is corrupt ({err}); dropped it and running again"))
             except Exception:  # noqa: BLE001 - an unreadable cache entry is just a miss
                 pass
-
-        clear_folder(workdir)  # never run into files left by an earlier run in this folder
-        ctx = RunContext(node_id, workdir, out_dir, self.bus, self.token, run_t0=t0)
-        self.bus.emit(NodeStarted(node=node_id, kind=cls.kind, key=key))
-        started = time.perf_counter()
-        try:
-            outputs = node.run(ctx, **inputs) or {}
-            missing = [p for p in cls.outputs if p not in outputs]
-            if missing:
-                raise NodeError(f"{cls.kind} produced no value for output(s) {', '.join(missing)}")
-            node.publish(out_dir, node_id, outputs)
-        except (Cancelled, KeyboardInterrupt):
-            self.token.cancel()
-            result.states[node_id] = "cancelled"
-            result.errors[node_id] = "cancelled"
-            self.bus.emit(NodeFailed(node=node_id, error_type="Cancelled", message="cancelled by the user"))
-            return
-        except Exception as err:  # noqa: BLE001 - isolate the failure to this node
-            result.states[node_id] = "failed"
-            message = str(err) or type(err).__name__
-            result.errors[node_id] = message
-            tb = "" if isinstance(err, NodeError) else traceback.format_exc()
-            self.bus.emit(NodeFailed(node=node_id, error_type=type(err).__name__, message=message, traceback=tb))
-            return
-        result.outputs[node_id] = outputs
-        result.states[node_id] = "done"
-        if self.cache is not None and cls.cacheable:
-            try:
-                self.cache.store(key, cls.kind, workdir, outputs, keys)
-            except OSError as err:
-                ctx.warn(f"could not store the result in the cache: {err}")
-        self.bus.emit(NodeFinished(node=node_id, duration_s=time.perf_counter() - started, summary=_summary(outputs)))
+        return cls, node, inputs, key, workdir

@@ -89,6 +89,8 @@ class Node:
     cacheable: ClassVar[bool] = True
     #: param names whose values are file or folder paths; their contents enter the cache key
     path_params: ClassVar[tuple[str, ...]] = ()
+    #: True for nodes that measure: with `--jobs` > 1 nothing else runs while one of them runs
+    exclusive: ClassVar[bool] = False
 
     def __init__(self, params: BaseModel | dict[str, Any] | None = None) -> None:
         if isinstance(params, BaseModel):

@@ -207,6 +207,27 @@ def _check_dims(path: Path, inputs: list[dict[str, Any]], fixed: dict[str, list[
                             f"{len(item['shape'])} ({item['shape']})")
 
 
+def model_source(value: str) -> Path:
+    """The model file a path param names: a path, or package:<module>/<file> (a file a wheel ships)."""
+    from heiti.engine.package_files import is_package_path, package_file
+
+    if is_package_path(value):
+        try:
+            return package_file(value)
+        except ValueError as err:
+            raise NodeError(str(err)) from None
+    return Path(value).expanduser()
+
+
+def check_task_outputs(task: str, outputs: list[dict[str, Any]], name: str) -> None:
+    """A classification model whose known output shape is no class vector fails here, before any run."""
+    from heiti.nodes.runtimes.outputs import NONE_HINT, classification_output_problem
+
+    problem = classification_output_problem(outputs) if task == "classification" else None
+    if problem:
+        raise NodeError(f"{name}: {problem}", NONE_HINT)
+
+
 class ModelFile(Node):
     """The user's own model: .onnx, .tflite, .keras or .pt2 (torch.export), checked on load.
 
@@ -222,9 +243,12 @@ class ModelFile(Node):
     path_params = ("path",)
 
     class Params(_Params):
-        path: str = Field("", description="model file: .onnx, .tflite, .keras or .pt2")
+        path: str = Field("", description="model file: .onnx, .tflite, .keras or .pt2; package:<module>/<file> "
+                                          "names a file an installed Python package ships")
         fix_shape: str = Field("", description="fixed input shape(s) for models with dynamic dims, e.g. 1,3,224,224")
-        task: Literal["classification", "detection"] = Field("classification", description="what the model does")
+        task: Literal["classification", "detection", "none"] = Field(
+            "classification", description="what the model does; none = no quality metrics (latency, resources "
+                                          "and output agreement only), for outputs Heiti cannot score")
         layout: Literal["auto", "NCHW", "NHWC"] = Field("auto", description="layout of the image input")
         class_names: list[str] = Field(default_factory=list, description="class names in output order")
 
@@ -238,7 +262,7 @@ class ModelFile(Node):
 
     def run(self, ctx: Any) -> dict[str, Any]:
         t0 = time.perf_counter()
-        source = Path(self.params.path).expanduser()
+        source = model_source(self.params.path)
         fmt = FORMAT_BY_SUFFIX.get(source.suffix.lower())
         if fmt is None:
             hint = ("a .pt state_dict needs its code: save it with torch.export.save as .pt2, or export ONNX"
@@ -259,6 +283,7 @@ class ModelFile(Node):
         layout = self.params.layout if self.params.layout != "auto" else guess_layout(inputs[0]["shape"], default)
         meta = {"task": self.params.task, "class_names": list(self.params.class_names), "layout": layout,
                 "input_name": inputs[0]["name"], "source": str(source), **extra}
+        check_task_outputs(self.params.task, outputs, source.name)
         shape = inputs[0]["shape"]
         if len(shape) == 4:
             meta["input_shape"] = shape[1:] if layout == "NCHW" else [shape[3], shape[1], shape[2]]

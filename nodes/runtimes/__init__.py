@@ -4,10 +4,17 @@ One node kind per framework (runtime.onnxruntime, .litert, .tvm, .openvino, .tor
 sharing `RuntimeNode.run`: load the split, open a session (in process, or on a device through
 nodes.devices.targets), prepare every input, time the loop (nodes.runtimes.measure), then compute quality and
 write `measurements.json`, copied to `<run>/measurements/<node>.json` by `publish`.
+
+A runtime is one class: it declares the model formats it runs, its back-end session class, the
+module whose presence means the framework is installed, the distributions named in the
+environment section of measurements and the editor colours of its formats. Every table that lists
+runtimes (back-ends, a device's HELLO, framework versions, editor colours) is derived from the
+registered classes by `runtime_classes`, so a plug-in runtime is one class in one module.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 import time
 from pathlib import Path
@@ -26,6 +33,7 @@ from heiti.nodes.runtimes.measure import (
     measure_sampled,
     model_size_bytes,
 )
+from heiti.nodes.runtimes.outputs import class_scores, keep_outputs, model_task
 from pydantic import BaseModel, ConfigDict, Field
 
 NS_PER_MS = 1e6
@@ -45,12 +53,39 @@ class RuntimeParams(BaseModel):
 
 
 class RuntimeNode(Node):
-    """Base of the runtime node kinds; subclasses set `runtime`, formats and their own params."""
+    """Base of the runtime node kinds: a subclass declares everything Heiti needs to know of it."""
 
     category = "Runtimes"
+    #: the runtime's name: in measurements, reports, a device's HELLO and `open_session`
     runtime: ClassVar[str] = ""
+    #: model formats it runs; the `model` input accepts these (unless the class sets its own inputs)
+    formats: ClassVar[tuple[str, ...]] = ()
+    #: "module:Class" of its back-end session, called as Class(model_path, options)
+    session: ClassVar[str] = ""
+    #: top-level module whose presence means the framework is installed (looked up, never imported)
+    probe: ClassVar[str] = ""
+    #: distributions whose versions describe it in the environment section of measurements
+    dists: ClassVar[tuple[str, ...]] = ()
+    #: editor colours ("#rrggbb") of the model formats this runtime stands for
+    colours: ClassVar[dict[str, str]] = {}
+    exclusive = True  # measures: runs alone, so parallel nodes never disturb its timings
     Params = RuntimeParams
     outputs = {"measurements": Out(Measurements, description="latency, resources and quality")}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.formats and "inputs" not in cls.__dict__:
+            cls.inputs = RuntimeNode.ports(set(cls.formats))
+
+    @classmethod
+    def available(cls) -> bool:
+        """Whether the framework is installed here, without importing it."""
+        if not cls.probe:
+            return True
+        try:
+            return importlib.util.find_spec(cls.probe) is not None
+        except (ImportError, ValueError):
+            return False
 
     @classmethod
     def ports(cls, formats: set[str]) -> dict[str, In]:
@@ -73,13 +108,13 @@ class RuntimeNode(Node):
             raise NodeError(f"model file {model_path} does not exist", "re-run the node that makes it")
         ctx.progress(0.0, "loading data")
         x, y = _load_split(dataset, p.split, p.max_samples)
-        x = _to_layout(x, dataset.layout or "NCHW", str(model.meta.get("layout") or "NCHW"))
+        x = _to_layout(x, dataset.layout or "NCHW", model.meta.layout or "NCHW")
         remote = target is not None and target.kind != "local"
         stats_seen: list[dict[str, Any]] = []
-        options = {"threads": p.threads, "batch_size": p.batch_size, "meta": dict(model.meta),
+        options = {"threads": p.threads, "batch_size": p.batch_size, "meta": model.meta.as_dict(),
                    "inputs": model.inputs, "outputs": model.outputs, **self.session_options()}
         ctx.progress(0.05, f"opening {self.runtime}")
-        session = _open(self.runtime, model, options, target if remote else None, ctx, stats_seen)
+        session = _open(self, model, options, target if remote else None, ctx, stats_seen)
         try:
             record = self._measure(ctx, session, model, dataset, x, y, target, remote, stats_seen)
         finally:
@@ -139,12 +174,12 @@ class RuntimeNode(Node):
         record = MeasurementsFile(
             node=ctx.node_id, runtime=self.runtime, label=p.label or ctx.node_id,
             model_format=model.model_format, model_path=str(model.path),
-            model_size_bytes=model_size_bytes(model.path), task=dataset.task,
+            model_size_bytes=model_size_bytes(model.path), task=model_task(model.meta, dataset.task),
             dataset={"name": dataset.meta.get("name", Path(dataset.path).stem), "split": p.split,
                      "samples": n_samples, "input_shape": list(x.shape[1:]), "class_names": dataset.class_names},
             options={**p.model_dump(), **self.session_options()},
-            environment=environment_info(self.runtime),
-            compile_time_s=_compile_time(model.meta), pipeline=list(model.meta.get("pipeline") or []),
+            environment=environment_info(self.runtime, self.dists),
+            compile_time_s=model.meta.compile_seconds(), pipeline=model.meta.as_dict().get("pipeline", []),
             latency_ms=latency_stats(result.latencies_ns / NS_PER_MS, result.first_ns / NS_PER_MS),
             preprocess_ms=latency_stats(pre_ns / NS_PER_MS),
             latencies_ms=[round(v, 6) for v in (result.latencies_ns / NS_PER_MS).tolist()],
@@ -161,22 +196,22 @@ class RuntimeNode(Node):
                 record.warnings.append("the device reported no timing of its own")
             record.resources += _device_series(stats_seen)
 
-        if model.model_format == "tvm" and not model.meta.get("tuned_trials"):
+        if model.model_format == "tvm" and not model.meta.tuned_trials:
             record.warnings.append("this TVM module is untuned (default schedules): set tune_trials on compile.tvm "
                                    "to let MetaSchedule search for fast kernels before comparing speed")
         t = time.perf_counter_ns()
         outputs = _unbatch(result.outputs, pad, n_samples)
-        if dataset.task == "detection":
+        if record.task == "detection" and dataset.task == "detection":
             record.detection = _detection_quality(dataset, p.split, outputs, model.meta)
-        elif y is not None:
-            scores = np.stack([np.asarray(o[0]).reshape(-1) for o in outputs])
-            names = list(model.meta.get("class_names") or dataset.class_names)
-            record.classification = classification_quality(y, scores, names)
-        else:
+        elif record.task == "classification" and y is not None:
+            names = list(model.meta.class_names or dataset.class_names)
+            record.classification = classification_quality(y, class_scores(outputs, len(names)), names)
+        elif record.task != "none":
             record.warnings.append(f"the '{p.split}' split has no labels (y_{p.split}): no quality figures")
         post_total = result.postprocess_ns.astype(np.float64)
         post_total += (time.perf_counter_ns() - t) / max(len(post_total), 1)
         record.postprocess_ms = latency_stats(post_total / NS_PER_MS)
+        record.outputs_file = keep_outputs(ctx, outputs)
         return record
 
     def publish(self, run_dir: Path, node_id: str, outputs: dict[str, Any]) -> None:
@@ -189,22 +224,9 @@ class RuntimeNode(Node):
 
 # --- helpers ---------------------------------------------------------------------------------------
 def _load_split(dataset: DatasetHandle, split: str, max_samples: int) -> tuple[np.ndarray, np.ndarray | None]:
-    path = Path(dataset.path)
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            if f"x_{split}" not in data:
-                raise NodeError(f"dataset {path.name} has no '{split}' split (arrays: {', '.join(data.files)})")
-            x = data[f"x_{split}"]
-            y = data[f"y_{split}"] if f"y_{split}" in data else None
-    except NodeError:
-        raise
-    except (OSError, ValueError) as err:
-        raise NodeError(f"cannot read dataset file {path}: {err}") from err
-    if max_samples:
-        x = x[:max_samples]
-        y = y[:max_samples] if y is not None else None
+    x, y = dataset.load_split(split, max_samples)
     if len(x) == 0:
-        raise NodeError(f"the '{split}' split of {path.name} is empty")
+        raise NodeError(f"the '{split}' split of {Path(dataset.path).name} is empty")
     return np.ascontiguousarray(x, dtype=np.float32), y
 
 
@@ -276,13 +298,6 @@ def _device_series(samples: list[dict[str, Any]]) -> list[TimeSeries]:
     return list(series.values())
 
 
-def _compile_time(meta: dict[str, Any]) -> float | None:
-    if meta.get("convert_time_s") is not None:
-        return float(meta["convert_time_s"])
-    steps = [s for s in meta.get("pipeline") or [] if isinstance(s, dict) and s.get("seconds") is not None]
-    return float(sum(float(s["seconds"]) for s in steps)) if steps else None
-
-
 def _summary(record: MeasurementsFile) -> dict[str, Any]:
     summary: dict[str, Any] = {"samples": record.dataset.get("samples", 0)}
     if record.latency_ms:
@@ -305,9 +320,10 @@ def _detection_quality(dataset: DatasetHandle, split: str, outputs: list[list[np
     return evaluate_detection(dataset, split, outputs, meta)
 
 
-def _open(runtime: str, model: ModelArtifact, options: dict[str, Any], target: TargetHandle | None,
+def _open(node: RuntimeNode, model: ModelArtifact, options: dict[str, Any], target: TargetHandle | None,
           ctx: RunContext, stats_seen: list[dict[str, Any]]) -> Any:
     """A session in process, or on the target's device; every failure becomes a NodeError."""
+    runtime = node.runtime
     name = Path(model.path).name
     if target is not None:
         try:
@@ -336,10 +352,10 @@ def _open(runtime: str, model: ModelArtifact, options: dict[str, Any], target: T
         info = getattr(session, "device_info", None) or {}
         device["name"] = str(info.get("name") or info.get("hostname") or device["name"])
         return session
-    from heiti.nodes.runtimes.backends import BackendUnavailable, open_session
+    from heiti.nodes.runtimes.backends import BackendUnavailable, load_session
 
     try:
-        return open_session(runtime, str(model.path), options)
+        return load_session(type(node), str(model.path), options)
     except BackendUnavailable as err:
         raise NodeError(str(err), "install the framework or run on a device that has it") from err
     except Exception as err:  # noqa: BLE001 - a corrupt or foreign file: say which and why
@@ -349,19 +365,25 @@ def _open(runtime: str, model: ModelArtifact, options: dict[str, Any], target: T
 
 
 # --- the node kinds --------------------------------------------------------------------------------
+BACKENDS = "heiti.nodes.runtimes.backends"
+
+
 class OnnxRuntimeRun(RuntimeNode):
     """Run an ONNX model with ONNX Runtime on the CPU and measure latency, resources and quality."""
 
     kind = "runtime.onnxruntime"
     title = "ONNX Runtime"
     runtime = "onnxruntime"
+    formats = ("onnx",)
+    session = f"{BACKENDS}.onnxruntime:OrtSession"
+    probe = "onnxruntime"
+    dists = ("onnxruntime",)
+    colours = {"onnx": "#4f8ef7"}
 
     class Params(RuntimeParams):
         inter_threads: int = Field(0, ge=0, description="inter-op threads; 0 = ONNX Runtime's default")
         graph_optimization: Literal["disable", "basic", "extended", "all"] = Field(
             "all", description="graph optimisation level")
-
-    inputs = RuntimeNode.ports({"onnx"})
 
     def session_options(self) -> dict[str, Any]:
         return {"inter_threads": self.params.inter_threads, "graph_optimization": self.params.graph_optimization}
@@ -374,11 +396,14 @@ class LiteRTRun(RuntimeNode):
     kind = "runtime.litert"
     title = "LiteRT"
     runtime = "litert"
+    formats = ("tflite",)
+    session = f"{BACKENDS}.litert:LiteRTSession"
+    probe = "ai_edge_litert"
+    dists = ("ai-edge-litert",)
+    colours = {"tflite": "#f29d38"}
 
     class Params(RuntimeParams):
         xnnpack: bool = Field(True, description="use LiteRT's default XNNPACK delegate; off = reference-style built-in kernels")
-
-    inputs = RuntimeNode.ports({"tflite"})
 
     def session_options(self) -> dict[str, Any]:
         return {"xnnpack": self.params.xnnpack}
@@ -390,7 +415,11 @@ class TVMRun(RuntimeNode):
     kind = "runtime.tvm"
     title = "TVM (Relax VM)"
     runtime = "tvm"
-    inputs = RuntimeNode.ports({"tvm"})
+    formats = ("tvm",)
+    session = f"{BACKENDS}.tvm:TVMSession"
+    probe = "tvm"
+    dists = ("apache-tvm", "apache-tvm-ffi")
+    colours = {"tvm": "#b36bd4"}
 
 
 class OpenVINORun(RuntimeNode):
@@ -399,13 +428,16 @@ class OpenVINORun(RuntimeNode):
     kind = "runtime.openvino"
     title = "OpenVINO"
     runtime = "openvino"
+    formats = ("openvino", "onnx")
+    session = f"{BACKENDS}.openvino:OpenVINOSession"
+    probe = "openvino"
+    dists = ("openvino",)
+    colours = {"openvino": "#3cb7e8"}
 
     class Params(RuntimeParams):
         precision: Literal["", "f32", "f16", "bf16"] = Field(
             "", description="inference precision hint; empty = the model's meta or f32")
         performance_hint: Literal["LATENCY", "THROUGHPUT"] = "LATENCY"
-
-    inputs = RuntimeNode.ports({"openvino", "onnx"})
 
     def session_options(self) -> dict[str, Any]:
         return {"precision": self.params.precision, "performance_hint": self.params.performance_hint}
@@ -417,7 +449,11 @@ class TorchRun(RuntimeNode):
     kind = "runtime.torch"
     title = "PyTorch"
     runtime = "torch"
-    inputs = RuntimeNode.ports({"torch", "pt2"})
+    formats = ("torch", "pt2")
+    session = f"{BACKENDS}.torch:TorchSession"
+    probe = "torch"
+    dists = ("torch",)
+    colours = {"torch": "#ee4c2c", "pt2": "#f07a5e"}
 
 
 class KerasRun(RuntimeNode):
@@ -426,7 +462,36 @@ class KerasRun(RuntimeNode):
     kind = "runtime.keras"
     title = "Keras"
     runtime = "keras"
-    inputs = RuntimeNode.ports({"keras"})
+    formats = ("keras",)
+    session = f"{BACKENDS}.keras:KerasSession"
+    probe = "keras"
+    dists = ("keras", "tensorflow-cpu", "tensorflow")
+    colours = {"keras": "#e0533d"}
 
 
+#: the built-in runtime kinds (plug-ins add theirs by registering a RuntimeNode subclass)
 RUNTIME_NODES: list[type[RuntimeNode]] = [OnnxRuntimeRun, LiteRTRun, TVMRun, OpenVINORun, TorchRun, KerasRun]
+
+
+def runtime_classes(registry: Any = None) -> dict[str, type[RuntimeNode]]:
+    """Runtime name -> its node class, over the registered kinds (built-ins and plug-ins).
+
+    Listing imports node modules only, never a framework. When two kinds share a runtime name
+    (a variant with other params), the first in kind order speaks for it.
+    """
+    from heiti.engine.registry import default_registry
+
+    found: dict[str, type[RuntimeNode]] = {}
+    for cls in (registry or default_registry()).classes():
+        if isinstance(cls, type) and issubclass(cls, RuntimeNode) and cls.runtime and cls.session:
+            found.setdefault(cls.runtime, cls)
+    return found
+
+
+def format_colours(registry: Any = None) -> dict[str, str]:
+    """Model format -> editor colour, as the registered runtimes declare them."""
+    colours: dict[str, str] = {}
+    for cls in runtime_classes(registry).values():
+        for fmt, colour in cls.colours.items():
+            colours.setdefault(fmt, colour)
+    return colours

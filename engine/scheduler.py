@@ -1,0 +1,155 @@
+"""The parallel path of the executor: independent nodes at the same time, each in a worker.
+
+Rules: a node starts once all its upstream nodes are over; at most `jobs` run at once; cache hits
+are restored here in the parent (no worker needed); a node that declares `exclusive` (the runtimes,
+which measure) starts only when nothing else runs, and nothing starts while it runs, so its
+timings are not disturbed by a neighbour. Ready non-exclusive work goes first, so the measuring
+nodes run back to back at the end of each wave. A worker that dies (segfault, OOM kill) fails
+its node only; descendants are skipped, other branches finish. Cancel sets the workers' shared
+flag, and after a grace period terminates the ones still running.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from heiti.engine.events import NodeSkipped, NodeStarted
+from heiti.engine.graph import Graph
+from heiti.engine.validate import ValidationResult
+from heiti.engine.workers import CANCEL_GRACE_S, Handle, ProcessLauncher, decode_ports, make_job
+
+if TYPE_CHECKING:
+    from heiti.engine.executor import Executor, RunResult
+
+POLL_S = 0.05
+
+
+def _exclusive(cls: Any, params: Any, under_ray: bool) -> bool:
+    """Measuring nodes run alone; on Ray, one pinned to a board is kept apart by the board's resource."""
+    if not getattr(cls, "exclusive", False):
+        return False
+    return not (under_ray and getattr(params, "ray_resources", None))
+
+
+def make_launcher(executor: Executor) -> Any:
+    if executor.ray_address is not None:
+        from heiti.engine.ray_launcher import RayLauncher
+
+        return RayLauncher(executor.bus, executor.ray_address, jobs=executor.jobs)
+    return ProcessLauncher(executor.bus, preload=[cls.__module__ for cls in executor.registry.classes()])
+
+
+def run_parallel(executor: Executor, graph: Graph, checked: ValidationResult, out_dir: Path,
+                 keys: dict[str, str], result: RunResult, t0: float) -> None:
+    """Run every node of a validated graph; fills `result.states`, `outputs`, `errors`."""
+    launcher = make_launcher(executor)
+    under_ray = executor.ray_address is not None
+    jobs = executor.jobs
+    pending = list(checked.order())
+    upstream = {n: {e.src[0] for e in graph.edges_into(n)} for n in pending}
+    running: dict[str, tuple[Handle, Any, bool]] = {}  # node -> (handle, prepared, exclusive)
+    prepared: dict[str, Any] = {}
+    cancel_at: float | None = None
+    terminated = False
+    try:
+        while pending or running:
+            if executor.token.cancelled:
+                if cancel_at is None:
+                    cancel_at = time.monotonic()
+                    launcher.cancel()
+                    for node_id in pending:
+                        result.states[node_id] = "cancelled"
+                        executor.bus.emit(NodeSkipped(node=node_id, reason="run cancelled"))
+                    pending = []
+                elif running and not terminated and time.monotonic() - cancel_at > CANCEL_GRACE_S:
+                    launcher.terminate()
+                    terminated = True
+            else:
+                pending = _start_ready(executor, graph, checked, out_dir, keys, result, t0, launcher,
+                                       pending, upstream, running, prepared, jobs, under_ray)
+            if not running:
+                continue
+            for handle in launcher.poll(POLL_S):
+                entry = running.pop(handle.node_id, None)
+                if entry is not None:
+                    _finish(executor, handle, entry[1], keys, result)
+    finally:
+        launcher.close()
+
+
+def _start_ready(executor: Executor, graph: Graph, checked: ValidationResult, out_dir: Path,
+                 keys: dict[str, str], result: RunResult, t0: float, launcher: Any, pending: list[str],
+                 upstream: dict[str, set[str]], running: dict[str, tuple[Handle, Any, bool]],
+                 prepared: dict[str, Any], jobs: int, under_ray: bool) -> list[str]:
+    """Start what may start now; return the nodes still waiting."""
+    if any(excl for _, _, excl in running.values()):
+        return pending  # a measurement is on: nothing starts beside it
+    waiting: list[str] = []
+    ready_exclusive: list[str] = []
+    for node_id in pending:
+        if not upstream[node_id] <= result.states.keys():
+            waiting.append(node_id)
+            continue
+        blocked = executor._blocked_by(graph, checked, node_id, result)
+        if blocked:
+            result.states[node_id] = "skipped"
+            executor.bus.emit(NodeSkipped(node=node_id, reason=f"upstream {', '.join(blocked)} did not finish"))
+            continue
+        if node_id not in prepared:
+            try:
+                prepared[node_id] = executor._prepare(graph, checked, node_id, out_dir, keys, result)
+            except Exception as err:  # noqa: BLE001 - e.g. a path param that cannot be read
+                executor._failed(node_id, result, type(err).__name__, str(err) or type(err).__name__)
+                continue
+            if prepared[node_id] is None:
+                continue  # restored from the cache
+        if _exclusive(checked.classes[node_id], checked.params[node_id], under_ray):
+            ready_exclusive.append(node_id)
+            waiting.append(node_id)
+            continue
+        if len(running) >= jobs:
+            waiting.append(node_id)
+            continue
+        _launch(executor, launcher, node_id, prepared[node_id], out_dir, t0, running, result, exclusive=False)
+    if ready_exclusive and not running:  # every ready non-exclusive node would be running now
+        node_id = ready_exclusive[0]
+        _launch(executor, launcher, node_id, prepared[node_id], out_dir, t0, running, result, exclusive=True)
+        waiting.remove(node_id)
+    return waiting
+
+
+def _launch(executor: Executor, launcher: Any, node_id: str, prep: Any, out_dir: Path, t0: float,
+            running: dict[str, tuple[Handle, Any, bool]], result: RunResult, exclusive: bool) -> None:
+    from heiti.engine.cache import clear_folder
+
+    cls, node, inputs, key, workdir = prep
+    clear_folder(workdir)  # never run into files left by an earlier run in this folder
+    executor.bus.emit(NodeStarted(node=node_id, kind=cls.kind, key=key))
+    try:
+        job = make_job(node_id, cls, node.params, inputs, workdir, out_dir, t0)
+        handle = launcher.start(job, resources=dict(getattr(node.params, "ray_resources", None) or {}))
+    except Exception as err:  # noqa: BLE001 - this node cannot run elsewhere; the others go on
+        executor._failed(node_id, result, type(err).__name__, str(err))
+        return
+    running[node_id] = (handle, prep, exclusive)
+
+
+def _finish(executor: Executor, handle: Handle, prep: Any, keys: dict[str, str], result: RunResult) -> None:
+    cls, _node, _inputs, key, workdir = prep
+    message = handle.result or {"result": "failed", "error_type": "WorkerDied", "message": "no result"}
+    node_id = handle.node_id
+    if message["result"] == "done":
+        try:
+            outputs = decode_ports(message["outputs"])
+        except Exception as err:  # noqa: BLE001 - a payload that does not validate
+            executor._failed(node_id, result, type(err).__name__, f"the worker's outputs do not read back: {err}")
+            return
+        executor._succeeded(node_id, cls, key, workdir, outputs, keys, result, handle.started)
+    elif message["result"] == "cancelled":
+        executor.token.cancel()
+        executor._cancelled(node_id, result)
+    else:
+        executor._failed(node_id, result, message.get("error_type", "Error"), message.get("message", ""),
+                         message.get("traceback", ""))

@@ -1,0 +1,290 @@
+"""Runs one node outside the executor's process, so that a native crash, an out-of-memory kill or a
+framework that never lets go of its memory is that node's problem alone.
+
+A job is plain JSON: the node's class (module and name), params, inputs in the cache's payload form,
+its folders and the parent's environment. The child sends back, over its own pipe, the node's events
+as they happen and, last, one result message with the outputs in the same JSON form. Nothing is
+unpickled from a node: only JSON crosses. One pipe per child (not a shared queue) means a child
+killed in the middle of a write cannot block its siblings, and the pipe's end-of-file tells the
+parent the child is gone.
+
+Children come from a fork server: a fresh interpreter that has imported Heiti and the node modules
+but no framework, so each start is a cheap fork that never copies a TensorFlow or torch state.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import multiprocessing as mp
+import os
+import signal
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection, wait
+from pathlib import Path
+from typing import Any
+
+from heiti.engine.context import Cancelled, RunContext
+from heiti.engine.events import Event, EventBus, event_from_dict
+from heiti.engine.node import Node, NodeError
+from heiti.engine.payloads import Payload
+
+START_METHOD = "forkserver"
+#: seconds a cancelled worker gets to stop by itself before it is terminated
+CANCEL_GRACE_S = 5.0
+_ENV_SKIP = ("PWD", "OLDPWD", "SHLVL", "_")
+
+
+# --- payloads as JSON ---------------------------------------------------------------------------
+def encode_value(value: Any) -> Any:
+    """One port value (a payload, a list of them for `multiple` ports, or plain JSON) as JSON."""
+    if isinstance(value, Payload):
+        return {"type": type(value).__name__, "data": value.model_dump(mode="json")}
+    if isinstance(value, list):
+        return {"items": [encode_value(v) for v in value]}
+    return {"type": None, "data": value}
+
+
+def decode_value(data: dict[str, Any]) -> Any:
+    if "items" in data:
+        return [decode_value(v) for v in data["items"]]
+    cls = Payload.registry.get(data["type"]) if data.get("type") else None
+    return cls.model_validate(data["data"]) if cls else data["data"]
+
+
+def encode_ports(values: dict[str, Any]) -> dict[str, Any]:
+    return {port: encode_value(v) for port, v in values.items()}
+
+
+def decode_ports(data: dict[str, Any]) -> dict[str, Any]:
+    return {port: decode_value(v) for port, v in data.items()}
+
+
+# --- the job ------------------------------------------------------------------------------------
+def class_ref(cls: type[Node]) -> tuple[str, str] | None:
+    """(module, qualified name) when a child can import the class by name, else None."""
+    try:
+        obj: Any = importlib.import_module(cls.__module__)
+        for part in cls.__qualname__.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError):
+        return None
+    return (cls.__module__, cls.__qualname__) if obj is cls else None
+
+
+def make_job(node_id: str, cls: type[Node], params: Any, inputs: dict[str, Any], workdir: Path,
+             out_dir: Path, run_t0: float) -> dict[str, Any]:
+    ref = class_ref(cls)
+    if ref is None:
+        raise ValueError(f"{cls.kind}: its class cannot be imported by name, so it cannot run in a worker")
+    return {
+        "node": node_id, "module": ref[0], "qualname": ref[1],
+        "params": params.model_dump(mode="json"), "inputs": encode_ports(inputs),
+        "workdir": str(workdir), "out_dir": str(out_dir), "run_t0": run_t0,
+        "env": {k: v for k, v in os.environ.items() if k not in _ENV_SKIP},
+        "cwd": os.getcwd(), "sys_path": list(sys.path),
+    }
+
+
+class _EventToken:
+    """The CancelToken interface over a flag another process sets."""
+
+    def __init__(self, is_set: Callable[[], bool]) -> None:
+        self._is_set = is_set
+
+    def cancel(self) -> None:  # a node cannot cancel the whole run from a worker
+        pass
+
+    @property
+    def cancelled(self) -> bool:
+        return self._is_set()
+
+
+def _adopt_environment(job: dict[str, Any]) -> None:
+    """The fork server started earlier than this run: take the parent's present env, cwd, path."""
+    os.environ.update(job.get("env", {}))
+    if os.path.isdir(job.get("cwd", "")):
+        os.chdir(job["cwd"])
+    for entry in job.get("sys_path", []):
+        if entry not in sys.path:
+            sys.path.append(entry)
+
+
+def execute_job(job: dict[str, Any], send: Callable[[dict[str, Any]], None],
+                cancelled: Callable[[], bool]) -> dict[str, Any]:
+    """Run the node a job describes; its events go to `send`; returns the result message."""
+    _adopt_environment(job)
+    try:
+        obj: Any = importlib.import_module(job["module"])
+        for part in job["qualname"].split("."):
+            obj = getattr(obj, part)
+        cls: type[Node] = obj
+        node = cls(cls.Params.model_validate(job["params"]))
+        inputs = decode_ports(job["inputs"])
+    except Exception as err:  # noqa: BLE001 - reported as this node's failure
+        return {"result": "failed", "error_type": type(err).__name__, "message": f"worker could not load the node: {err}",
+                "traceback": traceback.format_exc()}
+    bus = EventBus()
+    bus.subscribe(lambda event: send({"event": event.to_dict()}))
+    workdir, out_dir = Path(job["workdir"]), Path(job["out_dir"])
+    workdir.mkdir(parents=True, exist_ok=True)
+    ctx = RunContext(job["node"], workdir, out_dir, bus, _EventToken(cancelled), run_t0=job["run_t0"])  # type: ignore[arg-type]
+    try:
+        outputs = node.run(ctx, **inputs) or {}
+        missing = [p for p in cls.outputs if p not in outputs]
+        if missing:
+            raise NodeError(f"{cls.kind} produced no value for output(s) {', '.join(missing)}")
+        node.publish(out_dir, job["node"], outputs)
+        return {"result": "done", "outputs": encode_ports(outputs)}
+    except (Cancelled, KeyboardInterrupt):
+        return {"result": "cancelled"}
+    except Exception as err:  # noqa: BLE001 - isolate the failure to this node
+        tb = "" if isinstance(err, NodeError) else traceback.format_exc()
+        return {"result": "failed", "error_type": type(err).__name__, "message": str(err) or type(err).__name__,
+                "traceback": tb}
+
+
+def worker_main(job_text: str, conn: Connection, cancel_event: Any) -> None:
+    """Entry point of a worker process: one node, then exit (its memory goes back to the system)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the parent decides
+    lock = threading.Lock()  # resource samplers emit metrics from their own threads
+
+    def send(message: dict[str, Any]) -> None:
+        data = json.dumps(message, default=str).encode()
+        with lock:
+            conn.send_bytes(data)
+
+    try:
+        send(execute_job(json.loads(job_text), send, cancel_event.is_set))
+    finally:
+        conn.close()
+
+
+# --- the parent's side ----------------------------------------------------------------------------
+@dataclass
+class Handle:
+    """A node running somewhere else; `result` is set once it is over."""
+
+    node_id: str
+    started: float = field(default_factory=time.perf_counter)
+    result: dict[str, Any] | None = None
+    process: Any = None
+    conn: Connection | None = None
+    ref: Any = None  # a Ray object ref
+
+
+def _signal_name(code: int) -> str:
+    try:
+        return signal.Signals(-code).name
+    except ValueError:
+        return f"signal {-code}"
+
+
+def describe_exit(code: int | None) -> str:
+    if code is None:
+        return "the worker vanished"
+    if code < 0:
+        name = _signal_name(code)
+        why = {"SIGSEGV": "a native crash", "SIGKILL": "killed, often by the out-of-memory killer",
+               "SIGABRT": "aborted by native code", "SIGBUS": "a native crash"}.get(name, "killed")
+        return f"the worker process died of {name} ({why})"
+    return f"the worker process exited with code {code} before reporting a result"
+
+
+_preloaded = False
+
+
+def _context(preload: list[str]) -> Any:
+    """The fork-server context; its server imports `preload` once (the run's node modules)."""
+    global _preloaded
+    ctx = mp.get_context(START_METHOD)
+    if not _preloaded:  # the server starts once per process; later lists would be ignored
+        ctx.set_forkserver_preload(["heiti.engine.workers", *sorted(set(preload))])
+        _preloaded = True
+    return ctx
+
+
+class ProcessLauncher:
+    """Starts nodes in worker processes and relays their events to `bus`."""
+
+    def __init__(self, bus: EventBus, preload: list[str] | None = None) -> None:
+        self.bus = bus
+        self.ctx = _context(preload or [])
+        self.cancel_event = self.ctx.Event()
+        self.running: dict[str, Handle] = {}
+
+    def start(self, job: dict[str, Any], resources: dict[str, float] | None = None) -> Handle:
+        """Start the job's node in a new worker (`resources` are for Ray; a local worker needs none)."""
+        reader, writer = self.ctx.Pipe(duplex=False)
+        process = self.ctx.Process(target=worker_main, args=(json.dumps(job), writer, self.cancel_event),
+                                   name=f"heiti-{job['node']}", daemon=True)
+        process.start()
+        writer.close()  # the child holds the only writer: its exit is our end-of-file
+        handle = Handle(job["node"], process=process, conn=reader)
+        self.running[handle.node_id] = handle
+        return handle
+
+    def poll(self, timeout: float) -> list[Handle]:
+        """Relay what arrived within `timeout`; return the handles that finished."""
+        if not self.running:
+            return []
+        by_conn = {h.conn: h for h in self.running.values()}
+        done: list[Handle] = []
+        for conn in wait(list(by_conn), timeout):
+            handle = by_conn[conn]  # type: ignore[index]
+            while True:
+                try:
+                    message = json.loads(conn.recv_bytes())  # type: ignore[union-attr]
+                except (EOFError, OSError):
+                    self._reap(handle)
+                    done.append(handle)
+                    break
+                if "event" in message:
+                    self.bus.emit(_event(message["event"]))
+                else:
+                    handle.result = message
+                if not conn.poll():  # type: ignore[union-attr]
+                    break
+        return done
+
+    def _reap(self, handle: Handle) -> None:
+        handle.process.join(timeout=10)
+        if handle.result is None:
+            if self.cancel_event.is_set():
+                handle.result = {"result": "cancelled"}
+            else:
+                handle.result = {"result": "failed", "error_type": "WorkerDied",
+                                 "message": describe_exit(handle.process.exitcode), "traceback": ""}
+        handle.conn.close()  # type: ignore[union-attr]
+        self.running.pop(handle.node_id, None)
+
+    def cancel(self) -> None:
+        self.cancel_event.set()
+
+    def terminate(self) -> None:
+        """Stop every worker now (SIGTERM, then SIGKILL for those that ignore it)."""
+        for handle in self.running.values():
+            if handle.process.is_alive():
+                handle.process.terminate()
+        deadline = time.monotonic() + 2.0
+        for handle in self.running.values():
+            handle.process.join(timeout=max(0.0, deadline - time.monotonic()))
+            if handle.process.is_alive():
+                handle.process.kill()
+
+    def close(self) -> None:
+        self.terminate()
+        for handle in list(self.running.values()):
+            handle.process.join(timeout=2)
+            if handle.conn is not None:
+                handle.conn.close()
+        self.running.clear()
+
+
+def _event(data: dict[str, Any]) -> Event:
+    return event_from_dict(data)

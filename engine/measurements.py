@@ -73,6 +73,28 @@ class DetectionQuality(_Open):
     class_names: list[str] = Field(default_factory=list)
 
 
+class Agreement(_Open):
+    """How closely this runtime's outputs match a reference runtime's on the same inputs.
+
+    max_rel is max |out - ref| divided by max |ref| of that output (relative to the output's
+    magnitude, so near-zero elements do not blow it up); cosine is the worst per-sample cosine
+    similarity; top1 the share of samples whose arg-max class agrees (class outputs only);
+    map50_delta this runtime's mAP@0.5 minus the reference's (detection only). `within` says
+    whether cosine and max_rel pass the report's agreement tolerance.
+    """
+
+    reference: str
+    samples: int = 0
+    max_abs: float | None = None
+    max_rel: float | None = None
+    cosine: float | None = None
+    top1: float | None = None
+    map50_delta: float | None = None
+    within: bool | None = None
+    outputs: list[dict[str, Any]] = Field(default_factory=list, description="the same figures per output")
+    note: str = ""
+
+
 class TargetInfo(_Open):
     kind: str = "local"  # local | tcp | serial
     address: str = ""
@@ -107,6 +129,8 @@ class MeasurementsFile(_Open):
     resources: list[TimeSeries] = Field(default_factory=list)
     classification: ClassificationQuality | None = None
     detection: DetectionQuality | None = None
+    agreement: Agreement | None = Field(None, description="outputs against a reference runtime's (set by the report)")
+    outputs_file: str | None = Field(None, description="raw outputs of the evaluated samples (.npz beside this file)")
     warnings: list[str] = Field(default_factory=list)
 
     model_config = ConfigDict(extra="allow", populate_by_name=True)

@@ -68,17 +68,6 @@ def model_size_bytes(path: Path | str) -> int | None:
     return total
 
 
-#: runtime kind -> distributions whose versions describe it
-FRAMEWORK_DISTS: dict[str, tuple[str, ...]] = {
-    "onnxruntime": ("onnxruntime",),
-    "litert": ("ai-edge-litert",),
-    "tvm": ("apache-tvm", "apache-tvm-ffi"),
-    "openvino": ("openvino",),
-    "torch": ("torch",),
-    "keras": ("keras", "tensorflow-cpu", "tensorflow"),
-}
-
-
 def cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines():
@@ -89,10 +78,19 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def environment_info(runtime: str = "") -> dict[str, Any]:
-    """Where the numbers were taken: CPU, cores, OS, Python and framework versions (no imports)."""
+def environment_info(runtime: str = "", dists: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """Where the numbers were taken: CPU, cores, OS, Python and framework versions (no imports).
+
+    `dists` are the distributions whose versions describe the runtime; by default those its
+    runtime class declares.
+    """
+    if dists is None:
+        from heiti.nodes.runtimes import runtime_classes
+
+        cls = runtime_classes().get(runtime)
+        dists = cls.dists if cls is not None else ()
     versions: dict[str, str] = {"numpy": np.__version__}
-    for dist in FRAMEWORK_DISTS.get(runtime, ()):
+    for dist in dists:
         try:
             versions[dist] = importlib.metadata.version(dist)
         except importlib.metadata.PackageNotFoundError:
@@ -122,6 +120,9 @@ def classification_quality(y_true: np.ndarray, scores: np.ndarray,
     y_true = np.asarray(y_true).astype(np.int64).ravel()
     scores = np.asarray(scores, dtype=np.float64).reshape(len(y_true), -1)
     n_classes = max(scores.shape[1], len(class_names), int(y_true.max(initial=-1)) + 1)
+    if n_classes > 4096:  # the confusion matrix is classes² integers: a 320x320 map is not 102,400 classes
+        raise ValueError(f"{n_classes} classes is not a class vector (at most 4096 are scored); "
+                         "use task 'none' for outputs that are not [N, C] scores")
     labels = list(range(n_classes))
     y_pred = scores.argmax(axis=1)
     precision, recall, f1, support = precision_recall_fscore_support(

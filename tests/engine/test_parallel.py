@@ -1,0 +1,121 @@
+"""The parallel executor: overlap, exclusive measuring nodes, crash isolation, cancel, events."""
+
+import threading
+import time
+
+import pytest
+from heiti.engine.events import read_events
+from heiti.engine.executor import Executor
+from heiti.engine.graph import Graph
+
+from tests import parallelnodes
+
+
+@pytest.fixture
+def preg(registry):
+    for cls in parallelnodes.ALL:
+        registry.register(cls)
+    return registry
+
+
+def _run(reg, graph, tmp_path, name, jobs, events=None, **kw):
+    ex = Executor(reg, cache_dir=tmp_path / "cache", jobs=jobs, **kw)
+    if events is not None:
+        ex.subscribe(events.append)
+    return ex.run(graph, tmp_path / name)
+
+
+def _overlap(a, b):
+    return a[0] < b[1] and b[0] < a[1]
+
+
+def _pair(delay=0.8):
+    g = Graph(name="pair")
+    g.add_node("ptest.stamp", "s1", {"delay": delay})
+    g.add_node("ptest.stamp", "s2", {"delay": delay})
+    return g
+
+
+def test_two_slow_independent_nodes_overlap_with_two_jobs(preg, tmp_path):
+    result = _run(preg, _pair(), tmp_path, "r", jobs=2, use_cache=False)
+    assert result.status == "ok", result.errors
+    s1, s2 = result.outputs["s1"]["out"].value, result.outputs["s2"]["out"].value
+    assert _overlap(s1, s2)
+    assert len({s1[2], s2[2]}) == 2  # each in its own worker process
+
+
+def test_one_job_runs_in_process_one_after_the_other(preg, tmp_path):
+    import os
+
+    result = _run(preg, _pair(0.3), tmp_path, "r", jobs=1, use_cache=False)
+    s1, s2 = result.outputs["s1"]["out"].value, result.outputs["s2"]["out"].value
+    assert not _overlap(s1, s2)
+    assert s1[2] == s2[2] == os.getpid()
+
+
+def test_an_exclusive_node_never_overlaps_another(preg, tmp_path):
+    g = Graph(name="excl")
+    for i in range(3):
+        g.add_node("ptest.stamp", f"s{i}", {"delay": 0.4})
+    g.add_node("ptest.exclusive", "measure", {"delay": 0.4})
+    g.add_node("ptest.stamp", "after", {"delay": 0.4})
+    g.connect(("s0", "out"), ("after", "x"))
+    result = _run(preg, g, tmp_path, "r", jobs=2, use_cache=False)
+    assert result.status == "ok", result.errors
+    spans = {n: result.outputs[n]["out"].value for n in result.outputs}
+    others = [spans[n] for n in spans if n != "measure"]
+    assert not any(_overlap(spans["measure"], other) for other in others)
+    assert any(_overlap(a, b) for i, a in enumerate(others) for b in others[i + 1:])  # the rest did overlap
+
+
+def test_a_segfault_fails_only_its_node(preg, tmp_path):
+    g = Graph(name="crash")
+    g.add_node("ptest.segfault", "crash")
+    g.add_node("test.add", "after")
+    g.connect(("crash", "out"), ("after", "values"))
+    g.add_node("ptest.stamp", "fine", {"delay": 0.2})
+    result = _run(preg, g, tmp_path, "r", jobs=2)
+    assert result.states == {"crash": "failed", "after": "skipped", "fine": "done"}
+    assert "SIGSEGV" in result.errors["crash"]
+    assert result.exit_code == 2
+
+
+def test_worker_events_reach_events_jsonl_and_the_cache_serves_a_rerun(preg, tmp_path):
+    events = []
+    result = _run(preg, _pair(0.1), tmp_path, "r1", jobs=2, events=events)
+    assert result.status == "ok"
+    written = read_events(tmp_path / "r1" / "events.jsonl")
+    for node in ("s1", "s2"):
+        kinds = [e.type for e in written if getattr(e, "node", None) == node]
+        assert kinds[0] == "node_started" and kinds[-1] == "node_finished"
+        assert "node_progress" in kinds and "node_metric" in kinds  # sent by the worker
+    assert [e.type for e in events] == [e.type for e in written]
+    again = _run(preg, _pair(0.1), tmp_path, "r2", jobs=2)
+    assert again.states == {"s1": "cached", "s2": "cached"}
+    assert again.outputs["s1"]["out"].value == result.outputs["s1"]["out"].value
+
+
+def _cancel_when_started(ex, node):
+    def watch(event):
+        if event.type == "node_progress" and event.node == node:
+            threading.Timer(0.3, ex.cancel).start()
+
+    ex.subscribe(watch)
+
+
+def test_cancel_stops_workers_cooperatively_then_by_force(preg, tmp_path, monkeypatch):
+    import heiti.engine.scheduler as scheduler
+
+    monkeypatch.setattr(scheduler, "CANCEL_GRACE_S", 1.0)
+    g = Graph(name="cancel")
+    g.add_node("test.slow", "polite", {"steps": 6000, "step_s": 0.01})
+    g.add_node("ptest.stubborn", "stubborn")
+    g.add_node("test.add", "after")
+    g.connect(("polite", "out"), ("after", "values"))
+    ex = Executor(preg, cache_dir=tmp_path / "cache", jobs=2)
+    _cancel_when_started(ex, "stubborn")
+    t = time.monotonic()
+    result = ex.run(g, tmp_path / "r")
+    assert time.monotonic() - t < 20  # the stubborn node sleeps 60 s: it was terminated
+    assert result.status == "cancelled" and result.exit_code == 130
+    assert result.states == {"polite": "cancelled", "stubborn": "cancelled", "after": "cancelled"}

@@ -8,13 +8,28 @@ from __future__ import annotations
 
 import copy
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from heiti.engine.graph import EdgeSpec, NodeSpec
+from heiti.engine.graph import EdgeSpec, Graph, NodeSpec
+from heiti.engine.wiring import WireKey as EdgeKey
+from heiti.engine.wiring import wire_key as edge_key
 from PySide6.QtGui import QUndoCommand
 
-if TYPE_CHECKING:
-    from heiti.app.document import EdgeKey, GraphDocument
+
+class GraphDocument(Protocol):
+    """The raw edits a command makes (app/document.py's GraphDocument provides them); named here
+    so that commands need not import the document that imports them."""
+
+    graph: Graph
+
+    def _insert_node(self, spec: NodeSpec, index: int | None = None) -> None: ...
+    def _take_node(self, node_id: str) -> tuple[NodeSpec, int]: ...
+    def _insert_edge(self, edge: EdgeSpec, index: int | None = None) -> None: ...
+    def _take_edge(self, key: EdgeKey) -> tuple[EdgeSpec, int]: ...
+    def _set_params(self, node_id: str, params: dict[str, Any]) -> None: ...
+    def _set_position(self, node_id: str, pos: tuple[float, float]) -> None: ...
+    def _set_graph_info(self, field: str, value: str) -> None: ...
+
 
 SET_PARAMS_ID = 1001
 SET_GRAPH_INFO_ID = 1002
@@ -37,8 +52,6 @@ class AddItems(QUndoCommand):
             self.doc._insert_edge(edge.model_copy(deep=True))
 
     def undo(self) -> None:
-        from heiti.app.document import edge_key
-
         for edge in reversed(self.edges):
             self.doc._take_edge(edge_key(edge))
         for spec in reversed(self.nodes):
@@ -59,8 +72,6 @@ class RemoveItems(QUndoCommand):
         self.removed_nodes: list[tuple[int, NodeSpec]] = []
 
     def redo(self) -> None:
-        from heiti.app.document import edge_key
-
         ids = set(self.node_ids)
         keys = set(self.edge_keys)
         graph = self.doc.graph

@@ -13,43 +13,23 @@ import re
 from pathlib import Path
 from typing import Any
 
-import networkx as nx
 from heiti.app import commands
 from heiti.engine.graph import EdgeSpec, Graph, NodeSpec, load_graph
+from heiti.engine.migrations import upgrade_graph
 from heiti.engine.node import Node
-from heiti.engine.payloads import Payload
 from heiti.engine.registry import Registry
+from heiti.engine.topology import generations
 from heiti.engine.validate import ValidationResult, validate
+from heiti.engine.wiring import PortRef, WireKey, Wiring, kinds_for, safe_input_formats, wire_key
 from PySide6.QtCore import QObject, QTimer, Signal
 from PySide6.QtGui import QUndoStack
 
-EdgeKey = tuple[tuple[str, str], tuple[str, str]]
-PortRef = tuple[str, str, str]  # (node id, port name, "in" | "out")
+EdgeKey = WireKey
+__all__ = ["EdgeKey", "GraphDocument", "PortRef", "edge_key", "place_unpositioned", "position_of", "safe_input_formats"]
 
 LAYER_DX, LAYER_DY = 260, 150
 
-
-def edge_key(edge: EdgeSpec) -> EdgeKey:
-    return (tuple(edge.src), tuple(edge.dst))  # type: ignore[return-value]
-
-
-def types_compatible(out_type: type[Payload], in_type: type[Payload]) -> bool:
-    """Can a value of `out_type` travel into an input declared as `in_type`?"""
-    return issubclass(out_type, in_type) or in_type is Payload or out_type is Payload
-
-
-def safe_input_formats(cls: type[Node], params: Any) -> dict[str, frozenset[str] | None]:
-    try:
-        return cls.input_formats(params)
-    except Exception:  # noqa: BLE001 - a kind's override may not cope with missing params
-        return {name: port.formats for name, port in cls.inputs.items()}
-
-
-def default_params(cls: type[Node]) -> Any:
-    try:
-        return cls.Params()
-    except Exception:  # noqa: BLE001 - some kinds have required params
-        return None
+edge_key = wire_key
 
 
 class GraphDocument(QObject):
@@ -124,103 +104,22 @@ class GraphDocument(QObject):
     def output_format(self, node_id: str, port: str) -> str | None:
         return self._fresh_validation().formats.get((node_id, port))
 
+    def wiring(self) -> Wiring:
+        """The engine's wiring rules over this graph as it is now."""
+        return Wiring(self.graph, self.registry, self._fresh_validation())
+
     def input_formats(self, node_id: str, port: str) -> frozenset[str] | None:
-        cls = self.node_class(node_id)
-        if cls is None:
-            return None
-        params = self._fresh_validation().params.get(node_id)
-        return safe_input_formats(cls, params).get(port)
+        return self.wiring().input_formats(node_id, port)
 
     def check_connection(self, src: tuple[str, str], dst: tuple[str, str], explain: bool = True,
                          cycle_check: bool = True, ignore: EdgeKey | None = None) -> str | None:
-        """None when the wire src -> dst may be drawn, else the reason in the engine's words.
+        """None when the wire src -> dst may be drawn, else the engine's reason (see engine/wiring.py).
         `ignore` names a wire being moved: it does not count as connected."""
-        (s_node, s_port), (d_node, d_port) = src, dst
-        if not (self.graph.has_node(s_node) and self.graph.has_node(d_node)):
-            return "both ends must be nodes of this graph"
-        s_cls, d_cls = self.node_class(s_node), self.node_class(d_node)
-        if s_cls is None or d_cls is None:
-            return "one end is a node of an unknown kind"
-        if s_port not in s_cls.outputs:
-            return f"{s_cls.kind} has no output {s_port!r}"
-        if d_port not in d_cls.inputs:
-            return f"{d_cls.kind} has no input {d_port!r}"
-        if s_node == d_node:
-            return "a node cannot feed itself"
-        existing = [e for e in self.graph.edges_into(d_node) if edge_key(e) != ignore]
-        if any(tuple(e.src) == tuple(src) and e.dst[1] == d_port for e in existing):
-            return "these ports are connected already"
-        in_port = d_cls.inputs[d_port]
-        if not in_port.multiple and any(e.dst[1] == d_port for e in existing):
-            return f"input {d_port!r} of {d_node} takes one wire and has one already; delete it first"
-        out_t, in_t = s_cls.outputs[s_port].type, in_port.type
-        if not types_compatible(out_t, in_t):
-            return f"{s_node}.{s_port} gives a {out_t.__name__}, but {d_node}.{d_port} takes a {in_t.__name__}"
-        result = self._fresh_validation()
-        if cycle_check and d_node in result.nx_graph and s_node in result.nx_graph and nx.has_path(result.nx_graph, d_node, s_node):
-            return f"this wire would close a cycle ({d_node} already feeds {s_node}); a pipeline must flow one way"
-        have, want = result.formats.get((s_node, s_port)), self.input_formats(d_node, d_port)
-        if have is not None and want is not None and have not in want:
-            if explain:
-                return self._explain_format_mismatch(src, dst)
-            return f"{d_node}.{d_port} accepts {', '.join(sorted(want))}, got {have}"
-        return None
-
-    def _explain_format_mismatch(self, src: tuple[str, str], dst: tuple[str, str]) -> str:
-        trial = self.graph.model_copy(deep=True)
-        trial.connect(src, dst)
-        index = len(trial.edges) - 1
-        for problem in validate(trial, self.registry).for_edge(index):
-            if problem.code == "format_mismatch":
-                return problem.message + (f" — {problem.suggestion}" if problem.suggestion else "")
-        return "the formats of these ports do not match"
+        return self.wiring().check(src, dst, ignore=ignore, cycle_check=cycle_check, explain=explain)
 
     def compatible_ports(self, ref: PortRef, ignore: EdgeKey | None = None) -> set[PortRef]:
-        """Every port a wire dragged from `ref` may end on: the same rules as check_connection,
-        computed in one pass over the graph (it runs when a drag starts, on graphs of any size)."""
-        node_id, port, direction = ref
-        cls = self.node_class(node_id)
-        if cls is None:
-            return set()
-        result = self._fresh_validation()
-        blocked = {node_id}
-        if node_id in result.nx_graph:
-            blocked |= nx.ancestors(result.nx_graph, node_id) if direction == "out" else nx.descendants(
-                result.nx_graph, node_id)
-        edges = [e for e in self.graph.edges if edge_key(e) != ignore]
-        occupied = {(e.dst[0], e.dst[1]) for e in edges}
-        existing = {edge_key(e) for e in edges}
-        found: set[PortRef] = set()
-        if direction == "out":
-            out_t, have = cls.outputs[port].type, result.formats.get((node_id, port))
-            for spec in self.graph.nodes:
-                if spec.id in blocked or spec.kind not in self.registry:
-                    continue
-                other = self.registry.get(spec.kind)
-                accepted = safe_input_formats(other, result.params.get(spec.id))
-                for name, in_port in other.inputs.items():
-                    want = accepted.get(name)
-                    if ((node_id, port), (spec.id, name)) in existing or (
-                            not in_port.multiple and (spec.id, name) in occupied):
-                        continue
-                    if types_compatible(out_t, in_port.type) and (have is None or want is None or have in want):
-                        found.add((spec.id, name, "in"))
-            return found
-        in_port = cls.inputs[port]
-        if not in_port.multiple and (node_id, port) in occupied:
-            return found
-        want = self.input_formats(node_id, port)
-        for spec in self.graph.nodes:
-            if spec.id in blocked or spec.kind not in self.registry:
-                continue
-            other = self.registry.get(spec.kind)
-            for name, out_port in other.outputs.items():
-                have = result.formats.get((spec.id, name))
-                if ((spec.id, name), (node_id, port)) in existing:
-                    continue
-                if types_compatible(out_port.type, in_port.type) and (have is None or want is None or have in want):
-                    found.add((spec.id, name, "out"))
-        return found
+        """Every port a wire dragged from `ref` may end on."""
+        return self.wiring().ports_for(ref, ignore=ignore)
 
     def compatible_kinds(self, ref: PortRef) -> list[tuple[str, str]]:
         """(kind, port) pairs of kinds whose port a new wire from `ref` could join."""
@@ -228,29 +127,9 @@ class GraphDocument(QObject):
         cls = self.node_class(node_id)
         if cls is None:
             return []
-        found = []
         if direction == "out":
-            out_t, have = cls.outputs[port].type, self.output_format(node_id, port)
-            for other in self.registry.classes():
-                accepted = safe_input_formats(other, default_params(other))
-                for name, in_port in other.inputs.items():
-                    want = accepted.get(name)
-                    if types_compatible(out_t, in_port.type) and (have is None or want is None or have in want):
-                        found.append((other.kind, name))
-                        break
-        else:
-            in_t, want = cls.inputs[port].type, self.input_formats(node_id, port)
-            for other in self.registry.classes():
-                try:
-                    outs = other.output_formats(default_params(other), {})
-                except Exception:  # noqa: BLE001
-                    outs = {}
-                for name, out_port in other.outputs.items():
-                    have = outs.get(name)
-                    if types_compatible(out_port.type, in_t) and (have is None or want is None or have in want):
-                        found.append((other.kind, name))
-                        break
-        return found
+            return kinds_for(self.registry, "out", cls.outputs[port].type, self.output_format(node_id, port))
+        return kinds_for(self.registry, "in", cls.inputs[port].type, self.input_formats(node_id, port))
 
     # --- raw edits (called by undo commands only) -----------------------------------------------
     def _insert_node(self, spec: NodeSpec, index: int | None = None) -> None:
@@ -405,7 +284,9 @@ class GraphDocument(QObject):
 
     # --- files ----------------------------------------------------------------------------------
     def replace_graph(self, graph: Graph, path: Path | None) -> None:
-        """Start over on `graph` (open, new, restore); the undo history is cleared."""
+        """Start over on `graph` (open, new, restore); the undo history is cleared. Nodes saved by
+        older versions of their kinds are migrated here, so the next save writes current params."""
+        upgrade_graph(graph, self.registry, stamp=False)
         place_unpositioned(graph)
         self.graph = graph
         self.undo_stack.clear()
@@ -423,6 +304,8 @@ class GraphDocument(QObject):
         target = Path(path) if path is not None else self.path
         if target is None:
             raise ValueError("no file name yet: use save as")
+        for node_id in upgrade_graph(self.graph, self.registry):  # stamps each node with its kind's version
+            self.node_changed.emit(node_id)
         self.graph.save(target)
         self.set_path(target)
         self.undo_stack.setClean()
@@ -444,13 +327,9 @@ def place_unpositioned(graph: Graph) -> None:
     missing = [spec for spec in graph.nodes if not _has_pos(spec)]
     if not missing:
         return
-    g = nx.DiGraph()
-    g.add_nodes_from(spec.id for spec in graph.nodes)
-    g.add_edges_from((e.src[0], e.dst[0]) for e in graph.edges if g.has_node(e.src[0]) and g.has_node(e.dst[0]))
-    try:
-        layers = list(nx.topological_generations(g))
-    except nx.NetworkXUnfeasible:
-        layers = [list(g.nodes)]
+    layers = generations([spec.id for spec in graph.nodes], ((e.src[0], e.dst[0]) for e in graph.edges))
+    if layers is None:
+        layers = [[spec.id for spec in graph.nodes]]
     rows: dict[int, int] = {}
     for depth, layer in enumerate(layers):
         for node_id in layer:

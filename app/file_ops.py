@@ -4,15 +4,29 @@ autosave to a recovery file and the offer to restore one after a crash."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
+from heiti.app.document import GraphDocument
 from heiti.app.recovery import Recovery
 from heiti.engine.graph import Graph, GraphLoadError
 from PySide6.QtCore import QObject, QSettings, QTimer
-from PySide6.QtWidgets import QMenu
+from PySide6.QtWidgets import QMenu, QStatusBar
 
-if TYPE_CHECKING:
-    from heiti.app.mainwindow import MainWindow
+
+class MainWindow(Protocol):
+    """What file handling needs of the main window (app/mainwindow.py's MainWindow, which owns
+    this object: naming it here keeps the import one way)."""
+
+    doc: GraphDocument
+    view: Any  # CanvasView: fit_all()
+
+    def ask_open_path(self) -> str | None: ...
+    def ask_save_path(self) -> str | None: ...
+    def ask_save_changes(self) -> str: ...
+    def ask_restore(self, description: str) -> bool: ...
+    def show_error(self, title: str, text: str) -> None: ...
+    def statusBar(self) -> QStatusBar: ...  # noqa: N802 - Qt's name
+
 
 EXAMPLES_DIR = Path(__file__).resolve().parents[1] / "resources" / "graphs"
 MAX_RECENT = 10
@@ -21,7 +35,7 @@ AUTOSAVE_MS = 30_000
 
 class FileOps(QObject):
     def __init__(self, window: MainWindow, settings: QSettings, recovery: Recovery) -> None:
-        super().__init__(window)
+        super().__init__(window)  # type: ignore[arg-type] - the window is a QObject
         self.window = window
         self.doc = window.doc
         self.settings = settings

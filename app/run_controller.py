@@ -4,14 +4,30 @@ the charts and the results dock."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 from heiti.app.bridge import RunBridge
+from heiti.app.document import GraphDocument
 from heiti.engine.executor import default_cache_dir, default_out_dir
 from PySide6.QtCore import QObject, Signal
+from PySide6.QtWidgets import QStatusBar
 
-if TYPE_CHECKING:
-    from heiti.app.mainwindow import MainWindow
+
+class MainWindow(Protocol):
+    """What Run / Stop needs of the main window (app/mainwindow.py's MainWindow, which owns this
+    object: naming it here keeps the import one way)."""
+
+    doc: GraphDocument
+    scene: Any  # GraphScene: set_node_state, reset_states
+    charts: Any  # ChartsDock: add_metrics, clear
+    log_dock: Any  # LogDock: add
+    results: Any  # ResultsDock: load
+    results_dock: Any
+
+    def show_error(self, title: str, text: str) -> None: ...
+    def show_dock(self, dock: Any) -> None: ...
+    def statusBar(self) -> QStatusBar: ...  # noqa: N802 - Qt's name
+
 
 
 class RunController(QObject):
@@ -20,7 +36,7 @@ class RunController(QObject):
     state_changed = Signal(bool)  # running?
 
     def __init__(self, window: MainWindow) -> None:
-        super().__init__(window)
+        super().__init__(window)  # type: ignore[arg-type] - the window is a QObject
         self.window = window
         self.bridge = RunBridge(window.doc.registry, self)
         self.runs_dir = Path("runs")

@@ -1,21 +1,25 @@
 """Validation of a graph against the registry, with networkx.
 
 All problems are reported at once, each tied to a node id or an edge, in words a user
-understands. Nothing here runs a node or imports a framework.
+understands. The wiring rules themselves (types, formats, one wire per input) live in
+engine/wiring.py, which the editor asks too. Nothing here runs a node or imports a framework.
 """
 
 from __future__ import annotations
 
 import difflib
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import networkx as nx
-from heiti.engine.formats import build_format_graph, describe_chain, propose_chain
+from heiti.engine import wiring
 from heiti.engine.graph import Graph, format_validation_error
+from heiti.engine.migrations import UNVERSIONED, migrate_params
 from heiti.engine.node import Node
-from heiti.engine.payloads import Payload
+from heiti.engine.paths import path_param_problems
 from heiti.engine.registry import Registry, default_registry
+from heiti.engine.topology import downstream, upstream
 from pydantic import BaseModel, ValidationError
 
 
@@ -67,28 +71,18 @@ class ValidationResult:
             order.extend(sorted(generation, key=position.__getitem__))
         return order
 
+    def downstream(self, node_id: str) -> set[str]:
+        """Nodes fed by `node_id`, directly or not."""
+        return downstream(self.nx_graph, node_id)
 
-def _type_ok(out_type: type[Payload], in_type: type[Payload]) -> bool:
-    return issubclass(out_type, in_type) or issubclass(in_type, out_type) and in_type is Payload
+    def upstream(self, node_id: str) -> set[str]:
+        """Nodes feeding `node_id`, directly or not."""
+        return upstream(self.nx_graph, node_id)
 
 
 def instantiate_params(cls: type[Node], spec_params: dict[str, Any], version: int | None) -> BaseModel:
-    params = dict(spec_params)
-    if version is not None and version < cls.version:
-        params = cls.migrate(params, version)
-    return cls.Params(**params)
-
-
-_format_graph_cache: dict[int, tuple[frozenset[str], nx.DiGraph]] = {}
-
-
-def _format_graph(registry: Registry) -> nx.DiGraph:
-    kinds = frozenset(registry.kinds())
-    cached = _format_graph_cache.get(id(registry))
-    if cached is None or cached[0] != kinds:
-        cached = (kinds, build_format_graph(registry.classes()))
-        _format_graph_cache[id(registry)] = cached
-    return cached[1]
+    """The kind's Params from saved params; `version` None = saved before versions (version 1)."""
+    return cls.Params(**migrate_params(cls, spec_params, UNVERSIONED if version is None else version))
 
 
 def validate(graph: Graph, registry: Registry | None = None) -> ValidationResult:
@@ -128,9 +122,16 @@ def validate(graph: Graph, registry: Registry | None = None) -> ValidationResult
                 problems.append(Problem("param", f"{loc}: {text}", node=spec.id, field=name))
         except Exception as err:  # noqa: BLE001 - a kind's own checks may raise anything
             problems.append(Problem("param", f"nodes[{i}].params: {err}", node=spec.id))
+        if spec.id in result.params:  # files named by path params: missing, special (FIFO, /proc)
+            for name, message in path_param_problems(cls, result.params[spec.id], graph.base_dir):
+                relative = not Path(str(getattr(result.params[spec.id], name))).expanduser().is_absolute()
+                problems.append(Problem("path", message, node=spec.id, field=name, suggestion=(
+                    f"relative paths are taken from the graph file's folder ({graph.base_dir or Path.cwd()})"
+                    if relative else None)))
 
     # edges: endpoints, ports, types
     wires_into: dict[tuple[str, str], list[int]] = {}
+    seen: dict[wiring.WireKey, int] = {}
     for k, edge in enumerate(graph.edges):
         (src, src_port), (dst, dst_port) = edge.src, edge.dst
         bad = False
@@ -154,18 +155,23 @@ def validate(graph: Graph, registry: Registry | None = None) -> ValidationResult
         g.add_edge(src, dst, key=k, src_port=src_port, dst_port=dst_port)
         if bad or src_cls is None or dst_cls is None:
             continue
+        if wiring.wire_key(edge) in seen:
+            problems.append(Problem(
+                "duplicate_wire", f"edges[{k}] repeats edges[{seen[wiring.wire_key(edge)]}]: these ports are connected already",
+                node=dst, edge=k, field=dst_port))
+            continue
+        seen[wiring.wire_key(edge)] = k
         wires_into.setdefault((dst, dst_port), []).append(k)
         out_t, in_t = src_cls.outputs[src_port].type, dst_cls.inputs[dst_port].type
-        if not _type_ok(out_t, in_t):
+        if not wiring.types_compatible(out_t, in_t):
             problems.append(Problem(
-                "type_mismatch", f"{src}.{src_port} gives a {out_t.__name__}, but {dst}.{dst_port} takes a {in_t.__name__}",
-                node=dst, edge=k, field=dst_port))
+                "type_mismatch", wiring.type_mismatch(edge.src, out_t, edge.dst, in_t), node=dst, edge=k, field=dst_port))
 
     # inputs: several wires into one, required ones missing
     for node_id, cls in result.classes.items():
         for port_name, port in cls.inputs.items():
             wires = wires_into.get((node_id, port_name), [])
-            if len(wires) > 1 and not port.multiple:
+            if len(wires) > 1 and not wiring.takes_another_wire(port, 1):
                 for k in wires[1:]:
                     problems.append(Problem(
                         "multiple_wires", f"input {port_name!r} takes one wire, but {len(wires)} are connected",
@@ -194,7 +200,6 @@ def validate(graph: Graph, registry: Registry | None = None) -> ValidationResult
 
 def _check_formats(graph: Graph, result: ValidationResult, registry: Registry) -> None:
     """Propagate formats in topological order and flag wires whose formats cannot meet."""
-    format_graph = None
     edges_by_dst: dict[str, list[int]] = {}
     for k, edge in enumerate(graph.edges):
         edges_by_dst.setdefault(edge.dst[0], []).append(k)
@@ -203,7 +208,7 @@ def _check_formats(graph: Graph, result: ValidationResult, registry: Registry) -
         if cls is None:
             continue
         params = result.params.get(node_id)
-        accepted = cls.input_formats(params)
+        accepted = wiring.safe_input_formats(cls, params)
         incoming: dict[str, str | None] = {}
         for k in edges_by_dst.get(node_id, []):
             edge = graph.edges[k]
@@ -213,21 +218,13 @@ def _check_formats(graph: Graph, result: ValidationResult, registry: Registry) -
                 continue
             incoming.setdefault(port, have)
             want = accepted.get(port)
-            if have is None or want is None or have in want:
+            if wiring.formats_meet(have, want):
                 continue
-            if format_graph is None:
-                format_graph = _format_graph(registry)
-            chain = propose_chain(format_graph, have, want)
-            dst_title = cls.title or cls.kind
+            assert have is not None and want is not None
             result.problems.append(Problem(
-                "format_mismatch",
-                f"{dst_title} input {port!r} accepts {', '.join(sorted(want))}, got {have} from {edge.src[0]}",
-                node=node_id, edge=k, field=port,
-                suggestion=describe_chain(chain) if chain else "no converter chain is installed for this",
+                "format_mismatch", wiring.format_mismatch(cls, port, want, have, edge.src[0]),
+                node=node_id, edge=k, field=port, suggestion=wiring.converter_advice(registry, have, want),
             ))
-        try:
-            outs = cls.output_formats(params, incoming)
-        except Exception:  # noqa: BLE001 - no format is better than a crash here
-            outs = {}
+        outs = wiring.safe_output_formats(cls, params, incoming)
         for port in cls.outputs:
             result.formats[(node_id, port)] = outs.get(port)

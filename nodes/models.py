@@ -294,7 +294,7 @@ class ModelFile(Node):
     # each loader checks the file, writes the (possibly shape-fixed) copy to target, returns io
     def _onnx(self, source: Path, target: Path) -> tuple[list, list, dict]:
         import onnx
-        from heiti.nodes.converters import onnx_io
+        from heiti.nodes.model_io import onnx_io
 
         model = onnx.load(str(source))
         onnx.checker.check_model(model)
@@ -314,7 +314,7 @@ class ModelFile(Node):
         return inputs, outputs, {"opset": max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=None)}
 
     def _tflite(self, source: Path, target: Path) -> tuple[list, list, dict]:
-        from heiti.nodes.converters import tflite_io
+        from heiti.nodes.model_io import tflite_io
 
         shutil.copyfile(source, target)
         inputs, outputs, interpreter = tflite_io(target)

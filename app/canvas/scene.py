@@ -6,7 +6,6 @@ on the document (which pushes undo commands), and the resulting signals update t
 
 from __future__ import annotations
 
-import networkx as nx
 from heiti.app.canvas import style
 from heiti.app.canvas.node_item import NodeItem
 from heiti.app.canvas.port_item import PortItem
@@ -149,8 +148,7 @@ class GraphScene(QGraphicsScene):
 
     def _mark_stale(self, node_id: str) -> None:
         """A changed node's last result, and everything downstream of it, no longer applies."""
-        graph = self.doc.validation.nx_graph
-        stale = {node_id} | (nx.descendants(graph, node_id) if node_id in graph else set())
+        stale = {node_id} | self.doc.validation.downstream(node_id)
         for other in stale:
             item = self.nodes.get(other)
             if item is not None and item.state in ("done", "cached", "failed", "skipped", "cancelled"):

@@ -187,10 +187,12 @@ class _Gpu:
 UNITS = {"cpu_percent": "%", "rss_mb": "MB", "mem_percent": "%", "gpu_percent": "%", "gpu_mem_mb": "MB",
          "temp_c": "°C", "freq_mhz": "MHz"}
 STREAMED = ("cpu_percent", "rss_mb", "mem_percent")  # sent as events; per-core series stay in the file
+SENSOR_PERIOD_S = 0.5  # temperature and frequency move slowly; reading sysfs each tick would cost more
 
 
 class ResourceSampler:
-    """Background thread sampling CPU (total and per core), process RSS and system memory.
+    """Background thread sampling CPU (total and per core), process RSS, system memory, and CPU
+    temperature and frequency where the OS exposes them.
 
     Timestamps are `perf_counter() - t0`, the run clock of every metric event. Each period it
     also calls `on_tick()` — the measurement loop uses it to forward new latencies, so that the
@@ -209,6 +211,7 @@ class ResourceSampler:
         self._thread: threading.Thread | None = None
         self._gpu: _Gpu | None = None
         self._last_cpu: list[Any] | None = None
+        self._sensors_t = -SENSOR_PERIOD_S
 
     def _record(self, name: str, value: float, t: float, stream: bool) -> None:
         values = self._values.get(name)
@@ -252,6 +255,13 @@ class ResourceSampler:
         self._record("mem_percent", psutil.virtual_memory().percent, t, True)
         for name, value in (self._gpu.sample() if self._gpu else {}).items():
             self._record(name, value, t, True)
+        if t - self._sensors_t >= SENSOR_PERIOD_S:
+            from heiti.nodes.devices.stats import read_sensors
+
+            self._sensors_t = t
+            for name, value in read_sensors().items():
+                if value is not None:  # absent sensors stay absent rather than zero
+                    self._record(name, value, t, True)
 
     def _loop(self) -> None:
         while not self._stop.wait(self.period_s):

@@ -50,6 +50,9 @@ class RuntimeParams(BaseModel):
     sample_period_s: float = Field(0.25, ge=0.01, le=10.0,
                                    description="period of CPU/memory sampling (shorter periods disturb the timing more)")
     label: str = Field("", description="name in reports and tables; empty = the node id")
+    ray_resources: dict[str, float] = Field(
+        default_factory=dict, description="with --ray: Ray resources this measurement needs, e.g. {\"board-a\": 1}, "
+        "so it runs on that board's Ray node (docs/scaling.md)")
 
 
 class RuntimeNode(Node):

@@ -1,4 +1,4 @@
-"""The `heiti` command: run, validate, nodes, schema, report, serve, edit.
+"""The `heiti` command: run, validate, nodes, schema, report, serve, device, edit.
 
 Sub-commands that need big modules (the editor, the report renderer, the device server) are
 imported only when called, so `heiti nodes` and `heiti validate` start fast.
@@ -43,6 +43,14 @@ def _load(path: str, console: Any) -> Any:
         for problem in err.problems:
             console.print(f"  • {problem}", markup=False)
         return None
+
+
+def _names_a_file(kind: str, param: str) -> bool:
+    """True for a path param: `--set data.path=x.npz` means x.npz of the current folder."""
+    from heiti.engine.registry import default_registry
+
+    registry = default_registry()
+    return kind in registry and param in registry.get(kind).path_params
 
 
 def _print_problems(problems: list[Any], console: Any) -> None:
@@ -95,6 +103,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             if not graph.has_node(node_id):
                 console.print(f"[red]--set: no node {node_id!r} in the graph[/]")
                 return EXIT_INVALID
+            if isinstance(value, str) and value and _names_a_file(graph.node(node_id).kind, param):
+                value = str(Path(value).expanduser().absolute())  # typed in the shell: from the cwd
             graph.set_param(node_id, param, value)
     except ValueError as err:
         console.print(f"[red]{err}[/]")
@@ -231,7 +241,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--token", help="shared secret clients must present (required off loopback)")
     p.add_argument("--workdir", help="folder for uploaded models (default: a temporary folder)")
     p.add_argument("--stats-period", type=float, default=0.5, help="seconds between STATS messages")
+    p.add_argument("--allow-native", action="store_true",
+                   help="load native modules (TVM .so/.tar) for clients without a token; "
+                        "by default only a client that presented --token may")
+    p.add_argument("--hello-timeout", type=float, help="seconds a new link has to say HELLO (default 10)")
+    p.add_argument("--frame-timeout", type=float,
+                   help="seconds a frame may go without a byte; it must also complete within this plus "
+                        "its length at 256 KiB/s of its first byte (default 5)")
     p.set_defaults(func=_lazy("heiti.nodes.devices.server:main"))
+
+    p = sub.add_parser("device", help="talk to a device running `heiti serve`")
+    device = p.add_subparsers(dest="device_command", metavar="COMMAND", required=True)
+    q = device.add_parser("info", help="say HELLO and PING; print the device's description and round trip")
+    q.add_argument("address", help="tcp://HOST:PORT or serial:PORT@BAUD")
+    q.add_argument("--token", help="the device's token (default: $HEITI_TOKEN)")
+    q.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the device")
+    q.add_argument("--json", action="store_true", help="machine-readable output")
+    q.set_defaults(func=_lazy("heiti.nodes.devices.info:main"))
 
     p = sub.add_parser("edit", help="open the desktop editor")
     p.add_argument("graph", nargs="?", help="graph file to open")

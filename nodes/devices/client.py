@@ -31,9 +31,13 @@ from heiti.nodes.devices.transport import LinkClosed, LinkTimeout, SerialTranspo
 T = TypeVar("T")
 #: a request may last this many timeouts while the device shows it is alive (a slow model load)
 _MAX_REQUEST_TIMEOUTS = 60
+#: upload chunks acknowledged without the device's offset moving before the upload is given up
+_MAX_STUCK_CHUNKS = 5
 _HINTS = {
     ErrorCode.UNAUTHORIZED: "give the target the token the device was started with (--token), or set HEITI_TOKEN",
     ErrorCode.RUNTIME_UNAVAILABLE: "install that runtime's package on the device",
+    ErrorCode.NATIVE_REFUSED: "start the device with --token and give the target that token, "
+                              "or start it with --allow-native",
 }
 
 
@@ -226,8 +230,8 @@ class DeviceClient:
         if reply.fields.get("complete"):
             self.done = f"the device already had the model ({_mb(bundle.size)} MB, upload skipped)"
             return False
-        offset = int(reply.fields.get("offset", 0))
-        mismatches = 0
+        offset = self._offset(reply.fields, bundle.size)
+        mismatches = stuck = 0
         with open(bundle.path, "rb") as f:
             while offset < bundle.size:
                 f.seek(offset)
@@ -238,13 +242,27 @@ class DeviceClient:
                     # the device holds a different amount than we thought (a lost ack): go on from there
                     if err.code == ErrorCode.BAD_REQUEST and "offset" in err.fields and mismatches < 3:
                         mismatches += 1
-                        offset = int(err.fields["offset"])
+                        offset = self._offset(err.fields, bundle.size)
                         continue
                     raise
-                offset = int(reply.fields.get("offset", offset + len(data)))
+                if reply.fields.get("complete") is True:
+                    break
+                new = self._offset(reply.fields, bundle.size)
+                stuck = stuck + 1 if new <= offset else 0
+                if stuck >= _MAX_STUCK_CHUNKS:
+                    raise DeviceError(f"{self.name}: the device does not take the upload: {stuck} chunks in a row "
+                                      f"acknowledged without progress (offset {new} of {bundle.size})")
+                offset = new
                 self.done = f"uploaded {_mb(offset)} of {_mb(bundle.size)} MB"
         self.done = f"uploaded the model ({_mb(bundle.size)} MB)"
         return True
+
+    def _offset(self, fields: dict[str, Any], size: int) -> int:
+        """The device's upload offset, checked: a whole number of bytes within the model."""
+        offset = fields.get("offset", 0)
+        if isinstance(offset, bool) or not isinstance(offset, int) or not 0 <= offset <= size:
+            raise DeviceError(f"{self.name}: the device reported upload offset {offset!r} for a {size}-byte model")
+        return offset
 
     def load(self, bundle: Any, runtime: str, options: dict[str, Any]) -> Message:
         sent = time.perf_counter()

@@ -1,9 +1,13 @@
 """Where `heiti serve` keeps uploaded models: one folder per SHA-256, filled chunk by chunk.
 
 An upload is appended to `partial/<sha>.part`, so a link that drops mid-way resumes from the last
-byte received. When complete, its SHA-256 is checked and it becomes `models/<sha>/<name>` (one
-file), or a folder unpacked from a tar archive. Unpacking refuses anything but plain files and
-folders under the target (no absolute paths, no `..`, no links or devices) and caps total size.
+byte received; a `.part` left alone for `partial_ttl` seconds expires. Its name and packing are
+checked before any byte is stored, and every size against what was actually written. When
+complete, its SHA-256 is checked and it becomes `models/<sha>/<name>` (one file), or a folder
+unpacked from a tar archive. Unpacking refuses anything but plain files and folders under the
+target (no absolute paths, no `..`, no links, devices or sparse members), and the members may not
+add up to more than the archive itself holds: an uncompressed tar cannot unpack to more bytes than
+it has, so a small archive never fills the disk.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import re
 import shutil
 import tarfile
 import threading
+import time
 from pathlib import Path, PurePosixPath
 
 from heiti.engine.files import file_sha256
@@ -20,6 +25,9 @@ from heiti.engine.files import file_sha256
 _SHA = re.compile(r"^[0-9a-f]{64}$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+\-]{0,127}$")
 DEFAULT_MAX_MODEL_BYTES = 8 * 1024**3
+DEFAULT_PARTIAL_TTL = 600.0
+MAX_ARCHIVE_MEMBERS = 10_000
+PACKINGS = ("file", "tar")
 
 
 class StoreError(Exception):
@@ -31,13 +39,16 @@ class StoreError(Exception):
 
 
 class ModelStore:
-    def __init__(self, root: Path, max_model_bytes: int = DEFAULT_MAX_MODEL_BYTES) -> None:
+    def __init__(self, root: Path, max_model_bytes: int = DEFAULT_MAX_MODEL_BYTES,
+                 partial_ttl: float = DEFAULT_PARTIAL_TTL) -> None:
         self.root = Path(root)
         self.models = self.root / "models"
         self.partial = self.root / "partial"
         self.models.mkdir(parents=True, exist_ok=True)
         self.partial.mkdir(parents=True, exist_ok=True)
         self.max_model_bytes = max_model_bytes
+        #: seconds after its last chunk that an unfinished upload's bytes are removed
+        self.partial_ttl = partial_ttl
         self._lock = threading.Lock()
 
     # --- checks ---------------------------------------------------------------------------------
@@ -53,6 +64,26 @@ class ModelStore:
             raise StoreError("bad_request", f"model name {name!r} is not a plain file name")
         return name
 
+    @staticmethod
+    def check_packing(packing: object) -> str:
+        if packing not in PACKINGS:
+            raise StoreError("bad_request", f"unknown packing {packing!r} (file or tar)")
+        return str(packing)
+
+    def expire_partials(self, now: float | None = None) -> list[str]:
+        """Remove unfinished uploads untouched for `partial_ttl` s; returns their SHA-256s."""
+        cutoff = (time.time() if now is None else now) - self.partial_ttl
+        gone = []
+        with self._lock:
+            for part in self.partial.glob("*.part"):
+                try:
+                    if part.stat().st_mtime < cutoff:
+                        part.unlink()
+                        gone.append(part.stem)
+                except FileNotFoundError:
+                    continue
+        return gone
+
     def is_complete(self, sha: str) -> bool:
         return (self.models / self.check_sha(sha) / ".complete").exists()
 
@@ -61,10 +92,15 @@ class ModelStore:
         return part.stat().st_size if part.exists() else 0
 
     # --- upload ---------------------------------------------------------------------------------
-    def begin(self, sha: str, size: int) -> tuple[bool, int]:
-        """(already complete?, bytes already received) for an upload of `size` bytes."""
+    def begin(self, sha: str, size: int, name: object = None, packing: object = "file") -> tuple[bool, int]:
+        """(already complete?, bytes already received) for an upload of `size` bytes. The name and
+        packing are checked here, before any byte is stored (`name` None: a query of the offset)."""
         self.check_sha(sha)
-        if not isinstance(size, int) or size < 0:
+        if name is not None:
+            self.check_name(name)
+        self.check_packing(packing)
+        self.expire_partials()
+        if isinstance(size, bool) or not isinstance(size, int) or size < 0:
             raise StoreError("bad_request", f"bad size {size!r}")
         if size > self.max_model_bytes:
             raise StoreError("too_large", f"model of {size} bytes is over this device's limit of {self.max_model_bytes}")
@@ -82,25 +118,37 @@ class ModelStore:
     def append(self, sha: str, size: int, offset: int, data: memoryview | bytes) -> int:
         """Append a chunk at `offset` (must be where the partial file ends); returns the new end."""
         self.check_sha(sha)
+        n = data.nbytes if isinstance(data, memoryview) else len(data)
         with self._lock:
             current = self.offset(sha)
             if offset != current:
                 raise StoreError("bad_request", f"chunk at offset {offset}, but {current} bytes are stored; resend from {current}")
-            if offset + len(data) > size or size > self.max_model_bytes:
+            if current + n > size or size > self.max_model_bytes:
                 raise StoreError("bad_request", f"chunk runs past the declared size {size}")
-            with open(self.partial / f"{sha}.part", "ab") as f:
-                f.write(data)
-            return offset + len(data)
+            part = self.partial / f"{sha}.part"
+            with open(part, "ab") as f:
+                written = f.write(data)
+                f.flush()
+                end = os.fstat(f.fileno()).st_size
+            if written != n or end != current + n:
+                part.unlink(missing_ok=True)  # whatever happened (disk full, a second writer), start over
+                raise StoreError("bad_request", f"stored {end - current} of a {n}-byte chunk; resend from 0",)
+            return end
 
-    def finish(self, sha: str, name: str, packing: str) -> Path:
+    def finish(self, sha: str, name: str, packing: str, size: int | None = None) -> Path:
         """Verify the hash of a fully received upload and install it; returns its folder."""
         self.check_sha(sha)
         self.check_name(name)
+        self.check_packing(packing)
         part = self.partial / f"{sha}.part"
         with self._lock:
             if self.is_complete(sha):
                 part.unlink(missing_ok=True)
                 return self.models / sha
+            if size is not None and self.offset(sha) != size:
+                have = self.offset(sha)
+                part.unlink(missing_ok=True)
+                raise StoreError("mismatch", f"{have} bytes stored, {size} announced; upload again")
             actual = file_sha256(part)
             if actual != sha:
                 part.unlink()
@@ -146,19 +194,49 @@ def _safe_relative(name: str) -> PurePosixPath:
     return path
 
 
+def _checked_members(tar: tarfile.TarFile, archive_size: int, max_bytes: int) -> list[tarfile.TarInfo]:
+    """Every member, checked before anything is written: plain files and folders only, no sparse
+    members, and sizes that add up to no more than the archive holds and the limit allows."""
+    members: list[tarfile.TarInfo] = []
+    total = 0
+    for m in tar:
+        members.append(m)
+        if len(members) > MAX_ARCHIVE_MEMBERS:
+            raise StoreError("too_large", f"model archive has more than {MAX_ARCHIVE_MEMBERS} entries")
+        _safe_relative(m.name)
+        if not (m.isfile() or m.isdir()):
+            raise StoreError("unsafe", f"{m.name!r} in the model archive is a link or device")
+        if m.issparse() or m.type == tarfile.GNUTYPE_SPARSE or any(k.startswith("GNU.sparse") for k in m.pax_headers):
+            raise StoreError("unsafe", f"{m.name!r} in the model archive is a sparse file")
+        total += m.size
+        if total > max_bytes:
+            raise StoreError("too_large", "model archive unpacks to more than the size limit")
+        if total > archive_size:
+            raise StoreError("unsafe", f"model archive of {archive_size} bytes claims {total} bytes of files")
+    return members
+
+
+def _copy_exact(source: object, target: Path, size: int) -> None:
+    """Write exactly `size` bytes of `source` to a new file, or refuse the archive."""
+    written = 0
+    with open(target, "xb") as out:
+        while written <= size:
+            chunk = source.read(min(1 << 20, size - written + 1))  # type: ignore[attr-defined]
+            if not chunk:
+                break
+            written += len(chunk)
+            if written > size:
+                break
+            out.write(chunk)
+    if written != size:
+        raise StoreError("unsafe", f"{target.name!r} in the model archive holds {written} bytes, not {size}")
+
+
 def _safe_unpack(archive: Path, dest: Path, max_bytes: int) -> None:
     """Extract plain files and folders only; every check happens before anything is written."""
     try:
         with tarfile.open(archive, "r:") as tar:
-            members = tar.getmembers()
-            total = 0
-            for m in members:
-                _safe_relative(m.name)
-                if not (m.isfile() or m.isdir()):
-                    raise StoreError("unsafe", f"{m.name!r} in the model archive is a link or device")
-                total += m.size
-                if total > max_bytes:
-                    raise StoreError("too_large", "model archive unpacks to more than the size limit")
+            members = _checked_members(tar, archive.stat().st_size, max_bytes)
             for m in members:
                 target = dest / _safe_relative(m.name)
                 if m.isdir():
@@ -167,9 +245,36 @@ def _safe_unpack(archive: Path, dest: Path, max_bytes: int) -> None:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 source = tar.extractfile(m)
                 assert source is not None
-                with source, open(target, "xb") as out:
-                    shutil.copyfileobj(source, out, 1 << 20)
+                with source:
+                    _copy_exact(source, target, m.size)
     except tarfile.TarError as err:
         raise StoreError("unsafe", f"model archive is not a readable tar: {err}") from err
     except FileExistsError as err:
         raise StoreError("unsafe", f"model archive holds {Path(err.filename).name!r} twice") from err
+
+
+def extract_flat(archive: Path, dest: Path, max_bytes: int = DEFAULT_MAX_MODEL_BYTES) -> list[Path]:
+    """Unpack an archive of plain files with no folders (a TVM module's object files) into the new
+    folder `dest`, under the same checks; `dest` is removed again when anything fails."""
+    dest.mkdir()
+    try:
+        with tarfile.open(archive, "r:") as tar:
+            members = _checked_members(tar, archive.stat().st_size, max_bytes)
+            files = []
+            for m in members:
+                name = Path(m.name).name
+                if not m.isfile() or name != m.name or name.startswith("."):
+                    raise StoreError("unsafe", f"unexpected entry {m.name!r} in the archive")
+                source = tar.extractfile(m)
+                assert source is not None
+                with source:
+                    _copy_exact(source, dest / name, m.size)
+                files.append(dest / name)
+        return files
+    except BaseException as err:
+        shutil.rmtree(dest, ignore_errors=True)
+        if isinstance(err, tarfile.TarError):
+            raise StoreError("unsafe", f"not a readable tar: {err}") from err
+        if isinstance(err, FileExistsError):
+            raise StoreError("unsafe", f"the archive holds {Path(err.filename).name!r} twice") from err
+        raise

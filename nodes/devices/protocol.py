@@ -24,6 +24,7 @@ from enum import IntEnum, IntFlag
 from typing import Any
 
 import numpy as np
+from heiti.nodes.devices.transport import LinkTimeout
 from numpy.lib import format as npy_format
 
 try:  # the same CRC-32, ~25x faster where the optional zlib-ng package is installed
@@ -39,7 +40,15 @@ HEADER_SIZE = _HEAD.size + 4
 TRAILER_SIZE = 4
 FRAME_OVERHEAD = HEADER_SIZE + TRAILER_SIZE
 DEFAULT_MAX_PAYLOAD = 32 * 1024 * 1024
+#: a device's frame limit before a successful HELLO: enough for any HELLO, little for a stranger
+PRE_HELLO_MAX_PAYLOAD = 64 * 1024
+#: slowest transfer a started frame is allowed (bytes/s) on a link of unknown speed, so a frame
+#: must complete within frame_timeout + length / min_rate of its first byte however it trickles
+DEFAULT_MIN_RATE = 256 * 1024
 MAX_JSON_BYTES = 1024 * 1024
+#: first bytes of an HTTP request (a browser page posting to 127.0.0.1): never a frame
+HTTP_STARTS = (b"GET ", b"POST ", b"OPTIONS ", b"HEAD ", b"PUT ", b"DELETE ", b"PATCH ", b"CONNECT ",
+               b"TRACE ", b"PRI * HTTP")
 _BLOB_ALIGN = 64  # npy data then starts 64-byte aligned within the payload
 _MAX_NPY_HEADER = 65536
 
@@ -84,6 +93,7 @@ class ErrorCode(IntEnum):
     TOO_LARGE = 19
     INTERNAL = 20
     BUSY = 21
+    NATIVE_REFUSED = 22
 
 
 #: errors about the bytes on the wire: resending the same request may well succeed
@@ -93,11 +103,13 @@ TRANSIENT_ERRORS = frozenset({ErrorCode.BAD_CRC, ErrorCode.BAD_HEADER, ErrorCode
 class ProtocolError(Exception):
     """A frame or message that cannot be accepted. `seq` is set when the frame header was readable."""
 
-    def __init__(self, code: ErrorCode, message: str, seq: int | None = None) -> None:
+    def __init__(self, code: ErrorCode, message: str, seq: int | None = None, fatal: bool = False) -> None:
         super().__init__(f"{code.name}: {message}")
         self.code = code
         self.message = message
         self.seq = seq
+        #: the stream is not this protocol at all (HTTP, endless noise): close the link
+        self.fatal = fatal
 
     @property
     def transient(self) -> bool:
@@ -162,13 +174,19 @@ class FrameParser:
     The payload CRC is updated as bytes arrive, overlapping the check with the transfer.
     """
 
-    def __init__(self, max_payload: int = DEFAULT_MAX_PAYLOAD) -> None:
+    def __init__(self, max_payload: int = DEFAULT_MAX_PAYLOAD, max_garbage: int | None = None,
+                 reject_http: bool = False) -> None:
         self.max_payload = int(max_payload)
+        #: bytes skipped before the first valid frame that end the stream (None: no cap)
+        self.max_garbage = max_garbage
+        self.frames = 0  # valid frames read so far
+        self.garbage = 0  # bytes skipped before the first valid frame
+        self._check_http = reject_http
         self._buf = bytearray()
         self._head: tuple[int, int, int, int] | None = None  # type, flags, seq, length
         self._crc = 0
         self._crc_done = 0
-        self._skip = 0  # bytes of a refused (oversize) frame still to discard
+        self._skip = 0  # bytes of a refused (oversize, other version) frame still to discard
 
     def feed(self, data: Buffer) -> None:
         if not data:
@@ -190,6 +208,13 @@ class FrameParser:
             return True
         return bool(self._buf) and MAGIC.startswith(bytes(self._buf[:4]))
 
+    @property
+    def frame_length(self) -> int:
+        """Bytes of the frame in progress still due (its declared size; a refused one's rest)."""
+        if self._head is not None:
+            return self._head[3] + FRAME_OVERHEAD
+        return self._skip + (HEADER_SIZE if self._buf else 0)
+
     def discard_partial(self) -> tuple[int, int | None]:
         """Drop an incomplete frame (the link stalled mid-frame): (bytes dropped, its seq if known)."""
         seq = self._head[2] if self._head is not None else None
@@ -207,6 +232,8 @@ class FrameParser:
 
     def next_frame(self) -> Frame | None:
         buf = self._buf
+        if self._check_http and not self._http_checked():
+            return None
         if self._head is None:
             if not self._find_header():
                 return None
@@ -233,7 +260,38 @@ class FrameParser:
         self._head, self._crc, self._crc_done = None, 0, 0
         if crc != sent_crc:
             raise ProtocolError(ErrorCode.BAD_CRC, f"payload CRC mismatch in a {length}-byte frame", seq)
+        self.frames += 1
         return Frame(msg_type, flags, seq, payload)
+
+    def _http_checked(self) -> bool:
+        """False while the stream's first bytes could still be an HTTP request line; raises once
+        they are one (a browser page talking to the port is never served)."""
+        head = bytes(self._buf[:16])
+        if not head:
+            return False
+        for start in HTTP_STARTS:
+            if head.startswith(start):
+                raise ProtocolError(ErrorCode.GARBAGE, f"an HTTP request ({start.decode().strip()} …), not a frame",
+                                    fatal=True)
+            if start.startswith(head):
+                return False
+        self._check_http = False
+        return True
+
+    def _skipped(self, n: int, code: ErrorCode, message: str, seq: int | None = None) -> ProtocolError:
+        """The error for `n` dropped bytes; fatal once too much came before any valid frame."""
+        if self.frames == 0:
+            self.garbage += n
+            if self.max_garbage is not None and self.garbage > self.max_garbage:
+                return ProtocolError(code, f"{message}; {self.garbage} bytes and no valid frame yet", seq, fatal=True)
+        return ProtocolError(code, message, seq)
+
+    def _refuse(self, length: int) -> None:
+        """Drop a refused frame whole: its header, and its payload as it arrives (never parsed)."""
+        rest = length + TRAILER_SIZE
+        available = len(self._buf) - HEADER_SIZE
+        del self._buf[: HEADER_SIZE + min(rest, available)]
+        self._skip = max(0, rest - available)
 
     def _find_header(self) -> bool:
         buf = self._buf
@@ -243,27 +301,25 @@ class FrameParser:
             dropped = len(buf) - keep
             del buf[:dropped]
             if dropped:
-                raise ProtocolError(ErrorCode.GARBAGE, f"skipped {dropped} bytes that are not a frame")
+                raise self._skipped(dropped, ErrorCode.GARBAGE, f"skipped {dropped} bytes that are not a frame")
             return False
         if start > 0:
             del buf[:start]
-            raise ProtocolError(ErrorCode.GARBAGE, f"skipped {start} bytes before a frame start")
+            raise self._skipped(start, ErrorCode.GARBAGE, f"skipped {start} bytes before a frame start")
         if len(buf) < HEADER_SIZE:
             return False
         magic, version, msg_type, flags, seq, length = _HEAD.unpack_from(buf, 0)
         (head_crc,) = _U32.unpack_from(buf, _HEAD.size)
         if crc32(memoryview(buf)[: _HEAD.size]) != head_crc:
             del buf[:1]
-            raise ProtocolError(ErrorCode.BAD_HEADER, "frame header CRC mismatch")
+            raise self._skipped(1, ErrorCode.BAD_HEADER, "frame header CRC mismatch")
         if version != VERSION:
-            del buf[:HEADER_SIZE]
-            raise ProtocolError(
-                ErrorCode.UNSUPPORTED_VERSION, f"protocol version {version}; this side speaks {VERSION}", seq)
+            self._refuse(length)
+            raise self._skipped(HEADER_SIZE + length + TRAILER_SIZE, ErrorCode.UNSUPPORTED_VERSION,
+                                f"protocol version {version}; this side speaks {VERSION} "
+                                f"(its {length}-byte payload is skipped)", seq)
         if length > self.max_payload:
-            rest = length + TRAILER_SIZE
-            available = len(buf) - HEADER_SIZE
-            del buf[: HEADER_SIZE + min(rest, available)]
-            self._skip = max(0, rest - available)
+            self._refuse(length)
             raise ProtocolError(
                 ErrorCode.OVERSIZE, f"frame of {length} bytes over the limit of {self.max_payload}", seq)
         self._head = (msg_type, flags, seq, length)
@@ -426,15 +482,22 @@ def error_fields(code: ErrorCode, message: str, **extra: Any) -> dict[str, Any]:
 class Channel:
     """Messages over a byte stream: a transport (read/write with timeouts) plus a FrameParser.
 
-    `receive` returns None when nothing complete arrived in `timeout` s; a frame that starts but
-    stalls for `frame_timeout` s is dropped with ProtocolError(TRUNCATED), so a vanished or very
-    slow peer never leaves the reader stuck. Bad frames raise ProtocolError after resync.
+    `receive` returns None when nothing complete arrived in `timeout` s. A started frame is dropped
+    with ProtocolError(TRUNCATED) when no byte came for `frame_timeout` s, and also when it is not
+    complete within frame_timeout + length / min_rate s of its first byte, so trickling bytes can
+    never hold a reader. `hard_deadline` (monotonic time) ends every wait with LinkTimeout: the
+    device's total time to HELLO. Bad frames raise ProtocolError after resync.
     """
 
-    def __init__(self, transport: Any, max_payload: int = DEFAULT_MAX_PAYLOAD, frame_timeout: float = 5.0) -> None:
+    def __init__(self, transport: Any, max_payload: int = DEFAULT_MAX_PAYLOAD, frame_timeout: float = 5.0,
+                 min_rate: float | None = None, max_garbage: int | None = None, reject_http: bool = False) -> None:
         self.transport = transport
-        self.parser = FrameParser(max_payload)
+        self.parser = FrameParser(max_payload, max_garbage, reject_http)
         self.frame_timeout = frame_timeout
+        line_rate = getattr(transport, "rate", None)
+        self.min_rate = float(min_rate or (0.5 * line_rate if line_rate else DEFAULT_MIN_RATE))
+        self.hard_deadline: float | None = None
+        self._frame_start: float | None = None
 
     def send(
         self,
@@ -448,29 +511,47 @@ class Channel:
     ) -> None:
         self.transport.write(frame_message(msg_type, fields, arrays, data, seq, reply), timeout)
 
+    def _track(self, now: float) -> None:
+        if not self.parser.in_frame:
+            self._frame_start = None
+        elif self._frame_start is None:
+            self._frame_start = now
+
     def receive(self, timeout: float) -> Message | None:
-        deadline = time.monotonic() + timeout
-        last_byte = time.monotonic()
+        now = time.monotonic()
+        deadline = now + timeout
+        last_byte = now
         while True:
-            frame = self.parser.next_frame()
+            try:
+                frame = self.parser.next_frame()
+            finally:
+                self._track(time.monotonic())
             if frame is not None:
                 return decode_message(frame)
             now = time.monotonic()
-            if self.parser.in_frame:
-                wait = last_byte + self.frame_timeout - now
-                if wait <= 0:
+            if self.hard_deadline is not None and now >= self.hard_deadline:
+                raise LinkTimeout("the time allowed to this link is up")
+            if self._frame_start is not None:
+                due = self._frame_start + self.frame_timeout + min(self.parser.frame_length, 1 << 31) / self.min_rate
+                stall = last_byte + self.frame_timeout
+                if now >= min(due, stall):
+                    why = (f"no byte for {self.frame_timeout:g}s" if now >= stall
+                           else f"not complete {now - self._frame_start:.1f}s after its first byte")
                     dropped, seq = self.parser.discard_partial()
-                    raise ProtocolError(
-                        ErrorCode.TRUNCATED,
-                        f"frame stalled: no byte for {self.frame_timeout:g}s, dropped {dropped} bytes", seq)
+                    self._frame_start = None
+                    raise ProtocolError(ErrorCode.TRUNCATED, f"frame stalled: {why}, dropped {dropped} bytes", seq)
+                wait = min(due, stall) - now
             else:
                 wait = deadline - now
                 if wait <= 0:
                     return None
-            data = self.transport.read(wait)
+            if self.hard_deadline is not None:
+                wait = min(wait, self.hard_deadline - now)
+            data = self.transport.read(max(0.0, wait))
             if data:
                 self.parser.feed(data)
                 last_byte = time.monotonic()
+                self._track(last_byte)
 
     def close(self) -> None:
         self.transport.close()

@@ -21,6 +21,9 @@ from collections.abc import Sequence
 
 Buffer = bytes | bytearray | memoryview
 _READ_CHUNK = 1 << 20
+#: bytes a write keeps from the peer while it waits for room; past this it stops reading, so a peer
+#: that streams requests but never reads replies meets a full socket instead of growing our memory
+DEFAULT_MAX_PENDING = 4 * _READ_CHUNK
 
 
 class LinkClosed(ConnectionError):
@@ -41,6 +44,8 @@ class Transport:
         self._fd = fd
         self.name = name
         self._pending: list[bytes] = []  # bytes read while a write was waiting
+        self._pending_bytes = 0
+        self.max_pending = DEFAULT_MAX_PENDING
         self._rbuf = bytearray(_READ_CHUNK)
         self._pace_rate = pace_rate
         self._pace_next = 0.0  # time at which the pacer allows the next byte
@@ -65,6 +70,7 @@ class Transport:
         if self._pending:
             data = b"".join(self._pending)
             self._pending.clear()
+            self._pending_bytes = 0
             return data
         if self.closed:
             raise LinkClosed(f"{self.name}: link is closed")
@@ -107,14 +113,16 @@ class Transport:
             want_write = budget > 0
             if not want_write:
                 wait = min(wait, self._pace_next - now)
+            reading = [self._fd] if self._pending_bytes < self.max_pending else []
             try:
-                readable, writable, _ = select.select([self._fd], [self._fd] if want_write else [], [], wait)
+                readable, writable, _ = select.select(reading, [self._fd] if want_write else [], [], wait)
             except (OSError, ValueError) as err:
                 raise LinkClosed(f"{self.name}: {err}") from err
             if readable:
                 chunk = self._read_now()
                 if chunk:
                     self._pending.append(bytes(chunk))
+                    self._pending_bytes += chunk.nbytes
             if not writable:
                 continue
             batch = _take(views, budget)
@@ -152,6 +160,11 @@ class Transport:
                 os.close(self._fd)
             except OSError:
                 pass
+
+    def abort(self) -> None:
+        """End the link from another thread: the thread using it sees the link close and closes it
+        itself (closing the descriptor here could hand its number to a new connection meanwhile)."""
+        self.close()
 
     def __enter__(self) -> Transport:
         return self
@@ -207,6 +220,12 @@ class TcpTransport(Transport):
             except OSError:
                 pass
             self.sock.close()
+
+    def abort(self) -> None:
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
 
 
 def parse_address(address: str, default_host: str = "127.0.0.1") -> tuple[str, int]:

@@ -175,14 +175,25 @@ def test_tvm_archive_is_linked_on_the_device_and_runs(server: ServerThread, tmp_
     tvm.compile(mod, target=target).export_library(str(archive))
     x = np.linspace(-1, 1, 16, dtype=np.float32).reshape(1, 16)
     description = [{"name": "x", "shape": [1, 16], "dtype": "float32"}]
-    session = open_remote_session(tcp_target(server.address, timeout_s=60), "tvm",
-                                  ModelArtifact(path=archive, model_format="tvm"),
-                                  {"inputs": description, "outputs": [{"name": "y", "shape": [1, 10], "dtype": "float32"}]})
+    options = {"inputs": description, "outputs": [{"name": "y", "shape": [1, 10], "dtype": "float32"}]}
+    artifact = ModelArtifact(path=archive, model_format="tvm")
+    # native code: refused to a client without a token ...
+    with pytest.raises(DeviceError, match="native code") as refused:
+        open_remote_session(tcp_target(server.address, timeout_s=60), "tvm", artifact, options)
+    assert refused.value.code == ErrorCode.NATIVE_REFUSED
+    assert not list(server.server.store.models.glob("*/model.linked.so"))
+    # ... and run for one that presented the device's token
+    secured = ServerThread(tmp_path / "secured", token="s3cret")
     try:
-        np.testing.assert_allclose(session.run([x])[0], local_run(model_path, x), rtol=1e-4, atol=1e-5)
+        session = open_remote_session(tcp_target(secured.address, timeout_s=60, token="s3cret"), "tvm", artifact, options)
+        try:
+            np.testing.assert_allclose(session.run([x])[0], local_run(model_path, x), rtol=1e-4, atol=1e-5)
+        finally:
+            session.close()
+        assert list(secured.server.store.models.glob("*/model.linked.so"))
+        assert not list(secured.server.store.models.glob("*/*.objects"))  # the object files are cleaned up
     finally:
-        session.close()
-    assert list(server.server.store.models.glob("*/model.linked.so"))
+        secured.stop()
 
 
 def test_folder_model_is_uploaded_as_a_safe_tar(server: ServerThread, tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -27,28 +28,97 @@ def _canonical(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
 
 
-def hash_path(path: Path) -> str:
-    """sha256 of a file's bytes, or of a folder's names, sizes and file contents."""
-    h = hashlib.sha256()
-    path = Path(path)
-    if path.is_file():
+#: a folder param may hold at most this many entries (files and sub-folders), so that `/` fails
+#: in seconds; raise it with HEITI_MAX_FOLDER_ENTRIES for a larger dataset
+MAX_FOLDER_ENTRIES = int(os.environ.get("HEITI_MAX_FOLDER_ENTRIES", "200000"))
+#: up to this many bytes (one file, or a folder's files together) the contents are hashed;
+#: above, names, sizes and modification times are (what make and rsync trust)
+CONTENT_HASH_LIMIT = 1 << 30
+
+
+def _stat_signature(info: os.stat_result) -> str:
+    return f"{info.st_size}:{info.st_mtime_ns}"
+
+
+def _file_digest(path: Path, info: os.stat_result) -> str:
+    from heiti.engine.paths import PathProblem
+
+    if info.st_size > CONTENT_HASH_LIMIT:
+        return "stat:" + _stat_signature(info)
+    try:
         return file_sha256(path)
-    elif path.is_dir():
-        for sub in sorted(p for p in path.rglob("*") if p.is_file()):
-            h.update(str(sub.relative_to(path)).encode())
-            h.update(hash_path(sub).encode())
-    else:
-        h.update(b"missing:" + str(path).encode())
+    except OSError as err:
+        raise PathProblem(f"{path}: cannot read ({err.strerror or err})") from None
+
+
+def _walk_folder(root: Path) -> list[tuple[str, Path, os.stat_result | None]]:
+    """(relative name, path, stat of a regular file or None) for everything under `root`, sorted.
+
+    Names are listed first and counted (cheap: no stat), then stat'ed, so that a path such as
+    `/` or a symlink loop ends after MAX_FOLDER_ENTRIES names with a clear message. Symlinks are
+    followed (datasets are often linked together). Special files inside (FIFOs, devices) enter
+    by name only and are never opened.
+    """
+    from heiti.engine.paths import PathProblem
+
+    names: list[str] = []  # plain strings: pathlib costs ~10x more per name on a deep walk
+    count = 0
+    for folder, dirs, files in os.walk(root, followlinks=True):
+        dirs.sort()
+        count += len(dirs) + len(files)
+        if count > MAX_FOLDER_ENTRIES:
+            raise PathProblem(f"folder {root} holds more than {MAX_FOLDER_ENTRIES} files and folders; a path "
+                              "param names one dataset or model folder (HEITI_MAX_FOLDER_ENTRIES raises the limit)")
+        names.extend(os.path.join(folder, name) for name in sorted(files))
+    found: list[tuple[str, Path, os.stat_result | None]] = []
+    for name in names:
+        try:
+            info: os.stat_result | None = os.stat(name)
+        except OSError:
+            info = None  # a dangling link: its name still counts
+        regular = info is not None and stat.S_ISREG(info.st_mode)
+        found.append((os.path.relpath(name, root), Path(name), info if regular else None))
+    return found
+
+
+def hash_path(path: Path) -> str:
+    """sha256 identifying a file or folder named by a path param; PathProblem when unusable.
+
+    A file's bytes; a folder's names and file contents, or names, sizes and mtimes when its
+    files add up to more than CONTENT_HASH_LIMIT (hashing gigabytes of images on every run would
+    cost more than the nodes it saves). Missing paths and special files (FIFOs, devices, /proc)
+    raise with a message naming the path.
+    """
+    from heiti.engine.paths import check_path
+
+    path = Path(path)
+    info = check_path(path)
+    if stat.S_ISREG(info.st_mode):
+        return _file_digest(path, info)
+    entries = _walk_folder(path)
+    by_content = sum(i.st_size for _, _, i in entries if i is not None) <= CONTENT_HASH_LIMIT
+    h = hashlib.sha256(b"content" if by_content else b"stat")
+    for name, sub, sub_info in entries:
+        h.update(name.encode("utf-8", "surrogateescape") + b"\0")
+        if sub_info is None:
+            h.update(b"special or dangling\0")
+        elif by_content:
+            h.update(_file_digest(sub, sub_info).encode())
+        else:
+            h.update(_stat_signature(sub_info).encode())
     return h.hexdigest()
 
 
 def node_key(kind: str, version: int, params: BaseModel, input_keys: dict[str, list[str]],
-             path_params: tuple[str, ...] = ()) -> str:
+             path_params: tuple[str, ...] = (), base_dir: Path | None = None) -> str:
+    """The cache key; raises PathProblem when a path param names nothing usable (that node's failure)."""
+    from heiti.engine.paths import resolve
+
     files = {}
     for name in path_params:
         value = getattr(params, name, None)
         if value:
-            files[name] = hash_path(Path(str(value)).expanduser())
+            files[name] = hash_path(resolve(str(value), base_dir))
     blob = _canonical({
         "cache_format": CACHE_FORMAT, "kind": kind, "version": version,
         "params": params.model_dump(mode="json"), "inputs": input_keys, "files": files,

@@ -33,6 +33,7 @@ from heiti.engine.events import (
 )
 from heiti.engine.graph import Graph
 from heiti.engine.node import Node, NodeError
+from heiti.engine.paths import resolve_graph_paths
 from heiti.engine.payloads import Payload
 from heiti.engine.registry import Registry, default_registry
 from heiti.engine.validate import ValidationResult, validate
@@ -117,6 +118,7 @@ class Executor:
 
     def run(self, graph: Graph, out_dir: Path | None = None) -> RunResult:
         """Validate, then run every node; raises InvalidGraph before doing anything if invalid."""
+        graph = resolve_graph_paths(graph, self.registry)  # relative path params: from the graph's folder
         checked = validate(graph, self.registry)
         if not checked.ok:
             raise InvalidGraph(checked)
@@ -183,7 +185,11 @@ class Executor:
 
     def _run_node(self, graph: Graph, checked: ValidationResult, node_id: str, out_dir: Path,
                   keys: dict[str, str], result: RunResult, t0: float) -> None:
-        prepared = self._prepare(graph, checked, node_id, out_dir, keys, result)
+        try:
+            prepared = self._prepare(graph, checked, node_id, out_dir, keys, result)
+        except Exception as err:  # noqa: BLE001 - e.g. a path param naming `/` or a FIFO: this node's failure
+            self._failed(node_id, result, type(err).__name__, str(err) or type(err).__name__)
+            return
         if prepared is None:
             return  # restored from the cache
         cls, node, inputs, key, workdir = prepared

@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 FORMAT = "heiti-graph"
 VERSION = 1
@@ -68,6 +68,24 @@ class Graph(BaseModel):
     nodes: list[NodeSpec] = Field(default_factory=list)
     edges: list[EdgeSpec] = Field(default_factory=list)
     ui: dict[str, Any] = Field(default_factory=dict)
+    #: folder the file was loaded from or saved to: relative path params are taken from here
+    _base_dir: Path | None = PrivateAttr(default=None)
+
+    @property
+    def base_dir(self) -> Path | None:
+        return self._base_dir
+
+    @base_dir.setter
+    def base_dir(self, folder: Path | None) -> None:
+        self._base_dir = Path(folder).resolve() if folder is not None else None
+
+    def __eq__(self, other: object) -> bool:
+        """Same content; where the file lies (base_dir) does not make two graphs differ."""
+        if not isinstance(other, Graph):
+            return NotImplemented
+        return self.__dict__ == other.__dict__
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, like every pydantic model
 
     # --- queries --------------------------------------------------------------------------------
     def node(self, node_id: str) -> NodeSpec:
@@ -146,7 +164,9 @@ class Graph(BaseModel):
         atomic_write_text(Path(path), self.to_json())
 
     def copy_deep(self) -> Graph:
-        return Graph.model_validate(copy.deepcopy(self.to_dict()))
+        copied = Graph.model_validate(copy.deepcopy(self.to_dict()))
+        copied.base_dir = self.base_dir
+        return copied
 
 
 # --- loading ------------------------------------------------------------------------------------
@@ -260,20 +280,21 @@ def loads_graph(text: str | bytes, source: str = "<graph>") -> Graph:
 
 
 def load_graph(path: str | Path) -> Graph:
+    """Read a graph file of at most MAX_FILE_BYTES; FIFOs, devices and folders are refused unread."""
+    from heiti.engine.paths import FileRefused, read_capped
+
     path = Path(path)
     source = str(path)
     try:
-        size = path.stat().st_size
-        if size > MAX_FILE_BYTES:
-            raise GraphLoadError(source, [f"file is {size} bytes; graph files are limited to {MAX_FILE_BYTES}"])
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise GraphLoadError(source, ["no such file"]) from None
-    except IsADirectoryError:
-        raise GraphLoadError(source, ["is a folder, not a graph file"]) from None
-    except OSError as err:
-        raise GraphLoadError(source, [f"cannot read: {err.strerror or err}"]) from None
-    return loads_graph(raw, source)
+        raw = read_capped(path, MAX_FILE_BYTES)
+    except FileRefused as err:
+        message = str(err)
+        if message.startswith(source):
+            message = message[len(source):].lstrip(" :") or message
+        raise GraphLoadError(source, [message.replace("regular file", "graph file")]) from None
+    graph = loads_graph(raw, source)
+    graph.base_dir = path.parent
+    return graph
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -69,3 +69,16 @@ class Stubborn(Node):
 
 
 ALL = [Stamp, ExclusiveStamp, Segfault, Stubborn]
+
+
+class BoardStamp(ExclusiveStamp):
+    """A measuring node pinned to a board through Ray resources, like a runtime's `ray_resources`."""
+
+    kind = "ptest.board"
+
+    class Params(_P):
+        delay: float = Field(0.1, ge=0)
+        ray_resources: dict[str, float] = Field(default_factory=dict)
+
+
+ALL.append(BoardStamp)

@@ -71,10 +71,24 @@ def comparison_rows(report: Report) -> list[Row]:
             quality_name=quality[0] if quality else "",
             quality=quality[1] if quality else None,
             quality_delta=delta,
-            within_tolerance=None if delta is None else delta >= -report.tolerance - 1e-12,
+            within_tolerance=_agreement_within(entry) if delta is None else delta >= -report.tolerance - 1e-12,
         ))
     rows.sort(key=lambda r: (r.latency_ms is None, r.latency_ms or 0.0))
     return rows
+
+
+def _agreement_within(entry: Entry) -> bool | None:
+    """Without a quality figure (task none, unlabelled data) output agreement with the reference judges."""
+    agreement = entry.data.agreement
+    return agreement.within if agreement is not None else None
+
+
+def agreement_text(entry: Entry) -> str:
+    a = entry.data.agreement
+    if a is None or a.cosine is None:
+        return ""
+    text = f"cosine {a.cosine:.6f}, max rel {a.max_rel:.2e}"
+    return text + (f", top-1 {a.top1 * 100:.1f}%" if a.top1 is not None else "")
 
 
 @dataclass
@@ -112,6 +126,8 @@ def _explain(report: Report, rows: list[Row], rec: Row | None,
              ref: tuple[str, str, float] | None) -> tuple[str, list[str]]:
     """The one-line recommendation and the reasons behind it (including faster runtimes turned down)."""
     if rec is None:
+        if ref is None and any(r.within_tolerance is False for r in rows):
+            return "No timed runtime's outputs agree with the reference within the tolerance: nothing to recommend.", []
         if any(r.latency_ms is not None and r.within_tolerance is False for r in rows):
             return (f"No timed runtime stays within the accuracy tolerance of {pct(ref[2])} {ref[1]}: "
                     "nothing to recommend.", [])
@@ -131,6 +147,9 @@ def _explain(report: Report, rows: list[Row], rec: Row | None,
                            f"{pct(ref[2])}; the tolerance is {report.tolerance * 100:.2f} pt)")
         else:
             reasons.append(f"{rec.quality_name} {pct(rec.quality)}")
+    elif ref is None and rec.entry.data.agreement is not None:
+        reasons.append(f"no quality figures; its outputs agree with {rec.entry.data.agreement.reference}'s "
+                       f"({agreement_text(rec.entry)}), within the agreement tolerance")
     elif ref is None:
         reasons.append("no quality figures were measured, so speed alone decides")
     if rec.size_bytes:
@@ -142,6 +161,10 @@ def _explain(report: Report, rows: list[Row], rec: Row | None,
     rejected = [r for r in rows if r.within_tolerance is False and r.latency_ms is not None
                 and rec.latency_ms is not None and r.latency_ms < rec.latency_ms]
     for r in rejected:
+        if r.quality_delta is None:
+            reasons.append(f"{r.entry.name} is faster but its outputs differ from the reference's beyond the "
+                           f"agreement tolerance ({agreement_text(r.entry) or 'not comparable'})")
+            continue
         reasons.append(f"{r.entry.name} is faster but loses {abs(r.quality_delta) * 100:.2f} pt of "
                        f"{r.quality_name}, beyond the tolerance")
     return sentence, reasons

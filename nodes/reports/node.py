@@ -12,6 +12,7 @@ from heiti.engine.payloads import Measurements, ReportArtifact
 from pydantic import BaseModel, ConfigDict, Field
 
 REPORT_NAME = "report"
+AGREEMENT_FILE = "agreement.json"
 
 
 class ReportNode(Node):
@@ -40,6 +41,14 @@ class ReportNode(Node):
             0.01, ge=0.0, le=1.0,
             description="largest accepted drop in accuracy (or mAP@0.5) against the baseline, as a fraction: "
                         "0.01 = one percentage point")
+        reference: str = Field("", description="node id of the runtime whose outputs the others are compared with "
+                                               "(output agreement); empty = the native framework (torch/keras) if "
+                                               "present, else the first ONNX Runtime branch")
+        agreement_tolerance: float = Field(
+            0.01, ge=0.0, le=1.0,
+            description="largest max |out - ref| / max |ref| accepted as agreeing (with cosine >= 0.999); judges "
+                        "runtimes that have no quality figure (task none, unlabelled data). 0.01 is far above fp32 "
+                        "rounding (~1e-5), admits fp16/bf16 and rejects int8 errors beyond ~2.5 quantisation steps")
 
     inputs = {"measurements": In(Measurements, multiple=True, partial=True,
                                  description="one wire per runtime; runs with those that finished")}
@@ -59,6 +68,13 @@ class ReportNode(Node):
             raise NodeError(str(err)) from None
         except ValueError as err:  # an unknown baseline
             raise NodeError(f"param baseline: {err}") from None
+        from heiti.nodes.runtimes.agreement import attach_agreement, write_agreement
+
+        try:
+            agreements = attach_agreement(report.entries, self.params.reference, self.params.agreement_tolerance)
+        except ValueError as err:  # an unknown reference
+            raise NodeError(f"param reference: {err}") from None
+        write_agreement(ctx.workdir / AGREEMENT_FILE, agreements)
         for problem in report.problems:
             ctx.warn(problem)
         ctx.progress(0.2, "drawing plots")
@@ -73,6 +89,13 @@ class ReportNode(Node):
         """Copy the page, its Markdown twin and their files to the run folder (also on a cache hit)."""
         html = Path(outputs["report"].path)
         run_dir = Path(run_dir)
+        agreement = html.parent / AGREEMENT_FILE
+        if agreement.is_file():  # into each runtime's measurements file of this run
+            import json
+
+            from heiti.nodes.runtimes.agreement import merge_into_measurements
+
+            merge_into_measurements(run_dir, json.loads(agreement.read_text(encoding="utf-8")))
         for name in (html.name, html.with_suffix(".md").name):
             if (html.parent / name).is_file():
                 shutil.copyfile(html.parent / name, run_dir / name)

@@ -9,7 +9,7 @@ from heiti.nodes.reports.compare import Row, comparison_rows, reference_quality
 from heiti.nodes.reports.fmt import ms, pct, points, ratio_text, seconds, size, times
 
 
-def _row(r: Row, several_models: bool, several_targets: bool) -> list:
+def _row(r: Row, several_models: bool, several_targets: bool, with_agreement: bool = False) -> list:
     e = r.entry
     lat = e.data.latency_ms
     name = Cell(e.name + (" (baseline)" if r.is_baseline else ""), "baseline" if r.is_baseline else "",
@@ -21,7 +21,7 @@ def _row(r: Row, several_models: bool, several_targets: bool) -> list:
             *([e.source_model or "—"] if several_models else []), *([_target(e)] if several_targets else []),
             ms(r.latency_ms), ms(lat.median if lat else None), ms(lat.p99 if lat else None),
             Cell(times(r.speedup), speed_tone), size(r.size_bytes), _size_change(r), pct(r.quality),
-            Cell(delta, delta_tone), seconds(e.data.compile_time_s)]
+            Cell(delta, delta_tone), *([_agreement(e, r)] if with_agreement else []), seconds(e.data.compile_time_s)]
 
 
 def build(report: Report) -> Section | None:
@@ -32,12 +32,17 @@ def build(report: Report) -> Section | None:
     several_targets = len({_target(r.entry) for r in rows}) > 1
     several_models = len({r.entry.source_model for r in rows} - {""}) > 1
     extra = (["model"] if several_models else []) + (["target"] if several_targets else [])
+    with_agreement = any(r.entry.data.agreement is not None for r in rows)
     columns = ["runtime", "format", *extra, "mean ms", "median ms", "p99 ms", "speed-up", "model size",
-               "size vs baseline", quality_title, "Δ quality", "convert time"]
+               "size vs baseline", quality_title, "Δ quality",
+               *(["agreement (cosine · max rel · top-1)"] if with_agreement else []), "convert time"]
     blocks: list = [Table.build(
-        columns, [_row(r, several_models, several_targets) for r in rows], numeric_from=2 + len(extra),
+        columns, [_row(r, several_models, several_targets, with_agreement) for r in rows], numeric_from=2 + len(extra),
         caption=f"Sorted by {report.statistic} latency. Speed-up = baseline latency / runtime latency; size against the "
-                "baseline's; Δ quality in percentage points, green within the tolerance.")]
+                "baseline's; Δ quality in percentage points, green within the tolerance."
+                + (" Agreement: outputs against the reference runtime's on the same inputs — worst per-sample "
+                   "cosine, max |difference| over max |reference|, arg-max agreement; green within the agreement "
+                   "tolerance." if with_agreement else ""))]
     if several_models:
         blocks.append(Text("The runtimes run models trained separately (column model): their accuracy differs by "
                            "training as well as by conversion.", "muted"))
@@ -55,6 +60,20 @@ def build(report: Report) -> Section | None:
     elif rows:
         blocks.append(Text("No runtime has both a latency and a quality figure: no quality/latency chart.", "muted"))
     return Section("comparison", "Comparison", blocks)
+
+
+def _agreement(entry, row: Row) -> Cell:
+    a = entry.data.agreement
+    if a is None:
+        return Cell("—")
+    if a.cosine is None:
+        return Cell(a.note or "not comparable", "bad")
+    if a.max_abs == 0 and entry.name == a.reference:
+        return Cell("reference", "baseline")
+    parts = [f"{a.cosine:.6f}", f"{a.max_rel:.1e}"] + ([f"{a.top1 * 100:.1f}%"] if a.top1 is not None else [])
+    if a.map50_delta is not None:
+        parts.append(f"ΔmAP {a.map50_delta * 100:+.2f} pt")
+    return Cell(" · ".join(parts), "good" if a.within else "bad", title=a.note)
 
 
 def _size_change(row: Row) -> Cell:

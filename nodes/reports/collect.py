@@ -13,7 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from heiti.engine.measurements import SCHEMA_VERSION, MeasurementsFile, TimeSeries, read_measurements
+from heiti.engine.paths import read_capped
 
+#: a run folder's JSON files are read whole; larger ones (or FIFOs, devices) are refused unread
+MAX_RUN_FILE_BYTES = 256 << 20
 #: runtimes that execute the model in the framework it was written in: the default baseline
 NATIVE_RUNTIMES = ("torch", "keras", "tensorflow", "pytorch")
 
@@ -117,7 +120,7 @@ def read_entry(path: Path, run: str = "", node: str = "") -> Entry:
     """One measurements file as an entry; raises ValueError with the file name when unreadable."""
     path = Path(path)
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
+        raw = json.loads(read_capped(path, MAX_RUN_FILE_BYTES).decode("utf-8"))  # FIFOs, devices: refused unread
         result = read_measurements(path)
     except (OSError, ValueError) as err:
         raise ValueError(f"{path}: cannot read measurements ({err})") from err
@@ -145,13 +148,16 @@ def load_run(path: Path, name: str | None = None) -> RunInfo:
     graph_file = path / "graph.json"
     if graph_file.is_file():
         try:
-            info.graph = json.loads(graph_file.read_text(encoding="utf-8"))
+            info.graph = json.loads(read_capped(graph_file, MAX_RUN_FILE_BYTES).decode("utf-8"))
         except (OSError, ValueError) as err:
             info.problems.append(f"{graph_file}: unreadable ({err})")
     events_file = path / "events.jsonl"
     if events_file.is_file():
         try:
+            read_capped(events_file, MAX_RUN_FILE_BYTES)  # refuse a huge or special file before reading it
             info.events = read_events(events_file)
+        except OSError as err:
+            info.problems.append(f"{events_file}: unreadable ({err})")
         except Exception as err:  # noqa: BLE001 - a torn last line must not hide the report
             info.events = _read_events_tolerant(events_file)
             info.problems.append(f"{events_file}: partly unreadable ({type(err).__name__})")
@@ -178,7 +184,7 @@ def measurement_files(run_dir: Path) -> list[Path]:
     found = []
     for candidate in sorted((run_dir / "nodes").glob("*/**/*.json")):
         try:
-            head = candidate.read_text(encoding="utf-8", errors="replace")[:400]
+            head = read_capped(candidate, MAX_RUN_FILE_BYTES)[:400].decode("utf-8", errors="replace")
         except OSError:
             continue
         if '"heiti-measurements"' in head:

@@ -12,6 +12,15 @@ from typing import Any, Literal
 
 import numpy as np
 from heiti.engine import DatasetHandle, Node, NodeError, Out
+from heiti.nodes.dataset_prep import (
+    PRESET_HELP,
+    flat_images,
+    has_array,
+    preset_stats,
+    to_layout,
+    unlabelled_handle,
+    unlabelled_npz,
+)
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 SPLITS = ("train", "val", "test")
@@ -140,9 +149,13 @@ class ImageFolderDataset(Node):
     path_params = ("path",)
 
     class Params(_Params):
-        path: str = Field("", description="folder holding one sub-folder of images per class")
+        path: str = Field("", description="folder holding one sub-folder of images per class, or the images "
+                                          "themselves (unlabelled: latency and output agreement only)")
         size: list[int] = Field([32, 32], min_length=2, max_length=2, description="height, width in pixels")
         color: Literal["grey", "rgb"] = Field("rgb", description="convert every image to grey or RGB")
+        preset: Literal["custom", "unit", "symmetric", "imagenet"] = Field("custom", description=PRESET_HELP)
+        layout: Literal["NCHW", "NHWC"] = Field("NCHW", description="layout of the arrays written (runtimes convert "
+                                                                  "to the model's layout either way)")
         mean: list[float] = Field([0.0], description="per-channel mean subtracted (one value = all channels)")
         std: list[float] = Field([1.0], description="per-channel std divided by (one value = all channels)")
         dtype: Literal["float32", "float16"] = Field("float32", description="element type of the arrays")
@@ -172,8 +185,8 @@ class ImageFolderDataset(Node):
 
     def _channel_stats(self, channels: int) -> tuple[np.ndarray, np.ndarray]:
         stats = []
-        for name in ("mean", "std"):
-            values = getattr(self.params, name)
+        preset = preset_stats(self.params.preset, self.params.mean, self.params.std)
+        for name, values in zip(("mean", "std"), preset, strict=True):
             if len(values) == 1:
                 values = values * channels
             if len(values) != channels:
@@ -187,6 +200,8 @@ class ImageFolderDataset(Node):
         if not p.path or not root.is_dir():
             raise NodeError(f"image folder not found: {p.path!r}", "set param path to a folder with one sub-folder per class")
         classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+        if not classes and flat_images(root, IMAGE_SUFFIXES):
+            return {"dataset": self._unlabelled(ctx, root)}
         if not classes:
             raise NodeError(f"{root} has no class sub-folders", "put the images of each class in their own sub-folder")
         files: dict[str, list[Path]] = {}
@@ -224,10 +239,35 @@ class ImageFolderDataset(Node):
         shares = np.asarray(p.splits, dtype=np.float64) / sum(p.splits)
         split = stratified_split(y, float(shares[1]), float(shares[2]), p.seed)
         path = ctx.workdir / "dataset.npz"
-        counts = write_classification(path, x, y, split)
-        meta = {"source": str(root), "skipped": len(skipped), "color": p.color,
+        counts = write_classification(path, to_layout(x, p.layout), y, split)
+        meta = {"source": str(root), "skipped": len(skipped), "color": p.color, "preset": p.preset,
                 "mean": mean.ravel().tolist(), "std": std.ravel().tolist()}
-        return {"dataset": _handle(ctx, path, x, classes, counts, meta)}
+        handle = _handle(ctx, path, x, classes, counts, meta)
+        handle.layout = p.layout
+        return {"dataset": handle}
+
+    def _unlabelled(self, ctx: Any, root: Path) -> DatasetHandle:
+        """A flat folder of images: one unlabelled test split, in file-name order."""
+        p = self.params
+        files = flat_images(root, IMAGE_SUFFIXES)
+        images, skipped = [], []
+        for i, path in enumerate(files):
+            ctx.check_cancelled()
+            try:
+                images.append(_load_image(path, (p.size[0], p.size[1]), p.color))
+            except Exception:  # noqa: BLE001 - any decode failure means "unreadable"
+                skipped.append(path.name)
+            ctx.progress((i + 1) / len(files), "reading images")
+        if not images:
+            raise NodeError(f"none of the {len(files)} image(s) in {root} could be read")
+        if skipped:
+            ctx.warn(f"skipped {len(skipped)} unreadable image(s) of {len(files)}: {', '.join(skipped[:5])}")
+        x = np.stack(images).astype(np.float32)
+        mean, std = self._channel_stats(x.shape[1])
+        x = ((x - mean) / std).astype(p.dtype)
+        return unlabelled_handle(ctx, x, p.layout, {"source": str(root), "files": [f.name for f in files][:1000],
+                                                    "preset": p.preset, "color": p.color,
+                                                    "mean": mean.ravel().tolist(), "std": std.ravel().tolist()})
 
 
 # --- the user's own arrays -------------------------------------------------------------------------
@@ -247,7 +287,8 @@ class NpzDataset(Node):
     class Params(_Params):
         path: str = Field("", description=".npz file holding arrays x and y")
         x_key: str = Field("x", description="name of the samples array")
-        y_key: str = Field("y", description="name of the labels array")
+        y_key: str = Field("y", description="name of the labels array; without it the data is unlabelled (all in "
+                                            "the test split: latency and output agreement only)")
         layout: Literal["NCHW", "NHWC"] = Field("NCHW", description="layout of 4-D x in the file")
         class_names: list[str] = Field(default_factory=list, description="names of the classes, in label order")
         val_fraction: float = Field(0.15, ge=0.0, lt=1.0)
@@ -280,6 +321,8 @@ class NpzDataset(Node):
 
     def run(self, ctx: Any) -> dict[str, Any]:
         p = self.params
+        if p.path and not has_array(p.path, p.y_key):  # no labels: an unlabelled test split
+            return {"dataset": unlabelled_npz(ctx, p.path, p.x_key, p.layout)}
         x, y, names = self._read()
         if len(x) != len(y):
             raise NodeError(f"x has {len(x)} samples but y has {len(y)} labels")

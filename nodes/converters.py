@@ -2,7 +2,7 @@
 
 Each node declares the formats it accepts and the one it makes, so that validation can propose a
 chain of them (the format graph is built from these declarations). Each one records its own time
-in meta["convert_time_s"] and appends itself to meta["pipeline"], keeping the upstream meta.
+in meta.convert_time_s and appends itself to meta.pipeline, keeping the upstream meta.
 """
 
 from __future__ import annotations
@@ -29,8 +29,7 @@ class _Params(BaseModel):
 
 def _load_split(dataset: DatasetHandle, split: str, count: int, seed: int, layout: str) -> np.ndarray:
     """Up to `count` samples of one split (seeded choice), float32, in the model's layout."""
-    with np.load(dataset.path, allow_pickle=False) as data:
-        x = data[f"x_{split}"]
+    x = dataset.load_split(split).x
     if len(x) == 0:
         raise NodeError(f"the dataset's {split} split is empty; calibration needs samples")
     if count and count < len(x):
@@ -48,7 +47,7 @@ def _artifact(model: ModelArtifact, ctx: Any, kind: str, t0: float, path: Path, 
 
 
 def _image_shape(model: ModelArtifact) -> list[int]:
-    shape = model.meta.get("input_shape")
+    shape = model.meta.input_shape
     if not shape:
         raise NodeError("the model's meta has no input_shape; it cannot be exported without an example input")
     return [int(v) for v in shape]
@@ -92,8 +91,8 @@ class TorchToOnnx(Node):
         else:
             module = load_model(model.path, model.meta)
             example = (torch.zeros([1, *_image_shape(model)]),)
-            input_names = [model.meta.get("input_name", "input")]
-            output_names = get_arch(model.meta["arch"]).output_names
+            input_names = [model.meta.input_name or "input"]
+            output_names = get_arch(model.meta.arch or "").output_names
             exporter = "torchscript" if p.exporter == "auto" else p.exporter
         ctx.progress(0.2, f"exporting with {exporter}")
         kwargs: dict[str, Any] = {"input_names": input_names, "opset_version": p.opset}
@@ -110,7 +109,7 @@ class TorchToOnnx(Node):
         onnx_model = onnx.load(str(path))
         onnx.checker.check_model(onnx_model)
         inputs, outputs = onnx_io(onnx_model)
-        art = _artifact(model, ctx, self.kind, t0, path, "onnx", inputs, outputs, layout=model.meta.get("layout", "NCHW"),
+        art = _artifact(model, ctx, self.kind, t0, path, "onnx", inputs, outputs, layout=(model.meta.layout or "NCHW"),
                         input_name=inputs[0]["name"], opset=p.opset, exporter=exporter)
         return {"model": art}
 
@@ -163,7 +162,7 @@ class KerasToTFLite(Node):
             converter.target_spec.supported_types = [tf.float16]
         if p.quantization == "int8":
             assert dataset is not None
-            samples = _load_split(dataset, "train", p.representative_samples, p.seed, model.meta.get("layout", "NHWC"))
+            samples = _load_split(dataset, "train", p.representative_samples, p.seed, (model.meta.layout or "NHWC"))
             if len(samples) < p.batch:
                 raise NodeError(f"int8 calibration needs at least one batch of {p.batch} samples; the train split "
                                 f"gives {len(samples)}")
@@ -184,7 +183,7 @@ class KerasToTFLite(Node):
         inputs, outputs, interpreter = tflite_io(path)
         interpreter.allocate_tensors()
         art = _artifact(model, ctx, self.kind, t0, path, "tflite", inputs, outputs, quantization=p.quantization,
-                        layout=model.meta.get("layout", "NHWC"), input_name=inputs[0]["name"])
+                        layout=(model.meta.layout or "NHWC"), input_name=inputs[0]["name"])
         return {"model": art}
 
 
@@ -215,7 +214,7 @@ class KerasToOnnx(Node):
         net = keras.models.load_model(model.path, safe_mode=True, compile=False)
         if len(net.inputs) != 1:
             raise NodeError(f"Keras to ONNX handles single-input models; this one has {len(net.inputs)} inputs")
-        name = model.meta.get("input_name") or "input"
+        name = model.meta.input_name or "input"
         spec = tf.TensorSpec([p.batch, *net.inputs[0].shape[1:]], net.inputs[0].dtype, name=name)
         function = tf.function(lambda x: net(x, training=False), input_signature=[spec])
         path = ctx.workdir / "model.onnx"
@@ -227,7 +226,7 @@ class KerasToOnnx(Node):
         onnx.save(proto, str(path))
         onnx.checker.check_model(proto)
         inputs, outputs = onnx_io(proto)
-        layout = "NCHW" if p.nchw_input and rank4 else model.meta.get("layout", "NHWC")
+        layout = "NCHW" if p.nchw_input and rank4 else (model.meta.layout or "NHWC")
         art = _artifact(model, ctx, self.kind, t0, path, "onnx", inputs, outputs, layout=layout,
                         input_name=inputs[0]["name"], opset=p.opset)
         return {"model": art}
@@ -280,7 +279,7 @@ class OnnxQuantize(Node):
             if dataset is None:
                 raise NodeError("static quantisation needs calibration data: connect a dataset to input 'dataset'",
                                 "or set mode to dynamic")
-            samples = _load_split(dataset, "train", p.calibration_samples, p.seed, model.meta.get("layout", "NCHW"))
+            samples = _load_split(dataset, "train", p.calibration_samples, p.seed, (model.meta.layout or "NCHW"))
             method = {"minmax": q.CalibrationMethod.MinMax, "entropy": q.CalibrationMethod.Entropy,
                       "percentile": q.CalibrationMethod.Percentile}[p.calibrate_method]
             activation = q.QuantType.QInt8 if p.activation_type == "int8" else q.QuantType.QUInt8
@@ -303,7 +302,7 @@ class _Calibration:
 
     def __init__(self, model: ModelArtifact, samples: np.ndarray, ctx: Any) -> None:
         first = model.inputs[0] if model.inputs else {}
-        self.name = first.get("name") or model.meta.get("input_name", "input")
+        self.name = first.get("name") or model.meta.input_name or "input"
         shape = first.get("shape") or [None]
         self.batch = shape[0] if isinstance(shape[0], int) and shape[0] > 0 else 1
         if len(samples) < self.batch:

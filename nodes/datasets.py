@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 import numpy as np
 from heiti.engine import DatasetHandle, Node, NodeError, Out
+from heiti.engine.files import NpzError, npz_headers, read_npz
 from heiti.nodes.dataset_prep import (
     PRESET_HELP,
     flat_images,
@@ -303,20 +304,17 @@ class NpzDataset(Node):
         if not p.path or not source.is_file():
             raise NodeError(f"npz file not found: {p.path!r}", "set param path to an .npz holding x and y")
         try:
-            with np.load(source, allow_pickle=False) as data:
-                keys = list(data.keys())
-                missing = [k for k in (p.x_key, p.y_key) if k not in keys]
-                if missing:
-                    raise NodeError(f"{source.name} has no array {missing[0]!r} (arrays: {', '.join(keys) or 'none'})",
-                                    "set params x_key / y_key")
-                x, y = np.asarray(data[p.x_key]), np.asarray(data[p.y_key])
-                names = [str(n) for n in data["class_names"]] if "class_names" in keys else []
-        except NodeError:
-            raise
-        except ValueError as err:  # object arrays need pickle, which is refused
-            raise NodeError(f"{source.name} cannot be read without pickle: {err}", "save plain numeric arrays") from err
-        except Exception as err:  # noqa: BLE001 - zip or header damage
-            raise NodeError(f"{source.name} is not a readable .npz file: {err}") from err
+            keys = list(npz_headers(source))
+            missing = [k for k in (p.x_key, p.y_key) if k not in keys]
+            if missing:
+                raise NodeError(f"{source.name} has no array {missing[0]!r} (arrays: {', '.join(keys) or 'none'})",
+                                "set params x_key / y_key")
+            wanted = [p.x_key, p.y_key] + (["class_names"] if "class_names" in keys else [])
+            data = read_npz(source, wanted)
+        except NpzError as err:
+            raise NodeError(str(err), "save plain numeric arrays with numpy.savez") from None
+        x, y = np.asarray(data[p.x_key]), np.asarray(data[p.y_key])
+        names = [str(n) for n in data["class_names"]] if "class_names" in data else []
         return x, y, list(p.class_names) or names
 
     def run(self, ctx: Any) -> dict[str, Any]:

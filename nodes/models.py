@@ -1,9 +1,9 @@
 """Model nodes: small CNNs built in code for a dataset, and the user's own model files.
 
 A model node only creates (untrained) weights or checks a file; training lives in nodes/train.py.
-Every ModelArtifact carries in `meta` what later nodes need without opening the file: task,
-class_names, layout (the layout the model expects), input_shape, and a `pipeline` list of the
-steps that made it (node, kind, seconds). `step_meta` is the one place that list grows.
+Every ModelArtifact carries in `meta` (a `ModelMeta`) what later nodes need without opening the
+file: task, class_names, layout (the layout the model expects), input_shape, and a `pipeline` list
+of the steps that made it (node, kind, seconds). `step_meta` is the one place that list grows.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from heiti.engine import DatasetHandle, In, ModelArtifact, Node, NodeError, Out
+from heiti.engine.payloads import ModelMeta, PipelineStep
 from pydantic import BaseModel, ConfigDict, Field
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -24,19 +25,19 @@ class _Params(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-def step_meta(model: ModelArtifact | None, ctx: Any, kind: str, seconds: float, **updates: Any) -> dict[str, Any]:
-    """Upstream meta carried forward, updated, with this step appended to meta["pipeline"].
+def step_meta(model: ModelArtifact | None, ctx: Any, kind: str, seconds: float, **updates: Any) -> ModelMeta:
+    """Upstream meta carried forward, updated, with this step appended to its pipeline.
 
     convert_time_s / compile_time_s describe only the step that sets them, so they are dropped from
     the upstream copy; the per-step seconds stay in the pipeline list.
     """
-    meta = dict(model.meta) if model is not None else {}
+    meta = model.meta.as_dict() if model is not None else {}
     for own in ("convert_time_s", "compile_time_s"):  # times of one step are not inherited
         meta.pop(own, None)
     meta.update(updates)
-    meta["pipeline"] = list(meta.get("pipeline", [])) + [
-        {"node": ctx.node_id, "kind": kind, "seconds": round(float(seconds), 4)}]
-    return meta
+    step = PipelineStep(node=ctx.node_id, kind=kind, seconds=round(float(seconds), 4))
+    meta["pipeline"] = [*meta.get("pipeline", []), step.model_dump()]
+    return ModelMeta.model_validate(meta)
 
 
 def dataset_meta(dataset: DatasetHandle, layout: str) -> dict[str, Any]:
@@ -92,7 +93,7 @@ class TorchCNN(Node):
         path = ctx.workdir / "model.pt"
         save_model(module, path, meta)
         meta = step_meta(None, ctx, self.kind, time.perf_counter() - t0, **meta)
-        ctx.log(f"torch CNN with {meta['trainable_params']} parameters")
+        ctx.log(f"torch CNN with {meta.trainable_params} parameters")
         return {"model": ModelArtifact(
             path=path, model_format="torch", meta=meta,
             inputs=[{"name": "input", "shape": [1, c, h, w], "dtype": "float32"}],

@@ -31,11 +31,6 @@ class TrainParams(BaseModel):
     threads: int = Field(1, ge=0, description="torch CPU threads for training (0 = framework default); one is fastest for small models. Keras keeps TensorFlow's own setting")
 
 
-def _load_npz(dataset: DatasetHandle) -> dict[str, np.ndarray]:
-    with np.load(dataset.path, allow_pickle=False) as data:
-        return {k: data[k] for k in data.keys()}
-
-
 def _epoch_end(ctx: Any, epoch: int, values: dict[str, float | None]) -> None:
     for name, value in values.items():
         if value is not None:
@@ -61,10 +56,10 @@ class TrainTorch(Node):
 
         t0 = time.perf_counter()
         p = self.params
-        if "arch" not in model.meta:
+        if not model.meta.arch:
             raise NodeError("this torch model has no architecture in its meta; train models from model.torch_cnn "
                             "or a registered architecture")
-        arch = get_arch(model.meta["arch"])
+        arch = get_arch(model.meta.arch)
         previous_threads = torch.get_num_threads()
         if p.threads:
             torch.set_num_threads(p.threads)
@@ -81,11 +76,12 @@ class TrainTorch(Node):
         torch.manual_seed(p.seed)
         rng = np.random.default_rng(p.seed)
         module = load_model(model.path, model.meta)
-        data = _load_npz(dataset)
-        if len(data.get("x_train", ())) == 0:
+        data = dataset.arrays()  # architectures batch from x_<split>/y_<split> (and their own arrays)
+        n_train = dataset.split_size("train")
+        if n_train == 0:
             raise NodeError("the dataset's train split is empty")
         optimizer = torch.optim.Adam(module.parameters(), lr=p.lr, weight_decay=p.weight_decay)
-        steps_per_epoch = -(-len(data["x_train"]) // p.batch_size)
+        steps_per_epoch = -(-n_train // p.batch_size)
         scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=p.epochs * steps_per_epoch)
                      if p.schedule == "cosine" else None)
         history = []
@@ -105,13 +101,13 @@ class TrainTorch(Node):
             val = self._evaluate(ctx, module, arch, data, "val", p.batch_size)
             values = {"train_loss": totals.loss, "train_acc": totals.acc, "val_loss": val.loss, "val_acc": val.acc,
                       **totals.extras("train"), **val.extras("val")}
-            if arch.evaluate is not None and len(data.get("x_val", ())):
+            if arch.evaluate is not None and dataset.split_size("val"):
                 values.update({f"val_{k}": v for k, v in arch.evaluate(module, dataset, "val", model.meta).items()})
             history.append({"epoch": epoch, **values})
             _epoch_end(ctx, epoch, values)
         test = self._evaluate(ctx, module, arch, data, "test", p.batch_size)
         quality = {"accuracy": test.acc} if test.acc is not None else {}
-        if arch.evaluate is not None and len(data.get("x_test", ())):
+        if arch.evaluate is not None and dataset.split_size("test"):
             quality.update(arch.evaluate(module, dataset, "test", model.meta))
         seconds = time.perf_counter() - t0
         path = ctx.workdir / "model.pt"
@@ -129,7 +125,7 @@ class TrainTorch(Node):
         import torch
 
         totals = _Totals()
-        if len(data.get(f"x_{split}", ())) == 0:
+        if len(data.get(f"x_{split}", ())) == 0:  # the arrays of DatasetHandle.arrays(), by stored name
             return totals
         module.eval()
         with torch.no_grad():
@@ -200,12 +196,14 @@ class TrainKeras(Node):
         except Exception:  # noqa: BLE001 - determinism is best effort on exotic builds
             pass
         net = keras.models.load_model(model.path, safe_mode=True, compile=False)
-        data = _load_npz(dataset)
-        to_nhwc = model.meta.get("layout", "NHWC") == "NHWC"
+        to_nhwc = (model.meta.layout or "NHWC") == "NHWC"
 
         def split(name: str) -> tuple[np.ndarray, np.ndarray]:
-            x = data[f"x_{name}"].astype(np.float32)
-            return (x.transpose(0, 2, 3, 1) if to_nhwc and x.ndim == 4 else x), data[f"y_{name}"]
+            x, y = dataset.load_split(name)
+            if y is None:
+                raise NodeError(f"the dataset's {name} split has no labels; training needs them")
+            x = x.astype(np.float32)
+            return (x.transpose(0, 2, 3, 1) if to_nhwc and x.ndim == 4 else x), y
 
         x_train, y_train = split("train")
         x_val, y_val = split("val")

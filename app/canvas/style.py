@@ -53,14 +53,9 @@ CATEGORY_COLOURS = {
     "Test": QColor("#6c7a89"),
 }
 
+#: formats that are not a runtime's model format; model formats take the colour a node class
+#: declares for them (`RuntimeNode.colours`), so a plug-in runtime brings its own
 FORMAT_COLOURS = {
-    "onnx": QColor("#4f8ef7"),
-    "tflite": QColor("#f29d38"),
-    "keras": QColor("#e0533d"),
-    "torch": QColor("#ee4c2c"),
-    "pt2": QColor("#f07a5e"),
-    "tvm": QColor("#b36bd4"),
-    "openvino": QColor("#3cb7e8"),
     "classification": QColor("#46c46e"),
     "detection": QColor("#8bd346"),
     "local": QColor("#c9a227"),
@@ -86,10 +81,21 @@ def _hashed_colour(text: str) -> QColor:
     return QColor.fromRgbF(r, g, b)
 
 
+def _declared_colour(fmt: str) -> QColor | None:
+    """The colour a registered node class declares for this format (`colours`, e.g. a runtime's)."""
+    from heiti.engine.registry import default_registry
+
+    for cls in default_registry().classes():
+        colour = (getattr(cls, "colours", None) or {}).get(fmt)
+        if colour:
+            return QColor(colour)
+    return None
+
+
 def format_colour(fmt: str | None, type_name: str = "Payload") -> QColor:
     """The colour of a wire or port: by format when known, else by payload type."""
     if fmt:
-        return FORMAT_COLOURS.get(fmt) or _hashed_colour(fmt)
+        return FORMAT_COLOURS.get(fmt) or _declared_colour(fmt) or _hashed_colour(fmt)
     return TYPE_COLOURS.get(type_name) or _hashed_colour(type_name)
 
 

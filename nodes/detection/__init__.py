@@ -20,14 +20,12 @@ def load_ground_truth(dataset: DatasetHandle, split: str):
     """The boxes of one split of a detection dataset as a `metrics.Boxes`, plus its image count."""
     from heiti.nodes.detection.metrics import Boxes
 
-    try:
-        with np.load(dataset.path, allow_pickle=False) as data:
-            boxes, labels = data[f"boxes_{split}"], data[f"labels_{split}"]
-            image_idx, n_images = data[f"image_idx_{split}"], len(data[f"x_{split}"])
-    except KeyError as err:
-        raise NodeError(f"{dataset.path}: no detection arrays for split {split!r} ({err})",
-                        "a detection dataset holds x_, boxes_, labels_ and image_idx_ arrays per split") from err
-    return Boxes(boxes, labels, image_idx), n_images
+    arrays = dataset.split_arrays(split, only=("boxes", "labels", "image_idx"))
+    missing = [name for name in ("boxes", "labels", "image_idx") if name not in arrays]
+    if missing:
+        raise NodeError(f"{dataset.path}: no detection arrays for split {split!r} (missing {', '.join(missing)})",
+                        "a detection dataset holds x_, boxes_, labels_ and image_idx_ arrays per split")
+    return Boxes(arrays["boxes"], arrays["labels"], arrays["image_idx"]), dataset.split_size(split)
 
 
 def decode_outputs(raw_outputs: list[list[np.ndarray]], model_meta: dict[str, Any]):

@@ -142,8 +142,7 @@ def detection_quality(module: Any, dataset: DatasetHandle, split: str, meta: dic
     """mAP of the network on one split, decoded exactly as after a runtime (for training curves)."""
     from heiti.nodes.detection import evaluate_detection
 
-    with np.load(dataset.path, allow_pickle=False) as data:
-        x = data[f"x_{split}"]
+    x = dataset.load_split(split).x
     quality = evaluate_detection(dataset, split, predict(module, x), meta)
     return {"map50": quality.map50, "map50_95": quality.map50_95}
 

@@ -95,38 +95,34 @@ def describe_dtype(dtype: Any) -> str:
         return str(dtype).replace("tensor(", "").replace(")", "").replace("torch.", "")
 
 
-#: runtime kind -> "module:factory"; the factory is called as factory(model_path, options)
-BACKENDS: dict[str, str] = {
-    "onnxruntime": "heiti.nodes.runtimes.backends.onnxruntime:OrtSession",
-    "litert": "heiti.nodes.runtimes.backends.litert:LiteRTSession",
-    "tvm": "heiti.nodes.runtimes.backends.tvm:TVMSession",
-    "openvino": "heiti.nodes.runtimes.backends.openvino:OpenVINOSession",
-    "torch": "heiti.nodes.runtimes.backends.torch:TorchSession",
-    "keras": "heiti.nodes.runtimes.backends.keras:KerasSession",
-}
-
-
 class BackendUnavailable(RuntimeError):
     """The framework for this runtime is not installed here (reported in HELLO as unavailable)."""
 
 
-def open_session(runtime: str, model_path: str, options: dict[str, Any] | None = None) -> Session:
-    try:
-        target = BACKENDS[runtime]
-    except KeyError:
-        raise ValueError(f"unknown runtime {runtime!r}; known: {', '.join(sorted(BACKENDS))}") from None
-    module_name, _, factory = target.partition(":")
+def _runtime_classes() -> dict[str, Any]:
+    """Runtime name -> node class, from the registered kinds: each class names its session."""
+    from heiti.nodes.runtimes import runtime_classes
+
+    return runtime_classes()
+
+
+def load_session(runtime_class: Any, model_path: str, options: dict[str, Any] | None = None) -> Session:
+    """Open the session a runtime class declares (`session = "module:Class"`)."""
+    module_name, _, factory = str(runtime_class.session).partition(":")
     try:
         module = importlib.import_module(module_name)
     except ImportError as err:
-        raise BackendUnavailable(f"runtime {runtime!r} is not available here: {err}") from err
+        raise BackendUnavailable(f"runtime {runtime_class.runtime!r} is not available here: {err}") from err
     return getattr(module, factory)(str(model_path), dict(options or {}))
 
 
-def available_runtimes() -> list[str]:
-    """Runtime kinds whose framework can be imported here (checked without importing it)."""
-    import importlib.util
+def open_session(runtime: str, model_path: str, options: dict[str, Any] | None = None) -> Session:
+    classes = _runtime_classes()
+    if runtime not in classes:
+        raise ValueError(f"unknown runtime {runtime!r}; known: {', '.join(sorted(classes))}")
+    return load_session(classes[runtime], model_path, options)
 
-    needs = {"onnxruntime": "onnxruntime", "litert": "ai_edge_litert", "tvm": "tvm",
-             "openvino": "openvino", "torch": "torch", "keras": "keras"}
-    return [name for name, module in needs.items() if importlib.util.find_spec(module) is not None]
+
+def available_runtimes() -> list[str]:
+    """Runtimes whose framework can be imported here (looked up without importing it)."""
+    return [name for name, cls in _runtime_classes().items() if cls.available()]

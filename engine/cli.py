@@ -110,7 +110,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         console.print(f"[red]{err}[/]")
         return EXIT_INVALID
 
-    executor = Executor(cache_dir=Path(args.cache) if args.cache else None, use_cache=not args.no_cache)
+    executor = Executor(cache_dir=Path(args.cache) if args.cache else None, use_cache=not args.no_cache,
+                        jobs=_jobs(args), ray_address=args.ray)
     view = RunView(console, verbose=args.verbose)
     executor.subscribe(view)
 
@@ -148,6 +149,23 @@ def cmd_run(args: argparse.Namespace) -> int:
     if report.exists():
         console.print(f"report: [bold]{report}[/]")
     return result.exit_code
+
+
+def _jobs(args: argparse.Namespace) -> int:
+    """--jobs, else the core count; on Ray, as many as the cluster takes (it schedules by resources)."""
+    import os
+
+    if args.jobs is not None:
+        return max(1, args.jobs)
+    return 1024 if args.ray is not None else (os.cpu_count() or 1)
+
+
+def _add_scaling_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--jobs", "-j", type=int, metavar="N",
+                   help="nodes run at once, each in its own process (default: the core count; 1 = in this "
+                        "process, one after the other). Measuring nodes always run alone")
+    p.add_argument("--ray", nargs="?", const="auto", metavar="ADDRESS",
+                   help="run nodes as tasks on a Ray cluster (default address: auto); needs heiti[cluster]")
 
 
 def cmd_nodes(args: argparse.Namespace) -> int:
@@ -207,7 +225,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache", help="cache folder (default .heiti/cache or $HEITI_CACHE)")
     p.add_argument("--set", action="append", metavar="NODE.PARAM=VALUE", help="override a param (JSON value)")
     p.add_argument("-v", "--verbose", action="store_true", help="show logs and tracebacks")
+    _add_scaling_args(p)
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("sweep", help="run the variants of a graph and compare them",
+                       description="Run a graph once per combination of parameter values, sharing the cache, "
+                                   "and write a sweep report (table, Pareto front, best variant).")
+    p.add_argument("graph", help="graph file (.json)")
+    p.add_argument("--grid", action="append", required=True, metavar="NODE.PARAM=V1,V2",
+                   help="values to try for a param (JSON values; a JSON list is one value per item); repeatable")
+    p.add_argument("--random", type=int, metavar="N", help="run N variants drawn at random from the grid")
+    p.add_argument("--seed", type=int, default=0, help="seed of --random")
+    p.add_argument("--out", help="sweep folder (default sweeps/<graph-name>-<time>)")
+    p.add_argument("--max-latency-ms", type=float, help="best variant: mean latency at most this")
+    p.add_argument("--min-accuracy", type=float, help="best variant: quality (accuracy or mAP@0.5) at least this")
+    p.add_argument("--no-cache", action="store_true", help="execute every node, ignoring cached results")
+    p.add_argument("--cache", help="cache folder (default .heiti/cache or $HEITI_CACHE)")
+    _add_scaling_args(p)
+    p.set_defaults(func=_lazy("heiti.engine.sweep:cli_main"))
 
     p = sub.add_parser("validate", help="check a graph and list every problem")
     p.add_argument("graph")

@@ -9,6 +9,7 @@ from typing import Any, Protocol
 from heiti.app.document import GraphDocument
 from heiti.app.recovery import Recovery
 from heiti.engine.graph import Graph, GraphLoadError
+from heiti.engine.paths import rebase_graph_paths
 from PySide6.QtCore import QObject, QSettings, QTimer
 from PySide6.QtWidgets import QMenu, QStatusBar
 
@@ -93,9 +94,15 @@ class FileOps(QObject):
         return self._write(path)
 
     def _write(self, path: Path) -> bool:
+        # path params: relative when under the graph's folder, still naming the same files
+        before = ({s.id: dict(s.params) for s in self.doc.graph.nodes}, self.doc.graph.base_dir)
+        rebase_graph_paths(self.doc.graph, self.doc.registry, Path(path).parent)
         try:
             self.doc.save(path)
         except OSError as err:
+            for spec in self.doc.graph.nodes:
+                spec.params = before[0].get(spec.id, spec.params)
+            self.doc.graph.base_dir = before[1]
             self.window.show_error("Cannot save", f"{path}: {err.strerror or err}")
             return False
         self.add_recent(path)
@@ -178,6 +185,7 @@ class FileOps(QObject):
             except GraphLoadError as err:
                 self.window.show_error("Cannot restore", "\n".join(err.problems))
             else:
+                graph.base_dir = Path(newest.source).parent if newest.source else None  # not the autosave folder
                 self.doc.replace_graph(graph, Path(newest.source) if newest.source else None)
                 self.doc.undo_stack.resetClean()
                 self.window.view.fit_all()

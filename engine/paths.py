@@ -194,3 +194,22 @@ def resolve_graph_paths(graph: Any, registry: Any) -> Any:
                 except PathProblem:
                     continue  # a missing package: the node says so when it runs
     return resolved
+
+
+def rebase_graph_paths(graph: Any, registry: Any, new_base: Path) -> bool:
+    """Before saving `graph` in `new_base`: each path param keeps naming the same file, written
+    relative when it lies under new_base, absolute otherwise. True when a value changed."""
+    changed = False
+    old_base = graph.base_dir
+    for spec in graph.nodes:
+        if spec.kind not in registry:
+            continue
+        for name in getattr(registry.get(spec.kind), "path_params", ()):
+            value = spec.params.get(name)
+            if isinstance(value, str) and value:
+                written = relative_if_under(resolve(value, old_base), Path(new_base).resolve())
+                if written != value:
+                    spec.params[name] = written
+                    changed = True
+    graph.base_dir = new_base
+    return changed

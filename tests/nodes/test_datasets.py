@@ -119,9 +119,12 @@ def test_image_folder_skips_unreadable_images_with_a_warning(tmp_path):
 
 
 def test_image_folder_missing_folder_is_a_clear_error(tmp_path):
-    result = one_node("dataset.image_folder", {"path": str(tmp_path / "nowhere")}, tmp_path)
-    assert result.status == "failed"
-    assert "image folder not found" in result.errors["d"] and "nowhere" in result.errors["d"]
+    from heiti.engine.executor import InvalidGraph
+
+    with pytest.raises(InvalidGraph) as caught:  # found by validation, before anything runs
+        one_node("dataset.image_folder", {"path": str(tmp_path / "nowhere")}, tmp_path)
+    [problem] = caught.value.result.problems
+    assert problem.node == "d" and problem.message == f"dataset folder {tmp_path / 'nowhere'} does not exist"
 
 
 def test_image_folder_empty_class_is_a_clear_error(tmp_path):

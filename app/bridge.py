@@ -28,6 +28,7 @@ from heiti.engine.events import (
 from heiti.engine.executor import Executor, InvalidGraph
 from heiti.engine.graph import Graph
 from heiti.engine.registry import Registry
+from heiti.engine.states import NodeState, reduce
 from PySide6.QtCore import QObject, Qt, QThread, QTimer, Signal
 
 METRIC_FLUSH_MS = 50
@@ -84,6 +85,8 @@ class RunBridge(QObject):
         self._thread: _RunThread | None = None
         self.executor: Executor | None = None
         self.out_dir: Path | None = None
+        #: node id -> state of the current (or last) run, reduced from its events by the engine's rules
+        self.states: dict[str, NodeState] = {}
 
     @property
     def running(self) -> bool:
@@ -126,28 +129,27 @@ class RunBridge(QObject):
 
     def _dispatch(self, event: Event) -> None:
         self.event.emit(event)
+        state = reduce(self.states, event)
         if isinstance(event, RunStarted):
             self.run_started.emit(list(event.order), event.out_dir)
         elif isinstance(event, NodeStarted):
-            self.node_state.emit(event.node, "running", "")
+            self.node_state.emit(event.node, state, "")
             self.node_log.emit(event.node, "info", f"started ({event.kind})")
         elif isinstance(event, NodeProgress):
             self.node_progress.emit(event.node, event.fraction, event.message)
         elif isinstance(event, NodeLog):
             self.node_log.emit(event.node, event.level, event.message)
         elif isinstance(event, NodeFinished):
-            self.node_state.emit(event.node, "done", f"{event.duration_s:.2f} s")
+            self.node_state.emit(event.node, state, f"{event.duration_s:.2f} s")
             self.node_log.emit(event.node, "info", f"done in {event.duration_s:.2f} s" + _summary_text(event.summary))
         elif isinstance(event, NodeCached):
-            self.node_state.emit(event.node, "cached", "from cache")
+            self.node_state.emit(event.node, state, "from cache")
             self.node_log.emit(event.node, "info", "taken from the cache" + _summary_text(event.summary))
         elif isinstance(event, NodeFailed):
-            state = "cancelled" if event.error_type == "Cancelled" else "failed"
             self.node_state.emit(event.node, state, event.message)
             text = f"{event.error_type}: {event.message}" + (f"\n{event.traceback}" if event.traceback else "")
             self.node_log.emit(event.node, "error", text)
         elif isinstance(event, NodeSkipped):
-            state = "cancelled" if "cancel" in event.reason else "skipped"
             self.node_state.emit(event.node, state, event.reason)
             self.node_log.emit(event.node, "warning", f"skipped: {event.reason}")
         elif isinstance(event, RunFinished):

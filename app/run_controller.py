@@ -9,6 +9,7 @@ from typing import Any, Protocol
 from heiti.app.bridge import RunBridge
 from heiti.app.document import GraphDocument
 from heiti.engine.executor import default_cache_dir, default_out_dir
+from heiti.engine.states import NodeState
 from PySide6.QtCore import QObject, Signal
 from PySide6.QtWidgets import QStatusBar
 
@@ -87,14 +88,14 @@ class RunController(QObject):
     # --- bridge signals -------------------------------------------------------------------------
     def _started(self, order: list[str], out_dir: str) -> None:
         for node_id in order:
-            self.window.scene.set_node_state(node_id, "queued", 0.0, "")
+            self.window.scene.set_node_state(node_id, NodeState.PENDING, 0.0, "")
         self.window.statusBar().showMessage(f"running {len(order)} nodes…")
 
     def _node_state(self, node_id: str, state: str, text: str) -> None:
-        self.window.scene.set_node_state(node_id, state, 1.0 if state == "done" else None, text)
+        self.window.scene.set_node_state(node_id, state, 1.0 if state == NodeState.DONE else None, text)
 
     def _progress(self, node_id: str, fraction: float, message: str) -> None:
-        self.window.scene.set_node_state(node_id, "running", fraction, message)
+        self.window.scene.set_node_state(node_id, NodeState.RUNNING, fraction, message)
 
     def _finished(self, status: str, out_dir: str, seconds: float) -> None:
         self.last_status = status

@@ -21,6 +21,7 @@ from heiti.engine.events import (
     RunFinished,
     RunStarted,
 )
+from heiti.engine.states import NodeState, reduce
 from rich.console import Console, Group
 from rich.live import Live
 from rich.progress_bar import ProgressBar
@@ -28,14 +29,14 @@ from rich.table import Table
 from rich.text import Text
 
 STATE_STYLE = {
-    "queued": "dim", "running": "bold cyan", "done": "green", "cached": "blue",
-    "failed": "bold red", "skipped": "yellow", "cancelled": "magenta",
+    NodeState.PENDING: "dim", NodeState.RUNNING: "bold cyan", NodeState.DONE: "green", NodeState.CACHED: "blue",
+    NodeState.FAILED: "bold red", NodeState.SKIPPED: "yellow", NodeState.CANCELLED: "magenta",
 }
 
 
 @dataclass
 class NodeView:
-    state: str = "queued"
+    state: NodeState = NodeState.PENDING
     fraction: float = 0.0
     message: str = ""
     metrics: dict[str, float] = field(default_factory=dict)
@@ -52,6 +53,7 @@ class RunView:
         self.console = console or Console(stderr=True)
         self.verbose = verbose
         self.nodes: dict[str, NodeView] = {}
+        self.states: dict[str, NodeState] = {}  # engine/states.py keeps it; the views show it
         self.finished: RunFinished | None = None
         self._lock = threading.Lock()
         self._live: Live | None = None
@@ -62,6 +64,7 @@ class RunView:
             self._apply(event)
 
     def _apply(self, event: Event) -> None:
+        state = reduce(self.states, event)
         if isinstance(event, RunStarted):
             self.nodes = {n: NodeView() for n in event.order}
             return
@@ -69,26 +72,27 @@ class RunView:
             self.finished = event
             return
         view = self.nodes.setdefault(getattr(event, "node", "?"), NodeView())
+        if state is not None:
+            view.state = state
         if isinstance(event, NodeStarted):
-            view.state, view.started = "running", time.perf_counter()
+            view.started = time.perf_counter()
         elif isinstance(event, NodeProgress):
             view.fraction, view.message = event.fraction, event.message or view.message
         elif isinstance(event, NodeMetric):
             view.metrics[event.name] = event.value
         elif isinstance(event, NodeFinished):
-            view.state, view.fraction, view.duration, view.summary = "done", 1.0, event.duration_s, event.summary
+            view.fraction, view.duration, view.summary = 1.0, event.duration_s, event.summary
             view.message = ""
         elif isinstance(event, NodeCached):
-            view.state, view.fraction, view.summary = "cached", 1.0, event.summary
+            view.fraction, view.summary = 1.0, event.summary
         elif isinstance(event, NodeFailed):
-            view.state = "cancelled" if event.error_type == "Cancelled" else "failed"
             view.error = event.message
-            if self._live is not None and view.state == "failed":
+            if self._live is not None and view.state == NodeState.FAILED:
                 self._live.console.print(f"[bold red]✗ {event.node}[/]: {event.message}")
                 if self.verbose and event.traceback:
                     self._live.console.print(event.traceback)
         elif isinstance(event, NodeSkipped):
-            view.state, view.message = ("cancelled" if "cancel" in event.reason else "skipped"), event.reason
+            view.message = event.reason
         elif isinstance(event, NodeLog):
             if self._live is not None and (self.verbose or event.level in ("warning", "error")):
                 self._live.console.print(f"[dim]{event.node}[/] {event.level}: {event.message}")
@@ -104,7 +108,7 @@ class RunView:
             total = len(self.nodes) or 1
             done = 0.0
             for node_id, view in self.nodes.items():
-                done += 1.0 if view.state not in ("queued", "running") else view.fraction
+                done += 1.0 if view.state.over else view.fraction
                 bar = ProgressBar(total=1.0, completed=view.fraction, width=22)
                 detail = view.message
                 if view.metrics:

@@ -1,7 +1,8 @@
 """Structured run events: plain dataclasses, delivered to subscribers, written as JSON lines.
 
 The CLI renders them as progress bars, the editor's bridge re-emits them as Qt signals, and
-`events.jsonl` keeps them for later. Nothing here knows about either consumer.
+`events.jsonl` keeps them for later. Nothing here knows about either consumer. Events that change
+a node's state carry it (`state`, a NodeState); engine/states.py reduces them to per-node states.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import IO, Any, ClassVar
+
+from heiti.engine.states import NodeState
 
 
 @dataclass
@@ -38,6 +41,7 @@ class NodeStarted(Event):
     node: str
     kind: str
     key: str = ""
+    state: NodeState = field(default=NodeState.RUNNING, kw_only=True)
 
 
 @dataclass
@@ -78,6 +82,7 @@ class NodeFinished(Event):
     node: str
     duration_s: float
     summary: dict[str, Any] = field(default_factory=dict)
+    state: NodeState = field(default=NodeState.DONE, kw_only=True)
 
 
 @dataclass
@@ -86,6 +91,7 @@ class NodeCached(Event):
     node: str
     key: str
     summary: dict[str, Any] = field(default_factory=dict)
+    state: NodeState = field(default=NodeState.CACHED, kw_only=True)
 
 
 @dataclass
@@ -95,6 +101,7 @@ class NodeFailed(Event):
     error_type: str
     message: str
     traceback: str = ""
+    state: NodeState = field(default=NodeState.FAILED, kw_only=True)
 
 
 @dataclass
@@ -102,6 +109,7 @@ class NodeSkipped(Event):
     type: ClassVar[str] = "node_skipped"
     node: str
     reason: str
+    state: NodeState = field(default=NodeState.SKIPPED, kw_only=True)
 
 
 @dataclass
@@ -126,7 +134,22 @@ def event_from_dict(data: dict[str, Any]) -> Event:
     """Rebuild an event read back from events.jsonl."""
     cls = EVENT_TYPES[data["type"]]
     names = {f.name for f in fields(cls)}
-    return cls(**{k: v for k, v in data.items() if k in names})
+    values = {k: v for k, v in data.items() if k in names}
+    if "state" in names:
+        try:
+            values["state"] = NodeState(values["state"]) if "state" in values else _legacy_state(data)
+        except ValueError:  # a state this Heiti does not know: keep the event's usual one
+            values.pop("state", None)
+        if values.get("state") is None:
+            values.pop("state", None)
+    return cls(**values)
+
+
+def _legacy_state(data: dict[str, Any]) -> NodeState | None:
+    """Files written before events carried states: a cancelled node was a failure of type Cancelled."""
+    if data["type"] == NodeFailed.type and data.get("error_type") == "Cancelled":
+        return NodeState.CANCELLED
+    return None
 
 
 Subscriber = Callable[[Event], None]

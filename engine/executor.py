@@ -32,10 +32,12 @@ from heiti.engine.events import (
     Subscriber,
 )
 from heiti.engine.graph import Graph
+from heiti.engine.migrations import upgraded
 from heiti.engine.node import Node, NodeError
 from heiti.engine.paths import resolve_graph_paths
 from heiti.engine.payloads import Payload
 from heiti.engine.registry import Registry, default_registry
+from heiti.engine.states import NodeState
 from heiti.engine.validate import ValidationResult, validate
 
 
@@ -49,7 +51,7 @@ class InvalidGraph(Exception):
 class RunResult:
     status: str  # ok | failed | cancelled
     out_dir: Path
-    states: dict[str, str] = field(default_factory=dict)  # done | cached | failed | skipped | cancelled
+    states: dict[str, NodeState] = field(default_factory=dict)  # a StrEnum: compares equal to "done" etc.
     outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
     duration_s: float = 0.0
@@ -124,7 +126,7 @@ class Executor:
             raise InvalidGraph(checked)
         out_dir = Path(out_dir) if out_dir else default_out_dir(graph)
         out_dir.mkdir(parents=True, exist_ok=True)
-        graph.save(out_dir / "graph.json")
+        upgraded(graph, self.registry).save(out_dir / "graph.json")  # params as run, kinds' versions stamped
         writer = JsonlWriter(out_dir / "events.jsonl")
         unsubscribe = self.bus.subscribe(writer)
         try:
@@ -147,11 +149,11 @@ class Executor:
         for node_id in order:
             blocked = self._blocked_by(graph, checked, node_id, result)
             if self.token.cancelled:
-                result.states[node_id] = "cancelled"
-                self.bus.emit(NodeSkipped(node=node_id, reason="run cancelled"))
+                result.states[node_id] = NodeState.CANCELLED
+                self.bus.emit(NodeSkipped(node=node_id, reason="run cancelled", state=NodeState.CANCELLED))
                 continue
             if blocked:
-                result.states[node_id] = "skipped"
+                result.states[node_id] = NodeState.SKIPPED
                 self.bus.emit(NodeSkipped(node=node_id, reason=f"upstream {', '.join(blocked)} did not finish"))
                 continue
             self._run_node(graph, checked, node_id, out_dir, keys, result, t0)
@@ -214,12 +216,13 @@ class Executor:
         self._succeeded(node_id, cls, key, workdir, outputs, keys, result, started)
 
     def _cancelled(self, node_id: str, result: RunResult) -> None:
-        result.states[node_id] = "cancelled"
+        result.states[node_id] = NodeState.CANCELLED
         result.errors[node_id] = "cancelled"
-        self.bus.emit(NodeFailed(node=node_id, error_type="Cancelled", message="cancelled by the user"))
+        self.bus.emit(NodeFailed(node=node_id, error_type="Cancelled", message="cancelled by the user",
+                                 state=NodeState.CANCELLED))
 
     def _failed(self, node_id: str, result: RunResult, error_type: str, message: str, tb: str = "") -> None:
-        result.states[node_id] = "failed"
+        result.states[node_id] = NodeState.FAILED
         result.errors[node_id] = message
         self.bus.emit(NodeFailed(node=node_id, error_type=error_type, message=message, traceback=tb))
 
@@ -227,7 +230,7 @@ class Executor:
                    keys: dict[str, str], result: RunResult, started: float) -> None:
         """Record a finished node and store it in the cache (the parent stores, workers never do)."""
         result.outputs[node_id] = outputs
-        result.states[node_id] = "done"
+        result.states[node_id] = NodeState.DONE
         if self.cache is not None and cls.cacheable:
             try:
                 self.cache.store(key, cls.kind, workdir, outputs, keys)
@@ -269,7 +272,7 @@ class Executor:
                 outputs = self.cache.restore(key, workdir, key_folders)
                 node.publish(out_dir, node_id, outputs)
                 result.outputs[node_id] = outputs
-                result.states[node_id] = "cached"
+                result.states[node_id] = NodeState.CACHED
                 self.bus.emit(NodeCached(node=node_id, key=key, summary=_summary(outputs)))
                 return None
             except CorruptEntry as err:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from heiti.engine.events import NodeSkipped, NodeStarted
 from heiti.engine.graph import Graph
+from heiti.engine.states import NodeState
 from heiti.engine.validate import ValidationResult
 from heiti.engine.workers import CANCEL_GRACE_S, Handle, ProcessLauncher, decode_ports, make_job
 
@@ -60,8 +61,8 @@ def run_parallel(executor: Executor, graph: Graph, checked: ValidationResult, ou
                     cancel_at = time.monotonic()
                     launcher.cancel()
                     for node_id in pending:
-                        result.states[node_id] = "cancelled"
-                        executor.bus.emit(NodeSkipped(node=node_id, reason="run cancelled"))
+                        result.states[node_id] = NodeState.CANCELLED
+                        executor.bus.emit(NodeSkipped(node=node_id, reason="run cancelled", state=NodeState.CANCELLED))
                     pending = []
                 elif running and not terminated and time.monotonic() - cancel_at > CANCEL_GRACE_S:
                     launcher.terminate()
@@ -94,7 +95,7 @@ def _start_ready(executor: Executor, graph: Graph, checked: ValidationResult, ou
             continue
         blocked = executor._blocked_by(graph, checked, node_id, result)
         if blocked:
-            result.states[node_id] = "skipped"
+            result.states[node_id] = NodeState.SKIPPED
             executor.bus.emit(NodeSkipped(node=node_id, reason=f"upstream {', '.join(blocked)} did not finish"))
             continue
         if node_id not in prepared:

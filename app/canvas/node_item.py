@@ -215,7 +215,7 @@ class NodeItem(QGraphicsItem):
             span = -int(360 * 16 * max(self.progress, 0.03))
             painter.drawArc(box, 90 * 16, span)
             return
-        if self.state == "queued":
+        if self.state == "pending":
             painter.setPen(QPen(colour, 2, Qt.PenStyle.DotLine))
             painter.drawEllipse(box)
             return

@@ -30,7 +30,7 @@ COMPATIBLE = QColor("#5ee08a")
 
 STATE_COLOURS = {
     "idle": None,
-    "queued": QColor("#8a94a6"),
+    "pending": QColor("#8a94a6"),
     "running": QColor("#3e9bff"),
     "cached": QColor("#2fb5b5"),
     "done": QColor("#46c46e"),

@@ -198,3 +198,25 @@ def test_results_table_reads_measurement_files_and_names_bad_ones(window, tmp_pa
     assert rows["a"][0] == "ORT" and rows["a"][4] == "2.00" and rows["a"][5] == "1.500"
     assert "unreadable" in rows["b"][-1]
     assert not window.results.open_button.isEnabled()  # no report.html in that folder
+
+
+def test_bridge_states_are_the_engines_reduction_of_the_run(qtbot, app_registry, tmp_path):
+    from heiti.engine.events import read_events
+    from heiti.engine.states import states_of
+
+    g = Graph(name="mixed")
+    g.add_node("test.source", "a", {"value": 2})
+    g.add_node("test.add", "sum")
+    g.add_node("test.fail", "cancel_me")  # the word in a reason must not make anything "cancelled"
+    g.add_node("test.add", "after")
+    g.connect(("a", "out"), ("sum", "values"))
+    g.connect(("cancel_me", "out"), ("after", "values"))
+    bridge = RunBridge(app_registry)
+    signalled: dict[str, str] = {}
+    bridge.node_state.connect(lambda n, s, _t: signalled.__setitem__(n, s))
+    with qtbot.waitSignal(bridge.stopped, timeout=60000):
+        bridge.start(g, tmp_path / "run", cache_dir=tmp_path / "cache")
+    QApplication.processEvents()
+    expected = {"a": "done", "sum": "done", "cancel_me": "failed", "after": "skipped"}
+    assert signalled == expected and bridge.states == expected
+    assert states_of(read_events(tmp_path / "run" / "events.jsonl")) == expected

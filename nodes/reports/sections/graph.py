@@ -11,24 +11,12 @@ from heiti.nodes.reports.fmt import seconds
 
 
 def node_states(run: RunInfo) -> tuple[dict[str, str], dict[str, float]]:
-    """node -> done/cached/failed/skipped, and node -> seconds, from the run's events."""
-    from heiti.engine.events import NodeCached, NodeFailed, NodeFinished, NodeSkipped, NodeStarted
+    """node -> state (engine/states.py's reducer), and node -> seconds, from the run's events."""
+    from heiti.engine.events import NodeFinished
+    from heiti.engine.states import states_of
 
-    states: dict[str, str] = {}
-    durations: dict[str, float] = {}
-    for event in run.events:
-        if isinstance(event, NodeStarted):
-            states[event.node] = "running"
-        elif isinstance(event, NodeFinished):
-            states[event.node] = "done"
-            durations[event.node] = event.duration_s
-        elif isinstance(event, NodeCached):
-            states[event.node] = "cached"
-        elif isinstance(event, NodeFailed):
-            states[event.node] = "failed"
-        elif isinstance(event, NodeSkipped):
-            states[event.node] = "skipped"
-    return states, durations
+    durations = {e.node: e.duration_s for e in run.events if isinstance(e, NodeFinished)}
+    return dict(states_of(run.events)), durations
 
 
 def _nodes_and_edges(graph: dict[str, Any]) -> tuple[list[dict[str, Any]], list[tuple[str, str]]]:

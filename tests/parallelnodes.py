@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import time
+from pathlib import Path
 
-from heiti.engine import In, Node, Out
+from heiti.engine import In, Measurements, Node, Out
+from heiti.engine.measurements import ClassificationQuality, LatencyStats, MeasurementsFile
 from heiti.engine.payloads import Value
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -82,3 +85,37 @@ class BoardStamp(ExclusiveStamp):
 
 
 ALL.append(BoardStamp)
+
+
+class FakeRuntime(Node):
+    """Writes a measurements file with the figures its params name, as a runtime would."""
+
+    kind = "ptest.runtime"
+    category = "Test"
+    exclusive = True
+
+    class Params(_P):
+        accuracy: float = 0.9
+        latency_ms: float = 1.0
+        size_bytes: int = 1000
+
+    inputs = {"x": In(Value, required=False)}
+    outputs = {"measurements": Out(Measurements)}
+
+    def run(self, ctx, **inputs):
+        p = self.params
+        lat = LatencyStats(mean=p.latency_ms, std=0, median=p.latency_ms, p90=p.latency_ms, p99=p.latency_ms,
+                           min=p.latency_ms, max=p.latency_ms, count=1)
+        record = MeasurementsFile(node=ctx.node_id, runtime="fake", label=ctx.node_id, latency_ms=lat,
+                                  model_size_bytes=p.size_bytes, classification=ClassificationQuality(accuracy=p.accuracy))
+        path = ctx.workdir / "measurements.json"
+        record.save(path)
+        return {"measurements": Measurements(path=path, runtime="fake")}
+
+    def publish(self, run_dir, node_id, outputs):
+        dest = Path(run_dir) / "measurements" / f"{node_id}.json"
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(outputs["measurements"].path, dest)
+
+
+ALL.append(FakeRuntime)

@@ -243,16 +243,25 @@ class OnnxQuantize(Node):
     kind = "optimize.onnx_quantize"
     title = "Quantise ONNX (int8)"
     category = "Optimizers"
+    version = 2  # 2: param calibrate_method renamed calibration_method, like calibration_samples
 
     class Params(_Params):
         mode: Literal["static", "dynamic"] = Field("static", description="static QDQ (needs a dataset) or dynamic")
         calibration_samples: int = Field(200, ge=1, le=100_000, description="train samples used to calibrate")
-        calibrate_method: Literal["minmax", "entropy", "percentile"] = Field("minmax")
+        calibration_method: Literal["minmax", "entropy", "percentile"] = Field(
+            "minmax", description="how activation ranges are chosen from the calibration samples")
         activation_type: Literal["int8", "uint8"] = Field("uint8", description="type of quantised activations")
         per_channel: bool = Field(False, description="per-channel weight scales")
         reduce_range: bool = Field(False, description="7-bit weights: avoids the 16-bit saturation of u8s8 "
                                    "kernels on x86 CPUs without VNNI (AVX2 only), at a little precision")
         seed: int = 0
+
+    @classmethod
+    def migrate(cls, params: dict[str, Any], from_version: int) -> dict[str, Any]:
+        if from_version < 2 and "calibrate_method" in params and "calibration_method" not in params:
+            params = dict(params)
+            params["calibration_method"] = params.pop("calibrate_method")
+        return params
 
     inputs = {"model": In(ModelArtifact, formats={"onnx"}),
               "dataset": In(DatasetHandle, formats={"classification", "detection"}, required=False,
@@ -281,7 +290,7 @@ class OnnxQuantize(Node):
                                 "or set mode to dynamic")
             samples = _load_split(dataset, "train", p.calibration_samples, p.seed, (model.meta.layout or "NCHW"))
             method = {"minmax": q.CalibrationMethod.MinMax, "entropy": q.CalibrationMethod.Entropy,
-                      "percentile": q.CalibrationMethod.Percentile}[p.calibrate_method]
+                      "percentile": q.CalibrationMethod.Percentile}[p.calibration_method]
             activation = q.QuantType.QInt8 if p.activation_type == "int8" else q.QuantType.QUInt8
             ctx.progress(0.2, f"calibrating on {len(samples)} samples")
             q.quantize_static(str(prepared), str(path), _Calibration(model, samples, ctx),

@@ -172,3 +172,24 @@ def test_odd_saved_positions_do_not_break_opening_or_pasting(doc, tmp_path):
     part = Graph.model_validate({"nodes": [{"id": "p", "kind": "test.source", "ui": {"pos": "nowhere"}}]})
     (new,) = doc.insert_fragment(part)
     assert doc.position(new) == (40.0, 40.0)
+
+
+def test_an_old_file_opens_migrated_and_saves_with_versions(qapp, tmp_path):
+    import json
+
+    from heiti.engine.registry import Registry
+
+    from tests.engine.test_migrations import OLD_QUANTISE
+
+    reg = Registry()
+    reg.load_builtins()
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps(OLD_QUANTISE))
+    doc = GraphDocument(reg)
+    doc.open(path)
+    assert doc.graph.node("q").params == {"calibration_method": "entropy", "per_channel": True}
+    assert doc.validation.ok and not doc.modified
+    doc.save(tmp_path / "new.json")
+    nodes = {n["id"]: n for n in json.loads((tmp_path / "new.json").read_text())["nodes"]}
+    assert nodes["q"]["version"] == 2 and nodes["q"]["params"]["calibration_method"] == "entropy"
+    assert all(n["version"] == reg.get(n["kind"]).version for n in nodes.values())

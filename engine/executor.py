@@ -35,7 +35,7 @@ from heiti.engine.graph import Graph
 from heiti.engine.migrations import upgraded
 from heiti.engine.node import Node, NodeError
 from heiti.engine.paths import resolve_graph_paths
-from heiti.engine.payloads import Payload
+from heiti.engine.payloads import Payload, RunInfo
 from heiti.engine.registry import Registry, default_registry
 from heiti.engine.states import NodeState
 from heiti.engine.validate import ValidationResult, validate
@@ -258,6 +258,12 @@ class Executor:
             input_keys.setdefault(edge.dst[1], []).append(f"{keys[edge.src[0]]}:{edge.src[1]}")
         for values in input_keys.values():
             values.sort()
+        if getattr(cls, "wants_run_info", False):  # the run as the node shows it; it enters the key
+            info = RunInfo.upstream_of(node_id, graph.name, checked.order(),
+                                       {n: c.kind for n, c in checked.classes.items()},
+                                       [(e.src[0], e.dst[0]) for e in graph.edges], result.states, result.errors)
+            inputs["run_info"] = info
+            input_keys["run_info"] = [info.key()]
         key = node_key(cls.kind, cls.version, params, input_keys, cls.path_params)
         if not cls.cacheable or self.cache is None:
             key = f"{key[:16]}{uuid.uuid4().hex[:16]}"  # unique: descendants must re-run too

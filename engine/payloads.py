@@ -271,3 +271,46 @@ class Value(Payload):
     """A plain JSON value, for small utility nodes and tests."""
 
     value: Any = None
+
+
+class RunInfo(Payload):
+    """What the executor tells a node about its run, for kinds that set `wants_run_info = True`.
+
+    It arrives as the `run_info` input and enters the node's cache key, so a node that shows the
+    graph's name or its upstream nodes' outcomes (a report) re-runs when they change and is
+    restored from the cache when they do not. Only facts that make the content are here: a node
+    restored from the cache counts as done, and no clock times.
+    """
+
+    graph: str = Field("", description="the graph's name")
+    nodes: list[dict[str, str]] = Field(default_factory=list, description="[{id, kind}] in execution order")
+    edges: list[tuple[str, str]] = Field(default_factory=list, description="(from node, to node), sorted")
+    states: dict[str, str] = Field(default_factory=dict,
+                                   description="upstream node -> done | failed | skipped | cancelled")
+    messages: dict[str, str] = Field(default_factory=dict, description="upstream node -> why it failed")
+
+    def key(self) -> str:
+        import hashlib
+        import json
+
+        text = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+    @classmethod
+    def upstream_of(cls, node_id: str, graph_name: str, order: list[str], kinds: dict[str, str],
+                    edges: list[tuple[str, str]], states: dict[str, Any], errors: dict[str, str]) -> RunInfo:
+        """The run seen from `node_id`: the whole graph's shape, and the outcomes of its ancestors."""
+        parents: dict[str, set[str]] = {}
+        for src, dst in edges:
+            parents.setdefault(dst, set()).add(src)
+        ancestors: set[str] = set()
+        stack = [node_id]
+        while stack:
+            for parent in parents.get(stack.pop(), ()):
+                if parent not in ancestors:
+                    ancestors.add(parent)
+                    stack.append(parent)
+        outcome = {n: ("done" if str(s) in ("done", "cached") else str(s)) for n, s in states.items() if n in ancestors}
+        return cls(graph=graph_name, nodes=[{"id": n, "kind": kinds.get(n, "")} for n in order],
+                   edges=sorted(set(edges)), states=dict(sorted(outcome.items())),
+                   messages={n: errors[n] for n in sorted(ancestors) if n in errors and outcome.get(n) != "done"})

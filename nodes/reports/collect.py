@@ -30,6 +30,10 @@ class RunInfo:
     graph: dict[str, Any] | None = None
     events: list[Any] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    #: node -> state when known without events (a report node's own run: see `run_from_info`)
+    states: dict[str, str] | None = None
+    #: node -> why it failed, alongside `states`
+    messages: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -103,6 +107,9 @@ class Report:
         out = []
         for run in self.runs:
             prefix = f"{run.name}/" if len(self.runs) > 1 else ""
+            if run.states is not None:
+                out += [prefix + line for line in _declared_failures(run)]
+                continue
             for event in run.events:
                 if isinstance(event, NodeFailed):
                     out.append(f"{prefix}{event.node} failed: {event.message}")
@@ -162,6 +169,33 @@ def load_run(path: Path, name: str | None = None) -> RunInfo:
             info.events = _read_events_tolerant(events_file)
             info.problems.append(f"{events_file}: partly unreadable ({type(err).__name__})")
     return info
+
+
+def run_from_info(info: Any) -> RunInfo:
+    """A report node's own run, from the engine's `RunInfo` (which enters the node's cache key):
+    the graph's name and shape and its upstream nodes' outcomes, never files of the run folder."""
+    graph = {"name": info.graph, "nodes": [dict(n) for n in info.nodes],
+             "edges": [{"from": [src, ""], "to": [dst, ""]} for src, dst in info.edges]}
+    return RunInfo(name=info.graph or "run", graph=graph, states=dict(info.states), messages=dict(info.messages))
+
+
+def _declared_failures(run: RunInfo) -> list[str]:
+    """Failed and skipped upstream nodes of a run known by its states (see `run_from_info`)."""
+    states = run.states or {}
+    parents: dict[str, list[str]] = {}
+    for edge in (run.graph or {}).get("edges", []):
+        parents.setdefault(edge["to"][0], []).append(edge["from"][0])
+    out = []
+    for node, state in states.items():
+        if state == "failed":
+            out.append(f"{node} failed: {run.messages.get(node, '')}".rstrip(": "))
+        elif state == "cancelled":
+            out.append(f"{node} did not run: run cancelled")
+        elif state == "skipped":
+            blocked = sorted({p for p in parents.get(node, []) if states.get(p) != "done"})
+            out.append(f"{node} did not run: upstream {', '.join(blocked)} did not finish" if blocked
+                       else f"{node} did not run")
+    return out
 
 
 def _read_events_tolerant(path: Path) -> list[Any]:

@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from heiti.engine.context import RunContext
 from heiti.engine.node import In, Node, NodeError, Out
-from heiti.engine.payloads import Measurements, ReportArtifact
+from heiti.engine.payloads import Measurements, ReportArtifact, RunInfo
 from pydantic import BaseModel, ConfigDict, Field
 
 REPORT_NAME = "report"
@@ -53,15 +53,21 @@ class ReportNode(Node):
     inputs = {"measurements": In(Measurements, multiple=True, partial=True,
                                  description="one wire per runtime; runs with those that finished")}
     outputs = {"report": Out(ReportArtifact, format="html")}
+    #: the graph's name and the upstream outcomes come from the executor's RunInfo (in the cache
+    #: key), never from graph.json or events.jsonl read behind the cache's back
+    wants_run_info = True
 
-    def run(self, ctx: RunContext, measurements: list[Measurements] | Measurements) -> dict[str, Any]:
+    def run(self, ctx: RunContext, measurements: list[Measurements] | Measurements,
+            run_info: RunInfo | None = None) -> dict[str, Any]:
+        from heiti.nodes.reports.collect import run_from_info
         from heiti.nodes.reports.render import NoMeasurements, render, report_from_files
 
         items = measurements if isinstance(measurements, list) else [measurements]
         files = [(Path(m.path), _node_of(m)) for m in items]
         ctx.progress(0.05, f"reading {len(files)} measurements file(s)")
+        run = run_from_info(run_info) if run_info is not None else None
         try:
-            report = report_from_files(files, ctx.run_dir, baseline=self.params.baseline, title=self.params.title,
+            report = report_from_files(files, run, baseline=self.params.baseline, title=self.params.title,
                                        tolerance=self.params.accuracy_drop_tolerance,
                                        statistic=self.params.latency_statistic)
         except NoMeasurements as err:

@@ -75,10 +75,10 @@ def report_from_runs(run_dirs: list[Path], baseline: str = "", title: str = "", 
     return finish(report, baseline)
 
 
-def report_from_files(files: list[tuple[Path, str]], run_dir: Path | None, baseline: str = "", title: str = "",
+def report_from_files(files: list[tuple[Path, str]], run: RunInfo | None, baseline: str = "", title: str = "",
                       tolerance: float = 0.01, statistic: str = "mean") -> Report:
-    """A report node's view: the measurements wired into it, plus its own run's graph and events."""
-    run = load_run(run_dir) if run_dir is not None else RunInfo(name="")
+    """A report node's view: the measurements wired into it, plus what it was told of its run."""
+    run = run if run is not None else RunInfo(name="")
     report = Report(title=title, entries=[], runs=[run], tolerance=tolerance, statistic=statistic,
                     problems=list(run.problems))
     for path, node in files:

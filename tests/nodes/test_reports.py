@@ -307,6 +307,37 @@ def test_report_node_publishes_to_the_run_folder_also_on_a_cache_hit(tmp_path):
     assert (tmp_path / "run2" / "report_files").is_dir()
 
 
+def test_report_node_title_and_failures_come_from_its_cache_key_not_the_run_folder(tmp_path):
+    """Renaming the graph re-runs the report with the new title (upstream stays cached); an
+    unchanged graph, failed branch included, restores it; graph.json is never read."""
+    registry = Registry()
+    registry.register(SampleMeasurements)
+    registry.register(ReportNode)
+    graph = Graph(name="first name")
+    for node_id, index in (("torch_rt", 0), ("ort", 1), ("broken", 99)):
+        graph.add_node("test.sample_measurements", node_id, {"index": index})
+        graph.connect((node_id, "measurements"), ("report", "measurements"))
+    graph.add_node("report.html", "report", {})
+
+    def run(name: str, folder: str):
+        result = Executor(registry, cache_dir=tmp_path / "cache").run(graph, tmp_path / folder)
+        assert result.states["broken"] == "failed" and result.states["report"] in ("done", "cached")
+        return result, (tmp_path / folder / "report.html").read_text(encoding="utf-8")
+
+    first, html = run("first name", "run1")
+    assert "Heiti report — first name" in html
+    assert "broken failed: list index out of range" in html
+    (tmp_path / "run1" / "graph.json").write_text("{}", encoding="utf-8")  # not what the report reads
+
+    again, html_again = run("first name", "run2")
+    assert again.states["report"] == "cached" and html_again == html
+
+    graph.name = "second name"
+    renamed, html_renamed = run("second name", "run3")
+    assert renamed.states["report"] == "done" and renamed.states["ort"] == "cached"
+    assert "Heiti report — second name" in html_renamed and "first name" not in html_renamed
+
+
 def test_report_node_rejects_an_unknown_baseline_with_a_clear_error(tmp_path):
     registry = Registry()
     registry.register(SampleMeasurements)

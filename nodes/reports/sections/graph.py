@@ -15,6 +15,9 @@ def node_states(run: RunInfo) -> tuple[dict[str, str], dict[str, float]]:
     from heiti.engine.events import NodeFinished
     from heiti.engine.states import states_of
 
+    if run.states is not None:  # a report node's own run: states declared to it, no clock times
+        return dict(run.states), {}
+
     durations = {e.node: e.duration_s for e in run.events if isinstance(e, NodeFinished)}
     return dict(states_of(run.events)), durations
 

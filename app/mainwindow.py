@@ -22,6 +22,7 @@ from heiti.app.palette import Palette
 from heiti.app.quickadd import QuickAdd
 from heiti.app.recovery import Recovery
 from heiti.app.run_controller import RunController
+from heiti.app.sweep_dialog import open_sweep_dialog
 from heiti.engine.graph import loads_graph
 from heiti.engine.registry import Registry
 from PySide6.QtCore import QMimeData, QPoint, QPointF, QSettings, Qt
@@ -181,6 +182,8 @@ class MainWindow(QMainWindow):
         a["use_cache"].setChecked(True)
         a["use_cache"].toggled.connect(lambda on: setattr(self.runs, "use_cache", on))
         a["open_report"] = self._action("Open &report", self.results.open_report)
+        a["sweep"] = self._action("S&weep…", lambda: open_sweep_dialog(self), None,
+                                  "Run variants of this graph over chosen param values and compare them")
         a["open_report"].setEnabled(False)
         for action in (a["delete"], a["copy"], a["paste"], a["cut"], a["duplicate"], a["select_all"]):
             action.setShortcutContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
@@ -209,6 +212,7 @@ class MainWindow(QMainWindow):
             menu.addAction(dock.toggleViewAction())
         menu = self.menuBar().addMenu("&Run")
         menu.addActions([a["run"], a["stop"], a["use_cache"], a["open_report"]])
+        menu.addAction(a["sweep"])
 
         for name, icon_name in (("new", "new"), ("open", "open"), ("save", "save"), ("tb_undo", "undo"),
                                 ("tb_redo", "redo"), ("run", "run"), ("stop", "stop"), ("fit", "fit"),

@@ -314,7 +314,7 @@ def test_saving_elsewhere_keeps_naming_the_same_files(tmp_path):
     graph = load_graph(_graph_file(project, [_npz_node("data/a.npz"), _npz_node(str(project / "data" / "a.npz"), "abs")]))
     assert rebase_graph_paths(graph, registry, tmp_path) is True  # save as one folder up
     assert [s.params["path"] for s in graph.nodes] == ["project/data/a.npz", "project/data/a.npz"]
-    assert graph.base_dir == tmp_path.resolve()
+    assert graph.base_dir == tmp_path.resolve() and graph.copy_deep().base_dir == tmp_path.resolve()
     graph.save(tmp_path / "up.json")
     assert validate(load_graph(tmp_path / "up.json"), registry).ok
     other = tmp_path / "other"

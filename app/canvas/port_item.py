@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 from heiti.app.canvas import style
 from PySide6.QtCore import QPointF, QRectF, Qt
 from PySide6.QtGui import QBrush, QColor, QPainter, QPen
 from PySide6.QtWidgets import QGraphicsItem, QStyleOptionGraphicsItem, QWidget
 
-if TYPE_CHECKING:
-    from heiti.app.canvas.node_item import NodeItem
+
+class NodeItem(Protocol):
+    """What a port and its users need of the node item that owns it (node_item.NodeItem, which
+    imports this module: naming it here keeps the import one way)."""
+
+    node_id: str
+    wires: set[Any]
 
 
 class PortItem(QGraphicsItem):
@@ -20,7 +25,7 @@ class PortItem(QGraphicsItem):
 
     def __init__(self, node: NodeItem, name: str, direction: str, type_name: str, required: bool = True,
                  multiple: bool = False) -> None:
-        super().__init__(node)
+        super().__init__(node)  # type: ignore[arg-type] - the owner is a QGraphicsItem
         self.node = node
         self.name = name
         self.direction = direction  # "in" | "out"

@@ -63,18 +63,16 @@ def unlabelled_handle(ctx: Any, x: np.ndarray, layout: str, meta: dict[str, Any]
 def unlabelled_npz(ctx: Any, source: str, x_key: str, layout: str) -> DatasetHandle:
     """dataset.npz without a labels array: every sample goes to the test split, unlabelled."""
     path = Path(source).expanduser()
+    from heiti.engine.files import NpzError, npz_headers, read_npz
+
     try:
-        with np.load(path, allow_pickle=False) as data:
-            if x_key not in data.files:
-                raise NodeError(f"{path.name} has no array {x_key!r} (arrays: {', '.join(data.files) or 'none'})",
-                                "set param x_key")
-            x = np.asarray(data[x_key])
-    except NodeError:
-        raise
-    except ValueError as err:  # object arrays need pickle, which is refused
-        raise NodeError(f"{path.name} cannot be read without pickle: {err}", "save plain numeric arrays") from err
-    except Exception as err:  # noqa: BLE001 - zip or header damage
-        raise NodeError(f"{path.name} is not a readable .npz file: {err}") from err
+        names = list(npz_headers(path))
+        if x_key not in names:
+            raise NodeError(f"{path.name} has no array {x_key!r} (arrays: {', '.join(names) or 'none'})",
+                            "set param x_key")
+        x = np.asarray(read_npz(path, [x_key])[x_key])
+    except NpzError as err:  # damage, object arrays (no pickle), or too large to read
+        raise NodeError(str(err), "save plain numeric arrays with numpy.savez") from None
     if not np.issubdtype(x.dtype, np.number):
         raise NodeError(f"x must be numeric, got {x.dtype}")
     if x.ndim == 3:

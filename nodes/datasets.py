@@ -272,6 +272,28 @@ class ImageFolderDataset(Node):
 
 
 # --- the user's own arrays -------------------------------------------------------------------------
+#: arrays that would take more than this many times the .npz file's size in memory (and more than
+#: NPZ_RATIO_FLOOR bytes) are refused before anything is decompressed: real data compresses a few
+#: times, a zip bomb (2.4 MB of zeros declaring 2.5 GB) a thousand
+NPZ_MAX_RATIO = 100
+NPZ_RATIO_FLOOR = 256 << 20
+
+
+def refuse_npz_bomb(source: Path, names: tuple[str, ...]) -> None:
+    """NodeError when the named arrays' headers promise far more memory than the file could hold."""
+    try:
+        headers = npz_headers(source)
+    except NpzError:
+        return  # read_npz names the fault when the node reads the file
+    total = sum(int(np.prod(shape, dtype=np.float64)) * np.dtype(dtype).itemsize
+                for name, (shape, dtype) in headers.items() if name in names)
+    size = max(source.stat().st_size, 1)
+    if total > NPZ_RATIO_FLOOR and total > NPZ_MAX_RATIO * size:
+        raise NodeError(f"{source}: its arrays would take {total / 2**30:.2f} GiB in memory, {total // size}× the "
+                        f"file's {size / 2**20:.1f} MiB; refused as a possible zip bomb",
+                        "if the data is real, save it uncompressed with numpy.savez")
+
+
 class NpzDataset(Node):
     """The user's own arrays in an .npz file: samples `x` and integer labels `y`, split here.
 
@@ -319,6 +341,8 @@ class NpzDataset(Node):
 
     def run(self, ctx: Any) -> dict[str, Any]:
         p = self.params
+        if p.path:
+            refuse_npz_bomb(Path(p.path).expanduser(), (p.x_key, p.y_key))
         if p.path and not has_array(p.path, p.y_key):  # no labels: an unlabelled test split
             return {"dataset": unlabelled_npz(ctx, p.path, p.x_key, p.layout)}
         x, y, names = self._read()

@@ -270,8 +270,20 @@ def test_npz_declaring_a_huge_array_is_refused_before_allocating(tmp_path):
     result = Executor(real_registry(), cache_dir=tmp_path / "c").run(graph, tmp_path / "r")
     assert result.states["d"] == "failed"
     message = result.errors["d"]
-    assert "bomb.npz" in message and "would take 4096.00 GiB in memory, above the limit" in message
+    assert "bomb.npz" in message and "would take 4096.00 GiB in memory" in message
     assert "pickle" not in message
+
+
+def test_npz_promising_far_more_than_its_size_is_refused_as_a_bomb(tmp_path):
+    """Below read_npz's memory cap, but 320 MiB declared in a file of a few hundred bytes."""
+    bomb = tmp_path / "bomb.npz"
+    _npz_with_declared_shape(bomb, (20 << 20, 4))
+    graph = Graph()
+    graph.add_node("dataset.npz", "d", {"path": str(bomb)})
+    result = Executor(real_registry(), cache_dir=tmp_path / "c").run(graph, tmp_path / "r")
+    assert result.states["d"] == "failed"
+    assert result.errors["d"].startswith(f"{bomb}: its arrays would take 0.31 GiB in memory, ")
+    assert "refused as a possible zip bomb" in result.errors["d"] and "pickle" not in result.errors["d"]
 
 
 def test_compressed_zeros_are_capped_by_read_npz(tmp_path):

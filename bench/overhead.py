@@ -1,4 +1,4 @@
-"""What Heiti adds around the runtime call, for ONNX Runtime, LiteRT and TVM (DESIGN §7).
+"""What Heiti adds around the runtime call, for ONNX Runtime, LiteRT and TVM (docs/architecture.md, Measurements).
 
 For each runtime, one session/interpreter/VM and one set of prepared inputs serve both:
 - a bare loop: `for feed in feeds: <the runtime call>` timed as a whole, divided by the count;

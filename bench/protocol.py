@@ -3,7 +3,7 @@
 overhead over TCP for a 602 KB input against the same ONNX Runtime session in-process.
 
 The device runs as a real `heiti serve` subprocess. Prints figures and ratios; asserts nothing.
-Goals (DESIGN §8): serial payload >= 90% of baud/10; round trip <= 1 ms above in-process.
+Goals (docs/architecture.md, Devices and the wire protocol): serial payload >= 90% of baud/10; round trip <= 1 ms above in-process.
 
     .venv/bin/python bench/protocol.py [--quick]
 """

@@ -4,7 +4,7 @@ Framework-free on purpose: the loop takes plain callables (prepare / stage / run
 same code times ONNX Runtime, LiteRT, TVM, a remote device, or a bare function in a benchmark.
 scikit-learn is imported lazily inside the quality function.
 
-Why the loop looks the way it does (DESIGN §7): inputs are prepared before the loop; only the
+Why the loop looks the way it does (docs/architecture.md, Measurements): inputs are prepared before the loop; only the
 runtime call sits between the two `perf_counter_ns` reads; the cold first call is kept apart;
 nothing is emitted from inside the loop — a background thread reads the preallocated latency
 array and forwards new values as metric events once per sampling period.

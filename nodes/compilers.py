@@ -16,6 +16,7 @@ from typing import Any, Literal
 from heiti.engine import In, ModelArtifact, Node, NodeError, Out
 from heiti.engine.files import file_sha256
 from heiti.nodes.models import step_meta
+from heiti.nodes.optimize_onnx import import_hint, import_simplified, shapes_for
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 #: named cross targets -> TVM target dicts (the options TVM's own tags use for these CPUs)
@@ -98,6 +99,8 @@ class TVMCompile(Node):
         opt_level: int = Field(3, ge=0, le=3, description="TVM optimisation level")
         batch: int = Field(1, ge=1, description="batch size used where the model's batch is dynamic")
         tune_trials: int = Field(0, ge=0, description="MetaSchedule trials; 0 = no tuning")
+        fix_shape: str = Field("", description="fixed input shape(s), e.g. 1,3,640,640: the ONNX model is simplified "
+                                               "with onnxslim first (also done when the plain import fails)")
         tuning_db: str = Field("", description="tuning database folder (default ~/.cache/heiti/tvm-tuning/<model hash>)")
         retune: bool = Field(False, description="tune again even when the database already holds enough records")
         tune_builder: Literal["in_process", "local"] = Field(
@@ -126,9 +129,10 @@ class TVMCompile(Node):
         t0 = time.perf_counter()
         p = self.params
         target, cross = resolve_target(p.target)
-        shapes = _fixed_shapes(model, p.batch)
+        shapes = shapes_for(model, p.batch, p.fix_shape, _fixed_shapes)
         ctx.progress(0.1, f"importing {model.model_format}")
-        mod = self._import(model, shapes)
+        mod = import_simplified(ctx, model, p.fix_shape, shapes, lambda path: self._import(
+            model.model_copy(update={"path": path}), shapes, raw=True), "TVM")
         tuned = 0
         if p.tune_trials > 0 and cross:
             raise NodeError(f"tuning measures candidates on the CPU it builds for; {p.target} is not this machine",
@@ -151,7 +155,7 @@ class TVMCompile(Node):
         ctx.log(f"TVM {'cross ' if cross else ''}build for {p.target} in {seconds:.2f} s -> {path.name}")
         return {"model": ModelArtifact(path=path, model_format="tvm", inputs=inputs, outputs=model.outputs, meta=meta)}
 
-    def _import(self, model: ModelArtifact, shapes: dict[str, list[int]]) -> Any:
+    def _import(self, model: ModelArtifact, shapes: dict[str, list[int]], raw: bool = False) -> Any:
         try:
             if model.model_format == "onnx":
                 import onnx
@@ -169,8 +173,11 @@ class TVMCompile(Node):
         except NodeError:
             raise
         except Exception as err:  # noqa: BLE001 - frontends raise anything on unsupported operators
-            raise NodeError(f"TVM cannot import this {model.model_format} model: {type(err).__name__}: {str(err)[:300]}",
-                            "QOperator-quantised ONNX (QLinearConv, ConvInteger) does not import; use QDQ") from err
+            if raw:  # import_simplified retries and words the error
+                raise
+            text = f"{type(err).__name__}: {str(err)[:300]}"
+            raise NodeError(f"TVM cannot import this {model.model_format} model: {text}",
+                            import_hint(text, Path(model.path))) from err
 
     def _tune(self, ctx: Any, mod: Any, target: Any, model: ModelArtifact) -> tuple[Any, int]:
         import tvm
@@ -248,6 +255,8 @@ class OpenVINOCompile(Node):
         precision: Literal["f32", "bf16", "f16"] = Field(
             "f32", description="inference precision hint for the runtime (f32 gives exact comparisons)")
         compress_to_fp16: bool = Field(False, description="store weights as fp16 in the .bin")
+        fix_shape: str = Field("", description="fixed input shape(s), e.g. 1,3,640,640: the ONNX model is simplified "
+                                               "with onnxslim first (also done when the plain import fails)")
 
     inputs = {"model": In(ModelArtifact, formats={"onnx"})}
     outputs = {"model": Out(ModelArtifact, format="openvino")}
@@ -257,10 +266,8 @@ class OpenVINOCompile(Node):
 
         t0 = time.perf_counter()
         p = self.params
-        try:
-            converted = ov.convert_model(str(model.path))
-        except Exception as err:  # noqa: BLE001
-            raise NodeError(f"OpenVINO cannot convert this ONNX model: {str(err)[:300]}") from err
+        converted = import_simplified(ctx, model, p.fix_shape, shapes_for(model, 1, p.fix_shape),
+                                      lambda path: ov.convert_model(str(path)), "OpenVINO")
         path = ctx.workdir / "model.xml"
         ov.save_model(converted, str(path), compress_to_fp16=p.compress_to_fp16)
 

@@ -88,3 +88,8 @@ def unlabelled_npz(ctx: Any, source: str, x_key: str, layout: str) -> DatasetHan
 def flat_images(root: Path, suffixes: set[str]) -> list[Path]:
     """Images lying directly in `root` (a folder without class sub-folders)."""
     return sorted(f for f in root.iterdir() if f.is_file() and f.suffix.lower() in suffixes)
+
+
+def holds_images(folder: Path, suffixes: set[str]) -> bool:
+    """Whether any image lies in `folder` or below (a class folder, as opposed to __pycache__)."""
+    return any(f.is_file() and f.suffix.lower() in suffixes for f in folder.rglob("*"))

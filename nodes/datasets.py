@@ -17,6 +17,7 @@ from heiti.nodes.dataset_prep import (
     PRESET_HELP,
     flat_images,
     has_array,
+    holds_images,
     preset_stats,
     to_layout,
     unlabelled_handle,
@@ -201,7 +202,7 @@ class ImageFolderDataset(Node):
         if not p.path or not root.is_dir():
             raise NodeError(f"image folder not found: {p.path!r}", "set param path to a folder with one sub-folder per class")
         classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
-        if not classes and flat_images(root, IMAGE_SUFFIXES):
+        if flat_images(root, IMAGE_SUFFIXES) and not any(holds_images(root / c, IMAGE_SUFFIXES) for c in classes):
             return {"dataset": self._unlabelled(ctx, root)}
         if not classes:
             raise NodeError(f"{root} has no class sub-folders", "put the images of each class in their own sub-folder")

@@ -85,9 +85,10 @@ def _agreement_within(entry: Entry) -> bool | None:
 
 def agreement_text(entry: Entry) -> str:
     a = entry.data.agreement
-    if a is None or a.cosine is None:
+    if a is None or a.max_abs is None:
         return ""
-    text = f"cosine {a.cosine:.6f}, max rel {a.max_rel:.2e}"
+    text = (f"cosine {a.cosine:.6f}, max rel {a.max_rel:.2e}" if a.cosine is not None and a.max_rel is not None
+            else f"max abs {a.max_abs:.2e}")
     return text + (f", top-1 {a.top1 * 100:.1f}%" if a.top1 is not None else "")
 
 

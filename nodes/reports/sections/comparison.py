@@ -66,11 +66,13 @@ def _agreement(entry, row: Row) -> Cell:
     a = entry.data.agreement
     if a is None:
         return Cell("—")
-    if a.cosine is None:
+    if a.max_abs is None:
         return Cell(a.note or "not comparable", "bad")
     if a.max_abs == 0 and entry.name == a.reference:
         return Cell("reference", "baseline")
-    parts = [f"{a.cosine:.6f}", f"{a.max_rel:.1e}"] + ([f"{a.top1 * 100:.1f}%"] if a.top1 is not None else [])
+    parts = ([f"{a.cosine:.6f}" if a.cosine is not None else "—",
+              f"{a.max_rel:.1e}" if a.max_rel is not None else f"abs {a.max_abs:.1e}"]
+             + ([f"{a.top1 * 100:.1f}%"] if a.top1 is not None else []))
     if a.map50_delta is not None:
         parts.append(f"ΔmAP {a.map50_delta * 100:+.2f} pt")
     return Cell(" · ".join(parts), "good" if a.within else "bad", title=a.note)

@@ -35,6 +35,17 @@ class LatencyStats(_Open):
     count: int = 0
 
 
+class LatencyWindow(_Open):
+    """One stretch of consecutive timed calls: how latency moved over a long run."""
+
+    start: int = Field(description="index of the window's first timed call")
+    count: int
+    median: float
+    mean: float | None = None
+    p90: float | None = None
+    t_s: float | None = Field(None, description="the window's middle, seconds since the timed loop began (estimated)")
+
+
 class TimeSeries(_Open):
     """Samples of one quantity over time; `t` in seconds on the run clock."""
 
@@ -123,6 +134,11 @@ class MeasurementsFile(_Open):
     postprocess_ms: LatencyStats | None = None
     latencies_ms: list[float] = Field(default_factory=list, description="every timed inference, in order")
     throughput_per_s: float | None = None
+    latency_windows: list[LatencyWindow] = Field(
+        default_factory=list, description="latency over time: medians of consecutive windows of calls")
+    latency_drift: float | None = Field(
+        None, description="last window's median against the first's, relative (+0.1 = 10 % slower)")
+    passes: float | None = Field(None, description="timed calls over the split's size (repeat / duration_s)")
     loop_period_ms: float | None = Field(
         None, description="wall time of the timed loop per call: the timed call plus what Heiti adds around it")
     batch_size: int = 1

@@ -28,8 +28,11 @@ from heiti.engine.payloads import DatasetHandle, Measurements, ModelArtifact, Ta
 from heiti.nodes.runtimes.measure import (
     UNITS,
     classification_quality,
+    drift_warning,
     environment_info,
+    latency_drift,
     latency_stats,
+    latency_windows,
     measure_sampled,
     model_size_bytes,
 )
@@ -50,6 +53,11 @@ class RuntimeParams(BaseModel):
     sample_period_s: float = Field(0.25, ge=0.01, le=10.0,
                                    description="period of CPU/memory sampling (shorter periods disturb the timing more)")
     label: str = Field("", description="name in reports and tables; empty = the node id")
+    repeat: int = Field(1, ge=1, le=100_000, description="timed passes over the split (quality from the first)")
+    duration_s: float = Field(0.0, ge=0.0, le=86_400.0, description="keep cycling the split until this many "
+                              "seconds have passed (after the repeat passes); 0 = no minimum time")
+    drift_tolerance: float = Field(0.10, gt=0.0, le=10.0, description="warn when the last window's median latency "
+                                   "differs from the first's by more than this share (0.1 = 10 %)")
     ray_resources: dict[str, float] = Field(
         default_factory=dict, description="with --ray: Ray resources this measurement needs, e.g. {\"board-a\": 1}, "
         "so it runs on that board's Ray node (docs/scaling.md)")
@@ -152,11 +160,11 @@ class RuntimeNode(Node):
             pre_ns[i] = time.perf_counter_ns() - t
         del batches
 
-        device_ms = np.full(len(feeds), np.nan)
+        device_ms: list[float] = []  # one per timed call, every pass
         after_call = None
         if remote:
             def after_call(i: int) -> None:
-                device_ms[i] = getattr(session, "last_device_ms", None) or np.nan
+                device_ms.append(getattr(session, "last_device_ms", None) or np.nan)
 
         def on_progress(done: int, total: int) -> None:
             ctx.progress(0.1 + 0.8 * done / total, f"{done}/{total} calls")
@@ -166,14 +174,17 @@ class RuntimeNode(Node):
             result, resources = measure_sampled(
                 run_call, feeds, metric=lambda name, v, x: ctx.metric(name, v, x=x), warmup=p.warmup,
                 stage=stage, finish=finish, after_call=after_call, cancelled=lambda: ctx.cancelled,
-                period_s=p.sample_period_s, t0=ctx.t0, on_progress=on_progress)
+                period_s=p.sample_period_s, t0=ctx.t0, on_progress=on_progress,
+                repeat=p.repeat, duration_s=p.duration_s)
         except Exception as err:  # noqa: BLE001 - the runtime failed on real data
             raise NodeError(f"{self.runtime} failed while running the model: {err}") from err
-        if result.completed < len(feeds):
+        if result.cancelled or result.completed < len(feeds):
             raise Cancelled(f"{ctx.node_id}: cancelled after {result.completed} of {len(feeds)} calls")
 
         ctx.progress(0.92, "computing quality")
         n_samples = len(x)
+        latencies_ms = result.latencies_ns / NS_PER_MS
+        windows = latency_windows(latencies_ms, result.wall_ns / 1e9)
         record = MeasurementsFile(
             node=ctx.node_id, runtime=self.runtime, label=p.label or ctx.node_id,
             model_format=model.model_format, model_path=str(model.path),
@@ -185,13 +196,17 @@ class RuntimeNode(Node):
             compile_time_s=model.meta.compile_seconds(), pipeline=model.meta.as_dict().get("pipeline", []),
             latency_ms=latency_stats(result.latencies_ns / NS_PER_MS, result.first_ns / NS_PER_MS),
             preprocess_ms=latency_stats(pre_ns / NS_PER_MS),
-            latencies_ms=[round(v, 6) for v in (result.latencies_ns / NS_PER_MS).tolist()],
-            throughput_per_s=n_samples / (result.latencies_ns.sum() / 1e9) if result.latencies_ns.sum() else None,
+            latencies_ms=[round(v, 6) for v in latencies_ms.tolist()],
+            throughput_per_s=(n_samples * result.completed / len(feeds) / (result.latencies_ns.sum() / 1e9)
+                              if result.latencies_ns.sum() else None),
+            latency_windows=windows, latency_drift=latency_drift(windows),
+            passes=round(result.completed / len(feeds), 3),
             batch_size=p.batch_size, resources=resources,
             loop_period_ms=result.wall_ns / max(result.completed, 1) / NS_PER_MS,
         )
         if remote and target is not None:
-            valid = device_ms[~np.isnan(device_ms)]
+            device = np.asarray(device_ms, dtype=np.float64)
+            valid = device[~np.isnan(device)]
             record.device_latency_ms = latency_stats(valid) if valid.size else None
             record.target = TargetInfo(kind=target.kind, address=target.address,
                                        device=dict(getattr(session, "device_info", {}) or {}))
@@ -199,6 +214,9 @@ class RuntimeNode(Node):
                 record.warnings.append("the device reported no timing of its own")
             record.resources += _device_series(stats_seen)
 
+        drifted = drift_warning(record.latency_drift, windows, p.drift_tolerance)
+        if drifted:
+            record.warnings.append(drifted)
         if model.model_format == "tvm" and not model.meta.tuned_trials:
             record.warnings.append("this TVM module is untuned (default schedules): set tune_trials on compile.tvm "
                                    "to let MetaSchedule search for fast kernels before comparing speed")

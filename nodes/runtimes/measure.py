@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 import psutil
-from heiti.engine.measurements import ClassificationQuality, LatencyStats, TimeSeries
+from heiti.engine.measurements import ClassificationQuality, LatencyStats, LatencyWindow, TimeSeries
 
 # --------------------------------------------------------------------------------------------
 # statistics
@@ -307,47 +307,85 @@ class ResourceSampler:
 
 @dataclass
 class LoopResult:
-    latencies_ns: np.ndarray  # timed calls after the first (cold) one
+    latencies_ns: np.ndarray  # timed calls after the first (cold) one, every pass
     first_ns: int | None
-    postprocess_ns: np.ndarray
-    outputs: list[Any]
+    postprocess_ns: np.ndarray  # first pass only
+    outputs: list[Any]  # first pass only: one per feed, for quality
     wall_ns: int  # first timed call start -> last call end: the period between inferences
     extra: dict[str, Any] = field(default_factory=dict)
-    completed: int = 0
+    completed: int = 0  # timed calls, every pass
+    cancelled: bool = False
+
+
+class LatencyBuffer:
+    """Per-call latencies (ns) of a loop whose call count is not known in advance.
+
+    Chunks of zeros: the loop fills the current chunk and takes a new one when it is full, so
+    nothing is copied between timed calls, and a grown chunk costs one calloc. A zero slot means
+    "not timed yet" (a call takes at least one ns), which lets a LatencyForwarder read the
+    chunks from another thread while the loop writes them.
+    """
+
+    def __init__(self, first: int | np.ndarray, chunk: int = 4096) -> None:
+        head = first if isinstance(first, np.ndarray) else np.zeros(max(int(first), 1), dtype=np.int64)
+        self.chunks: list[np.ndarray] = [head]
+        self.chunk = max(int(chunk), 1)
+        self.started_ns: int | None = None  # the loop's start, for progress estimates
+
+    def grow(self, size: int | None = None) -> np.ndarray:
+        new = np.zeros(max(int(size or self.chunk), 1), dtype=np.int64)
+        self.chunks.append(new)
+        return new
+
+    def values(self, count: int) -> np.ndarray:
+        """The first `count` latencies, as one array."""
+        return np.concatenate(self.chunks)[:count] if len(self.chunks) > 1 else self.chunks[0][:count].copy()
 
 
 class LatencyForwarder:
-    """Reads the loop's preallocated latency array from another thread and forwards new values.
+    """Reads the loop's latency buffer from another thread and forwards new values.
 
-    A zero slot means "not timed yet" (a call takes at least one ns), so the loop writes nothing
-    but its latency. At most `max_points` events go out per tick: a burst is averaged in chunks,
-    which keeps the thread's hold on the GIL short.
+    A zero slot means "not timed yet", so the loop writes nothing but its latency. At most
+    `max_points` events go out per tick: a burst is averaged in chunks, which keeps the thread's
+    hold on the GIL short.
     """
 
-    def __init__(self, latencies_ns: np.ndarray, sink: Callable[[str, float, float], None],
+    def __init__(self, latencies_ns: np.ndarray | LatencyBuffer, sink: Callable[[str, float, float], None],
                  name: str = "latency_ms", max_points: int = 10) -> None:
-        self.latencies_ns = latencies_ns
+        self.buffer = latencies_ns if isinstance(latencies_ns, LatencyBuffer) else LatencyBuffer(latencies_ns)
         self.sink = sink
         self.name = name
         self.max_points = max_points
         self.sent = 0
         self._lock = threading.Lock()
 
+    def _new_values(self) -> np.ndarray:
+        """Timed values after the `sent` first ones, up to the first untimed slot."""
+        parts, offset = [], 0
+        for chunk in list(self.buffer.chunks):  # the loop may append a chunk meanwhile
+            end = offset + chunk.size
+            if end > self.sent:
+                tail = chunk[max(self.sent - offset, 0):]
+                zeros = np.flatnonzero(tail == 0)
+                if zeros.size:
+                    parts.append(tail[:int(zeros[0])].copy())
+                    break
+                parts.append(tail.copy())
+            offset = end
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+
     def count_done(self) -> int:
-        tail = self.latencies_ns[self.sent:]
-        zeros = np.flatnonzero(tail == 0)
-        return self.sent + (int(zeros[0]) if zeros.size else tail.size)
+        return self.sent + self._new_values().size
 
     def __call__(self) -> None:
         with self._lock:
-            done = self.count_done()
-            new = self.latencies_ns[self.sent:done].astype(np.float64) / 1e6
+            new = self._new_values().astype(np.float64) / 1e6
             if new.size == 0:
                 return
             chunks = np.array_split(np.arange(new.size), min(new.size, self.max_points))
             for idx in chunks:
                 self.sink(self.name, float(new[idx].mean()), float(self.sent + idx[-1]))
-            self.sent = done
+            self.sent += new.size
 
 
 def run_timed_loop(
@@ -359,23 +397,30 @@ def run_timed_loop(
     finish: Callable[[Any], Any] | None = None,
     after_call: Callable[[int], None] | None = None,
     cancelled: Callable[[], bool] = lambda: False,
-    latencies_ns: np.ndarray | None = None,
+    latencies_ns: np.ndarray | LatencyBuffer | None = None,
     check_every: int = 16,
+    repeat: int = 1,
+    duration_s: float = 0.0,
 ) -> LoopResult:
-    """Time a cold first call, warm up, then time `run(feed)` once per prepared feed.
+    """Time a cold first call, warm up, then time `run(feed)` over the feeds, pass after pass.
 
-    The cold call (on feeds[0]) is reported apart and kept out of the statistics; the timed
-    pass covers every feed, so quality is computed on all of them. `stage(feed)` (copy into the
-    runtime's input buffers) and `finish(raw)` (fetch/dequantise the outputs) run outside the
-    timed region; `finish` and `after_call(i)` (e.g. reading a device's own timing) are timed
-    apart as post-processing. Pass `latencies_ns` (zeros, one slot per feed) to let a
-    LatencyForwarder watch it while the loop runs.
+    The cold call (on feeds[0]) is reported apart and kept out of the statistics. The first pass
+    covers every feed and keeps its outputs (quality is computed once per sample); later passes
+    run the same steps and are timed the same way, until `repeat` passes are done and
+    `duration_s` has passed (a duration may end mid-pass). `stage(feed)` (copy into the runtime's
+    input buffers) and `finish(raw)` (fetch/dequantise the outputs) run outside the timed region;
+    `finish` and `after_call(i)` (e.g. reading a device's own timing of call i) are timed apart
+    as post-processing on the first pass. Pass `latencies_ns` (zeros, or a LatencyBuffer) to let
+    a LatencyForwarder watch it while the loop runs.
     """
     if not feeds:
         raise ValueError("no inputs to run")
+    if repeat < 1:
+        raise ValueError(f"repeat must be at least 1, got {repeat}")
     clock = time.perf_counter_ns
     n = len(feeds)
-    timed = np.zeros(n, dtype=np.int64) if latencies_ns is None else latencies_ns
+    buf = latencies_ns if isinstance(latencies_ns, LatencyBuffer) else LatencyBuffer(
+        n * repeat if latencies_ns is None else latencies_ns)
     post = np.zeros(n, dtype=np.int64)
     outputs: list[Any] = [None] * n
 
@@ -394,10 +439,18 @@ def run_timed_loop(
         if finish is not None:
             finish(raw)
 
+    cur = buf.chunks[-1]
+    size, j = cur.size, 0
     completed = 0
-    t_start = clock()
+    stopped = False
+    min_calls = n * repeat
+    t_start = t_end = clock()
+    buf.started_ns = t_start
+    deadline = t_start + int(max(duration_s, 0.0) * 1e9)
+    # first pass: outputs and post-processing kept for quality
     for i in range(n):
         if i % check_every == 0 and cancelled():
+            stopped = True
             break
         feed = feeds[i]
         if stage is not None:
@@ -405,17 +458,55 @@ def run_timed_loop(
         t = clock()
         raw = run(feed)
         t_end = clock()
-        timed[i] = t_end - t
+        if j == size:
+            cur = buf.grow()
+            size, j = cur.size, 0
+        cur[j] = t_end - t
+        j += 1
         if after_call is not None:
             after_call(i)
         outputs[i] = finish(raw) if finish is not None else raw
         post[i] = clock() - t_end
         completed = i + 1
-    wall = clock() - t_start
+    if not stopped and (completed < min_calls or t_end < deadline):
+        # more passes: size the next chunk from the first pass's pace, so it rarely grows again
+        per_call = max((t_end - t_start) // max(completed, 1), 1)
+        wanted = max(min_calls - completed, (deadline - t_end) // per_call * 5 // 4 + 1)
+        if size - j < wanted:
+            cur = buf.grow(max(wanted, buf.chunk))
+            size, j = cur.size, 0
+            buf.chunk = max(buf.chunk, wanted // 4)
+        while not stopped:
+            for feed in feeds:
+                if completed >= min_calls and t_end >= deadline:
+                    break
+                if completed % check_every == 0 and cancelled():
+                    stopped = True
+                    break
+                if stage is not None:
+                    stage(feed)
+                t = clock()
+                raw = run(feed)
+                t_end = clock()
+                if j == size:
+                    cur = buf.grow()
+                    size, j = cur.size, 0
+                cur[j] = t_end - t
+                j += 1
+                if after_call is not None:
+                    after_call(completed)
+                if finish is not None:
+                    finish(raw)
+                completed += 1
+            else:
+                continue
+            break
+    wall = t_end - t_start
+    done_first = min(completed, n)
     return LoopResult(
-        latencies_ns=timed[:completed].copy(), first_ns=int(first),
-        postprocess_ns=post[:completed].copy(), outputs=outputs[:completed],
-        wall_ns=int(wall), completed=completed,
+        latencies_ns=buf.values(completed), first_ns=int(first),
+        postprocess_ns=post[:done_first].copy(), outputs=outputs[:done_first],
+        wall_ns=int(wall), completed=completed, cancelled=stopped,
     )
 
 
@@ -432,26 +523,94 @@ def measure_sampled(
     period_s: float = 0.1,
     t0: float | None = None,
     on_progress: Callable[[int, int], None] | None = None,
+    repeat: int = 1,
+    duration_s: float = 0.0,
 ) -> tuple[LoopResult, list[TimeSeries]]:
     """`run_timed_loop` with the resource sampler running and latencies streamed by its thread.
 
     `metric(name, value, x)` receives resource samples (x = seconds since t0) and latencies
-    (x = call index); `on_progress(done, total)` is called once per sampling period. This is the
-    whole measurement as the runtime nodes do it, and what bench/overhead.py times.
+    (x = call index); `on_progress(done, total)` is called once per sampling period (with a
+    duration, `total` is estimated from the pace so far). This is the whole measurement as the
+    runtime nodes do it, and what bench/overhead.py times.
     """
-    latencies = np.zeros(len(feeds), dtype=np.int64)
-    forwarder = LatencyForwarder(latencies, metric)
+    planned = len(feeds) * max(repeat, 1)
+    buffer = LatencyBuffer(planned)
+    forwarder = LatencyForwarder(buffer, metric)
 
     def tick() -> None:
         forwarder()
-        if on_progress is not None:
-            on_progress(forwarder.sent, len(feeds))
+        if on_progress is None:
+            return
+        total = planned
+        started = buffer.started_ns
+        if duration_s > 0 and started is not None and forwarder.sent:
+            elapsed = (time.perf_counter_ns() - started) / 1e9
+            if elapsed > 0:
+                total = max(planned, forwarder.sent, int(forwarder.sent * duration_s / elapsed))
+        on_progress(min(forwarder.sent, total), total)
 
     sampler = ResourceSampler(period_s, t0=t0, sink=metric, on_tick=tick)
     sampler.start()
     try:
-        result = run_timed_loop(run, feeds, warmup=warmup, stage=stage, finish=finish,
-                                after_call=after_call, cancelled=cancelled, latencies_ns=latencies)
+        result = run_timed_loop(run, feeds, warmup=warmup, stage=stage, finish=finish, after_call=after_call,
+                                cancelled=cancelled, latencies_ns=buffer, repeat=repeat, duration_s=duration_s)
     finally:
         resources = sampler.stop()
     return result, resources
+
+
+# --------------------------------------------------------------------------------------------
+# latency over time
+# --------------------------------------------------------------------------------------------
+
+#: calls per window at least: the median of m calls has a standard error of about 1.25·σ/√m, so
+#: with m = 50 and a per-call spread σ of 15 % of the median (small models on a quiet CPU) two
+#: windows' medians differ by ~3.7 % (one standard error) from noise alone
+MIN_WINDOW_CALLS = 50
+MAX_WINDOWS = 10
+
+
+def latency_windows(latencies_ms: Sequence[float] | np.ndarray, wall_s: float | None = None,
+                    windows: int = MAX_WINDOWS, min_calls: int = MIN_WINDOW_CALLS) -> list[LatencyWindow]:
+    """The calls cut into up to `windows` consecutive windows of equal count (each of at least
+    `min_calls`), with the median of each: latency over time, to see throttling and drift.
+
+    `t_s` (the window's middle, in seconds since the timed loop began) is the share of the timed
+    time spent before it, scaled to the loop's wall time `wall_s`: the loop records no clock per
+    call beyond the latency itself, so as not to add work between calls.
+    """
+    arr = np.asarray(latencies_ms, dtype=np.float64)
+    count = min(int(windows), arr.size // max(int(min_calls), 1))
+    if count < 2:
+        return []
+    bounds = np.linspace(0, arr.size, count + 1).astype(int)
+    cumulative = np.concatenate([[0.0], np.cumsum(arr)])
+    total = cumulative[-1] or 1.0
+    scale = (wall_s / (total / 1e3)) if wall_s else 1.0
+    out = []
+    for a, b in zip(bounds[:-1], bounds[1:], strict=True):
+        part = arr[a:b]
+        middle = (cumulative[a] + cumulative[b]) / 2 / 1e3 * scale
+        out.append(LatencyWindow(start=int(a), count=int(b - a), median=float(np.median(part)),
+                                 mean=float(part.mean()), p90=float(np.percentile(part, 90)),
+                                 t_s=round(float(middle), 4)))
+    return out
+
+
+def latency_drift(windows: Sequence[LatencyWindow]) -> float | None:
+    """Relative change of the median from the first window to the last (+0.2 = 20 % slower)."""
+    if len(windows) < 2 or windows[0].median <= 0:
+        return None
+    return windows[-1].median / windows[0].median - 1.0
+
+
+def drift_warning(drift: float | None, windows: Sequence[LatencyWindow], tolerance: float) -> str | None:
+    """A sentence for the report when the drift exceeds the tolerance (either way), else None."""
+    if drift is None or abs(drift) <= tolerance:
+        return None
+    first, last = windows[0], windows[-1]
+    way = "slower" if drift > 0 else "faster"
+    return (f"latency drifted {drift:+.1%} over the run: the last window's median ({last.median:.4g} ms, "
+            f"calls {last.start}-{last.start + last.count - 1}) is {abs(drift):.1%} {way} than the first's "
+            f"({first.median:.4g} ms), beyond the {tolerance:.0%} tolerance — throttling or other work on the "
+            "machine; see the CPU frequency and temperature")

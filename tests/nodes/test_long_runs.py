@@ -1,0 +1,143 @@
+"""Long runs: repeat and duration_s keep timing every call past the split's size, quality stays once
+per sample, latency is cut into windows over time, and a drift beyond the tolerance is reported."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+from heiti.engine.executor import Executor
+from heiti.engine.graph import Graph
+from heiti.engine.measurements import read_measurements
+from heiti.engine.registry import Registry
+from heiti.nodes.runtimes import RUNTIME_NODES
+from heiti.nodes.runtimes.measure import (
+    LatencyBuffer,
+    LatencyForwarder,
+    drift_warning,
+    latency_drift,
+    latency_windows,
+    run_timed_loop,
+)
+
+from tests.nodes.device_helpers import make_onnx
+from tests.nodes.test_runtimes import GivenDataset, GivenModel
+from tests.nodes.tiny_models import digits_npz
+
+
+def _busy(ms: float) -> None:
+    end = time.perf_counter() + ms / 1e3
+    while time.perf_counter() < end:
+        pass
+
+
+def test_repeat_times_every_pass_and_keeps_first_pass_outputs():
+    calls = []
+    feeds = list(range(7))
+
+    def run(feed):
+        calls.append(feed)
+        return feed * 10
+
+    result = run_timed_loop(run, feeds, warmup=2, repeat=3, finish=lambda raw: raw + 1)
+    assert result.completed == 21 == result.latencies_ns.size and not result.cancelled
+    assert np.all(result.latencies_ns > 0)
+    assert result.outputs == [f * 10 + 1 for f in feeds]  # one output per sample, from the first pass
+    assert result.postprocess_ns.size == len(feeds)
+    assert calls[3:] == feeds * 3  # after the cold call and two warm-up calls: three passes in order
+
+
+def test_duration_cycles_the_split_past_its_size():
+    feeds = list(range(5))
+    seen = []
+    t = time.perf_counter()
+    result = run_timed_loop(lambda f: _busy(0.2), feeds, warmup=0, duration_s=0.3,
+                            after_call=seen.append, latencies_ns=LatencyBuffer(5, chunk=16))
+    elapsed = time.perf_counter() - t
+    assert result.completed > 3 * len(feeds)  # at ~0.2 ms a call, 0.3 s is hundreds of calls
+    assert result.latencies_ns.size == result.completed and np.all(result.latencies_ns >= 200_000)
+    assert seen == list(range(result.completed))  # after_call gets every call's index
+    assert len(result.outputs) == len(feeds)
+    assert result.wall_ns / 1e9 >= 0.3 and elapsed < 0.3 + 2.0  # stops once the time is up
+
+
+def test_duration_run_can_be_cancelled_after_the_first_pass():
+    stop = threading.Event()
+    feeds = list(range(4))
+    count = [0]
+
+    def run(feed):
+        count[0] += 1
+        if count[0] == 50:
+            stop.set()
+
+    result = run_timed_loop(run, feeds, warmup=0, duration_s=30, cancelled=stop.is_set, check_every=4)
+    assert result.cancelled and 45 < result.completed < 60
+
+
+def test_forwarder_reads_across_grown_chunks_once_each():
+    buf = LatencyBuffer(4, chunk=3)
+    got = []
+    fwd = LatencyForwarder(buf, lambda *a: got.append(a), max_points=100)
+    buf.chunks[0][:] = [1, 2, 3, 4]
+    c = buf.grow()
+    c[:2] = [5, 6]
+    fwd()
+    assert [round(v * 1e6) for _, v, _ in got] == [1, 2, 3, 4, 5, 6]
+    c[2] = 7
+    buf.grow()[0] = 8
+    fwd()
+    assert [x for _, _, x in got] == list(range(8)) and fwd.sent == 8
+    assert list(buf.values(8)) == [1, 2, 3, 4, 5, 6, 7, 8]
+
+
+def test_windows_and_drift_on_synthetic_latencies():
+    rng = np.random.default_rng(0)
+    steady = rng.normal(1.0, 0.15, size=1000)  # 15 % spread, no drift
+    windows = latency_windows(steady, wall_s=2.0)
+    assert len(windows) == 10 and sum(w.count for w in windows) == 1000
+    assert windows[0].start == 0 and windows[-1].start == 900
+    assert windows[0].t_s < windows[-1].t_s <= 2.0
+    assert drift_warning(latency_drift(windows), windows, 0.10) is None
+
+    throttled = np.concatenate([steady[:700], steady[700:] * 1.25])  # clocks drop for the last 30 %
+    windows = latency_windows(throttled, wall_s=2.0)
+    drift = latency_drift(windows)
+    assert drift == pytest.approx(windows[-1].median / windows[0].median - 1)
+    assert 0.15 < drift < 0.35
+    text = drift_warning(drift, windows, 0.10)
+    assert text is not None and f"{drift:+.1%}" in text
+    assert drift_warning(drift, windows, 0.5) is None  # a looser tolerance accepts it
+    assert latency_windows(steady[:80]) == []  # under two windows of 50 calls: no verdict
+
+
+@pytest.fixture
+def registry():
+    reg = Registry()
+    for cls in [GivenDataset, GivenModel, *RUNTIME_NODES]:
+        reg.register(cls)
+    return reg
+
+
+def test_runtime_duration_run_exceeds_the_split(registry, tmp_path):
+    data, names = digits_npz(tmp_path / "digits.npz")
+    model = make_onnx(tmp_path / "m.onnx", (1, 1, 8, 8))
+    graph = Graph.model_validate({"name": "long", "nodes": [
+        {"id": "data", "kind": "h2test.dataset", "params": {"path": str(data), "class_names": names}},
+        {"id": "m", "kind": "h2test.model", "params": {"path": str(model), "fmt": "onnx"}},
+        {"id": "ort", "kind": "runtime.onnxruntime",
+         "params": {"warmup": 1, "max_samples": 20, "duration_s": 0.4, "threads": 1, "sample_period_s": 0.05}},
+    ], "edges": [{"from": ["m", "model"], "to": ["ort", "model"]},
+                 {"from": ["data", "dataset"], "to": ["ort", "dataset"]}]})
+    result = Executor(registry, cache_dir=tmp_path / "cache").run(graph, tmp_path / "run")
+    assert result.status == "ok", result.errors
+    m = read_measurements(tmp_path / "run" / "measurements" / "ort.json").data
+    assert len(m.latencies_ms) == m.latency_ms.count > 20 * 3
+    assert m.passes == pytest.approx(len(m.latencies_ms) / 20, abs=1e-3)
+    assert np.array(m.classification.confusion_matrix).sum() == 20  # quality once per sample
+    assert m.dataset["samples"] == 20
+    assert len(m.latency_windows) >= 2 and sum(w.count for w in m.latency_windows) == len(m.latencies_ms)
+    assert m.latency_drift == pytest.approx(m.latency_windows[-1].median / m.latency_windows[0].median - 1)
+    assert m.options["duration_s"] == 0.4

@@ -79,4 +79,6 @@ def build(report: Report) -> Section | None:
                                   caption="Versions of the frameworks each runtime used."))
     intro = [Text("The runtimes ran on different machines or set-ups: one column each.", "muted")] \
         if len(machines) > 1 else []
-    return Section("environment", "Environment", [*intro, Group("", blocks, layout="columns")])
+    alone = Text("Each runtime measured alone: when nodes run in parallel (heiti run --jobs), nothing else "
+                 "runs while a runtime measures, so no other work shares the CPU during its timings.", "muted")
+    return Section("environment", "Environment", [*intro, Group("", blocks, layout="columns"), alone])

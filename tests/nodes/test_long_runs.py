@@ -141,3 +141,28 @@ def test_runtime_duration_run_exceeds_the_split(registry, tmp_path):
     assert len(m.latency_windows) >= 2 and sum(w.count for w in m.latency_windows) == len(m.latencies_ms)
     assert m.latency_drift == pytest.approx(m.latency_windows[-1].median / m.latency_windows[0].median - 1)
     assert m.options["duration_s"] == 0.4
+
+
+def test_report_shows_windows_and_warns_on_drift(tmp_path):
+    from heiti.engine.measurements import MeasurementsFile
+    from heiti.nodes.reports.render import report_from_runs
+    from heiti.nodes.reports.sections import build_sections
+
+    rng = np.random.default_rng(1)
+    steady = rng.normal(1.0, 0.1, size=600)
+    runs = tmp_path / "run" / "measurements"
+    runs.mkdir(parents=True)
+    for name, lat in (("steady", steady), ("hot", np.concatenate([steady[:300], steady[300:] * 1.3]))):
+        windows = latency_windows(lat, wall_s=1.0)
+        MeasurementsFile(node=name, runtime="onnxruntime", latencies_ms=lat.tolist(), latency_windows=windows,
+                         latency_drift=latency_drift(windows), passes=6.0,
+                         options={"drift_tolerance": 0.1}).save(runs / f"{name}.json")
+    sections = {s.id: s for s in build_sections(report_from_runs([tmp_path / "run"]), only=["drift", "sensors"])}
+    blocks = sections["drift"].blocks
+    note = next(b for b in blocks if b.kind == "note")
+    assert note.level == "warn" and len(note.items) == 1 and note.items[0].startswith("hot: +")
+    table = next(b for b in blocks if b.kind == "table")
+    verdicts = dict(zip(table.column("runtime"), table.column("verdict"), strict=True))
+    assert verdicts == {"hot": "drifted", "steady": "ok"}
+    assert any(b.kind == "figure" and b.png.startswith(b"\x89PNG") for b in blocks)
+    assert "sensors" in sections  # says what it has, or that nothing was sampled

@@ -12,8 +12,8 @@ from heiti.nodes.reports.blocks import Note, Section
 from heiti.nodes.reports.collect import Report
 
 SECTION_MODULES = [
-    "summary", "comparison", "runtimes", "classification", "detection", "latency", "resources",
-    "environment", "graph",
+    "summary", "comparison", "runtimes", "classification", "detection", "latency", "drift", "resources",
+    "sensors", "environment", "graph",
 ]
 
 

@@ -271,6 +271,8 @@ class FrameParser:
             return False
         for start in HTTP_STARTS:
             if head.startswith(start):
+                self._buf.clear()  # consumed, like every error; the caller closes the link
+                self._check_http = False
                 raise ProtocolError(ErrorCode.GARBAGE, f"an HTTP request ({start.decode().strip()} …), not a frame",
                                     fatal=True)
             if start.startswith(head):

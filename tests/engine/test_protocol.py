@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import socket
 import struct
+import threading
 import time
 import zlib
 
@@ -133,6 +134,88 @@ def test_other_protocol_version_is_refused() -> None:
     frames, errors = parse_all(FrameParser(), bytes(raw) + wire(frame_message(MsgType.PING, seq=2)))
     assert errors[0].code == ErrorCode.UNSUPPORTED_VERSION
     assert [f.seq for f in frames] == [2]
+
+
+def test_refused_version_frame_is_skipped_whole_never_parsed_as_frames() -> None:
+    """A frame of another version whose payload holds a complete valid frame: the inner frame must
+    not surface (it would be a request smuggled past the version check)."""
+    inner = wire(frame_message(MsgType.PING, seq=66))
+    raw = bytearray(wire(encode_frame(MsgType.INFER, [inner], seq=5)))
+    raw[4] = 2
+    raw[16:20] = struct.pack(">I", zlib.crc32(bytes(raw[:16])))
+    for chunk in (1, 13, 1 << 20):
+        frames, errors = parse_all(FrameParser(), bytes(raw) + wire(frame_message(MsgType.PING, seq=67)), chunk)
+        assert [(e.code, e.seq) for e in errors] == [(ErrorCode.UNSUPPORTED_VERSION, 5)]
+        assert [f.seq for f in frames] == [67]
+
+
+@pytest.mark.parametrize("start", [b"GET / HTTP/1.1\r\n", b"POST /x HTTP/1.1\r\n", b"OPTIONS * HTTP/1.1\r\n",
+                                   b"HEAD / HTTP/1.0\r\n", b"PUT /a HTTP/1.1\r\n", b"PRI * HTTP/2.0\r\n\r\nSM"])
+def test_http_request_line_is_fatal_even_byte_by_byte(start: bytes) -> None:
+    data = start + wire(frame_message(MsgType.HELLO, {"protocol": 1}, seq=1))
+    frames, errors = parse_all(FrameParser(reject_http=True), data, chunk=1)
+    assert errors and errors[0].fatal and "HTTP" in errors[0].message
+    assert not any(e.fatal for e in parse_all(FrameParser(), data)[1])  # only where asked for (TCP servers)
+    # bytes that merely begin like a method are no request
+    frames, errors = parse_all(FrameParser(reject_http=True), b"GE" + wire(frame_message(MsgType.PING, seq=2)))
+    assert [f.seq for f in frames] == [2] and not any(e.fatal for e in errors)
+
+
+def test_garbage_before_the_first_frame_is_capped() -> None:
+    noise = bytes(np.random.default_rng(1).integers(0, 256, 5000, dtype=np.uint8)).replace(MAGIC[:1], b"x")
+    frames, errors = parse_all(FrameParser(max_garbage=4096), noise, chunk=512)
+    assert errors[-1].fatal and frames == []
+    # after a valid frame, noise is skipped (and reported) without end
+    parser = FrameParser(max_garbage=4096)
+    frames, errors = parse_all(parser, wire(frame_message(MsgType.PING, seq=1)) + noise * 3, chunk=512)
+    assert [f.seq for f in frames] == [1] and errors and not any(e.fatal for e in errors)
+
+
+def test_channel_frame_deadline_counts_from_the_first_byte_not_the_last() -> None:
+    """Bytes trickling in faster than the stall timeout do not keep a frame alive past its time."""
+    a, b = socket.socketpair()
+    sender = TcpTransport(a, "a")
+    channel = Channel(TcpTransport(b, "b"), frame_timeout=0.4, min_rate=1e6)
+    try:
+        whole = wire(frame_message(MsgType.INFER, {"x": 1}, [np.zeros(100, np.float32)], seq=31))
+        stop = threading.Event()
+
+        def trickle() -> None:
+            for i in range(len(whole)):  # one byte per 0.05 s: never a 0.4 s gap
+                if stop.wait(0.05):
+                    return
+                sender.write([whole[i : i + 1]], timeout=1)
+
+        thread = threading.Thread(target=trickle, daemon=True)
+        started = time.monotonic()
+        thread.start()
+        with pytest.raises(ProtocolError) as info:
+            channel.receive(timeout=10)
+        assert info.value.code == ErrorCode.TRUNCATED and "first byte" in info.value.message
+        assert time.monotonic() - started < 0.05 + 0.4 + 0.3
+    finally:
+        stop.set()
+        thread.join(2)
+        sender.close()
+        channel.close()
+
+
+def test_channel_hard_deadline_ends_every_wait() -> None:
+    from heiti.nodes.devices.transport import LinkTimeout
+
+    a, b = socket.socketpair()
+    sender = TcpTransport(a, "a")
+    channel = Channel(TcpTransport(b, "b"), frame_timeout=5)
+    channel.hard_deadline = time.monotonic() + 0.3
+    try:
+        sender.write([MAGIC[:2]], timeout=1)  # a frame start that never goes on
+        started = time.monotonic()
+        with pytest.raises(LinkTimeout):
+            channel.receive(timeout=10)
+        assert time.monotonic() - started < 1.0
+    finally:
+        sender.close()
+        channel.close()
 
 
 def test_object_arrays_are_never_pickled() -> None:

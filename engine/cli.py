@@ -1,4 +1,4 @@
-"""The `heiti` command: run, validate, nodes, schema, report, serve, device, edit.
+"""The `heiti` command: run, validate, nodes, schema, report, serve, device, board, edit.
 
 Sub-commands that need big modules (the editor, the report renderer, the device server) are
 imported only when called, so `heiti nodes` and `heiti validate` start fast.
@@ -293,6 +293,19 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the device")
     q.add_argument("--json", action="store_true", help="machine-readable output")
     q.set_defaults(func=_lazy("heiti.nodes.devices.info:main"))
+
+    p = sub.add_parser("board", help="an emulated Arm board on this machine (qemu-user + Debian arm64), serving on 127.0.0.1")
+    board = p.add_subparsers(dest="board_command", metavar="COMMAND", required=True)
+    for name, text in (("up", "build (once, cached) and start it"), ("status", "is it built, running, what it runs"),
+                       ("down", "stop its server")):
+        q = board.add_parser(name, help=text)
+        q.add_argument("--arch", default="aarch64", choices=["aarch64"], help="board architecture")
+        q.add_argument("--dir", help="board folder (default ~/.cache/heiti/boards/ARCH or $HEITI_BOARDS/ARCH)")
+        q.add_argument("--json", action="store_true", help="machine-readable output")
+        if name == "up":
+            q.add_argument("--port", type=int, default=7080, help="TCP port of its server on 127.0.0.1")
+            q.add_argument("--rebuild", action="store_true", help="build the root file system again")
+        q.set_defaults(func=_lazy("heiti.nodes.devices.board:main"))
 
     p = sub.add_parser("edit", help="open the desktop editor")
     p.add_argument("graph", nargs="?", help="graph file to open")

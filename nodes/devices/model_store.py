@@ -253,9 +253,44 @@ def _safe_unpack(archive: Path, dest: Path, max_bytes: int) -> None:
         raise StoreError("unsafe", f"model archive holds {Path(err.filename).name!r} twice") from err
 
 
+#: a gzip-compressed archive may unpack to at most this many times its size (object files: 3-5x)
+MAX_GZIP_RATIO = 64
+
+
 def extract_flat(archive: Path, dest: Path, max_bytes: int = DEFAULT_MAX_MODEL_BYTES) -> list[Path]:
     """Unpack an archive of plain files with no folders (a TVM module's object files) into the new
-    folder `dest`, under the same checks; `dest` is removed again when anything fails."""
+    folder `dest`, under the same checks; `dest` is removed again when anything fails. TVM's
+    `export_library` writes such a .tar gzip-compressed: it is decompressed first (to at most
+    MAX_GZIP_RATIO times its size), and the checks then hold against the plain tar's real size."""
+    with open(archive, "rb") as head:
+        compressed = head.read(2) == b"\x1f\x8b"
+    if not compressed:
+        return _extract_flat(archive, dest, max_bytes)
+    plain = dest.with_name(dest.name + ".plain.tar")
+    try:
+        _gunzip(archive, plain, min(DEFAULT_MAX_MODEL_BYTES, max_bytes * MAX_GZIP_RATIO))
+        return _extract_flat(plain, dest, plain.stat().st_size)
+    finally:
+        plain.unlink(missing_ok=True)
+
+
+def _gunzip(source: Path, target: Path, limit: int) -> None:
+    import gzip
+    import zlib
+
+    written = 0
+    try:
+        with gzip.open(source, "rb") as src, open(target, "wb") as out:
+            while chunk := src.read(1 << 20):
+                written += len(chunk)
+                if written > limit:
+                    raise StoreError("too_large", f"model archive decompresses to more than {limit} bytes")
+                out.write(chunk)
+    except (OSError, EOFError, zlib.error) as err:
+        raise StoreError("unsafe", f"not a readable gzip archive: {err}") from err
+
+
+def _extract_flat(archive: Path, dest: Path, max_bytes: int) -> list[Path]:
     dest.mkdir()
     try:
         with tarfile.open(archive, "r:") as tar:

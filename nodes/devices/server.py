@@ -165,6 +165,8 @@ class DeviceServer:
             "system": platform.system(), "machine": platform.machine(), "python": platform.python_version(),
             "cpu_count": os.cpu_count(), "mem_total_mb": round(vm.total / 2**20), "runtimes": available_runtimes(),
             "max_payload": self.max_payload, "stats_period": self.sampler.period, "time": time.monotonic(),
+            # set by `heiti board` (nodes/devices/board.py): this "device" is an emulator on the host
+            **({"emulated": True, "emulator": os.environ["HEITI_EMULATOR"]} if os.environ.get("HEITI_EMULATOR") else {}),
         }
 
     # --- serving ----------------------------------------------------------------------------------

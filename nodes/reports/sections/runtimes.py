@@ -31,7 +31,8 @@ def summary_items(entry: Entry) -> list[tuple[str, str]]:
     t = d.target
     target = f"{t.kind} {t.address}".strip()
     cpu = t.device.get("cpu") or t.device.get("cpu_model") or t.device.get("machine")
-    items.append(("target", target + (f" — {cpu}" if cpu else "")))
+    emulated = f", emulated ({t.device.get('emulator') or 'emulator'})" if t.device.get("emulated") else ""
+    items.append(("target", target + (f" — {cpu}" if cpu else "") + emulated))
     if d.dataset:
         items.append(("dataset", ", ".join(f"{k} {_scalar(v)}" for k, v in d.dataset.items()
                                            if v not in (None, "", []) and k != "class_names")))
@@ -58,6 +59,9 @@ def build(report: Report) -> Section | None:
     groups = []
     for entry in report.entries:
         blocks: list = [KeyValues(summary_items(entry))]
+        if entry.data.target.device.get("emulated"):
+            blocks.append(Note(f"Measured on an emulated {entry.data.target.device.get('machine') or 'device'}: "
+                               "the timings compare runtimes on that board, not its real speed.", "warn"))
         if entry.data.warnings:
             blocks.append(Note("Warnings from the run:", "warn", list(entry.data.warnings)))
         if entry.missing:

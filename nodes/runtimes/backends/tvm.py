@@ -38,8 +38,10 @@ class TVMSession(BaseSession):
         threads = int(options.get("threads", 0) or 0)
         if threads:
             os.environ.setdefault("TVM_NUM_THREADS", str(threads))
+        # tvm.runtime.vm.VirtualMachine is relax.VirtualMachine, and also works with TVM's
+        # runtime-only library (TVM_USE_RUNTIME_LIB=1, as on an emulated board)
         import tvm
-        from tvm import relax
+        from tvm.runtime.vm import VirtualMachine
 
         if threads:
             configure = tvm.get_global_func("runtime.config_threadpool", allow_missing=True)
@@ -47,7 +49,7 @@ class TVMSession(BaseSession):
                 configure(1, threads)  # mode 1 ("big" cores) = every core on a homogeneous CPU
         self._dev = tvm.cpu(0)
         self._lib = tvm.runtime.load_module(str(path))
-        self._vm = relax.VirtualMachine(self._lib, self._dev)
+        self._vm = VirtualMachine(self._lib, self._dev)
         self._main = self._vm[str(options.get("entry", "main"))]
         self._tensor = tvm.runtime.tensor
         self.inputs = [dict(d) for d in options.get("inputs") or []]

@@ -307,6 +307,14 @@ def build_parser() -> argparse.ArgumentParser:
             q.add_argument("--rebuild", action="store_true", help="build the root file system again")
         q.set_defaults(func=_lazy("heiti.nodes.devices.board:main"))
 
+    p = sub.add_parser("monitor", help="watch a device's CPU, memory, temperature and frequency live")
+    p.add_argument("address", help="local, tcp://HOST:PORT or serial:PORT@BAUD (a device running `heiti serve`)")
+    p.add_argument("--seconds", type=float, help="stop after this many seconds (default: until Ctrl-C)")
+    p.add_argument("--period", type=float, default=0.5, help="sampling period for local (a device uses its own)")
+    p.add_argument("--token", help="the device's token (default: $HEITI_TOKEN)")
+    p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the device")
+    p.set_defaults(func=_lazy("heiti.nodes.devices.monitor:main"))
+
     p = sub.add_parser("edit", help="open the desktop editor")
     p.add_argument("graph", nargs="?", help="graph file to open")
     p.set_defaults(func=_lazy("heiti.app.main:main"))

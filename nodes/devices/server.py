@@ -1,6 +1,7 @@
 """`heiti serve`: run on a device, serve its runtimes to a host over TCP or a serial line.
 
-One loop per link reads frames, answers each request, and streams STATS while a model is loaded.
+One loop per link reads frames, answers each request, and streams STATS while a model is loaded
+(or, for a link whose HELLO asked `"monitor": true`, all the time: `heiti monitor`).
 A bad frame (garbage, bad CRC, oversize, truncated) gets an ERROR reply and the parser
 resynchronises on the next frame start; a client that vanishes only ends its own link. Inference
 is serialised across links so that two hosts never disturb each other's measurements.
@@ -254,6 +255,7 @@ class _Link:
         self.session: Any = None
         self.steps: tuple[Any, Any, Any, Any] = (None, None, None, None)
         self.loading = False
+        self.monitor = False  # HELLO asked for STATS while idle (heiti monitor)
         self._stats_sent = 0
         self._last_garbage_reply = 0.0
         self._errors = _Bucket(ERROR_RATE, ERROR_BURST)
@@ -265,6 +267,7 @@ class _Link:
     def _set_greeted(self, greeted: bool) -> None:
         """Before HELLO a link has a small frame limit and a total time to say it (TCP)."""
         self.greeted = greeted
+        self.monitor = self.monitor and greeted
         self.authenticated = greeted and self.server.token is not None
         self.channel.parser.max_payload = self.server.max_payload if greeted else PRE_HELLO_MAX_PAYLOAD
         if greeted or self.stream:
@@ -356,7 +359,7 @@ class _Link:
 
     def _send_stats(self) -> None:
         sampler = self.server.sampler
-        if (self.session is None and not self.loading) or sampler.count == self._stats_sent or sampler.latest is None:
+        if (self.session is None and not self.loading and not self.monitor) or sampler.count == self._stats_sent or sampler.latest is None:
             return
         self._stats_sent = sampler.count
         try:
@@ -365,6 +368,7 @@ class _Link:
             if not self.stream:
                 raise
             _say(f"{self.name}: nobody reads the line; stopping the session's stats")
+            self.monitor = False
             self._close_session()
 
     # --- requests -----------------------------------------------------------------------------------
@@ -408,7 +412,8 @@ class _Link:
             self._error(msg.seq, ErrorCode.UNSUPPORTED_VERSION, f"client speaks protocol {version}, device {VERSION}")
             return True
         self._set_greeted(True)
-        self._reply(msg, MsgType.HELLO, self.server.device_info())
+        self.monitor = msg.fields.get("monitor") is True
+        self._reply(msg, MsgType.HELLO, {**self.server.device_info(), "monitor": self.monitor})
         return True
 
     def _upload(self, msg: Message) -> None:

@@ -178,8 +178,12 @@ class DeviceServer:
         self.ready.set()
         _say(f"listening on tcp {self.address[0]}:{self.address[1]}")
         try:
+            swept = time.monotonic()
             while not self.stopped.is_set():
                 ready, _, _ = select.select([listener], [], [], 0.2)
+                if time.monotonic() - swept > min(60.0, self.store.partial_ttl / 2):
+                    swept = time.monotonic()
+                    self._expire_partials()
                 if not ready:
                     continue
                 try:
@@ -200,6 +204,15 @@ class DeviceServer:
                 threading.Thread(target=link.run, name=f"link {peer}", daemon=True).start()
         finally:
             listener.close()
+
+    def _expire_partials(self) -> None:
+        try:
+            gone = self.store.expire_partials()
+        except OSError as err:
+            _say(f"cleaning up unfinished uploads failed: {err}", kind="cleanup")
+            return
+        if gone:
+            _say(f"removed {len(gone)} unfinished upload(s) untouched for {self.store.partial_ttl:g}s", kind="expired")
 
     def _evict_a_stranger(self) -> None:
         """All places are taken: the oldest link still without a HELLO makes room (a real client
@@ -298,6 +311,7 @@ class _Link:
             self.channel.close()
             with self.server._links_lock:
                 self.server._links.discard(self)
+            self.server._expire_partials()  # a dropped upload's bytes go once their time is up
 
     def _loop(self) -> None:
         period = self.server.sampler.period

@@ -490,8 +490,8 @@ class KerasRun(RuntimeNode):
     colours = {"keras": "#e0533d"}
 
 
-#: the built-in runtime kinds (plug-ins add theirs by registering a RuntimeNode subclass)
-RUNTIME_NODES: list[type[RuntimeNode]] = [OnnxRuntimeRun, LiteRTRun, TVMRun, OpenVINORun, TorchRun, KerasRun]
+#: the built-in runtime kinds, as defined above (plug-ins add theirs by registering a RuntimeNode subclass)
+RUNTIME_NODES: list[type[RuntimeNode]] = [cls for cls in RuntimeNode.__subclasses__() if cls.__module__ == __name__]
 
 
 def runtime_classes(registry: Any = None) -> dict[str, type[RuntimeNode]]:

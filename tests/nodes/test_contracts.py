@@ -97,3 +97,26 @@ def test_step_meta_appends_the_step_and_drops_step_times(tmp_path):
     assert meta.compile_seconds() == 0.25
     assert ModelMeta(pipeline=meta.pipeline).compile_seconds() == pytest.approx(1.25)
     assert upstream.meta.convert_time_s == 2.0  # the upstream artifact is not changed
+
+
+def test_run_info_holds_ancestors_outcomes_only_and_its_key_ignores_cache_hits():
+    from heiti.engine.payloads import RunInfo
+
+    edges = [("data", "model"), ("model", "rt1"), ("model", "rt2"), ("rt1", "report"), ("rt2", "report"),
+             ("data", "other")]
+    kinds = {"data": "dataset.digits", "model": "model.x", "rt1": "runtime.a", "rt2": "runtime.b",
+             "report": "report.html", "other": "runtime.c"}
+    order = ["data", "model", "other", "rt1", "rt2", "report"]
+
+    def info(states, errors=None, name="g"):
+        return RunInfo.upstream_of("report", name, order, kinds, edges, states, errors or {})
+
+    ran = info({"data": "done", "model": "done", "other": "failed", "rt1": "done", "rt2": "failed"},
+               {"other": "boom", "rt2": "no such op"})
+    assert ran.states == {"data": "done", "model": "done", "rt1": "done", "rt2": "failed"}  # not "other"
+    assert ran.messages == {"rt2": "no such op"} and ran.nodes[2] == {"id": "other", "kind": "runtime.c"}
+    cached = info({"data": "cached", "model": "cached", "other": "failed", "rt1": "cached", "rt2": "failed"},
+                  {"other": "another failure", "rt2": "no such op"})
+    assert cached.key() == ran.key()
+    assert info(cached.states, cached.messages, name="renamed").key() != ran.key()
+    assert info({**cached.states, "rt2": "done"}).key() != ran.key()

@@ -79,7 +79,8 @@ class RayLauncher:
         self.running: dict[str, Handle] = {}
         self.cancelled = False
 
-    def start(self, job: dict[str, Any], resources: dict[str, float] | None = None) -> Handle:
+    def start(self, job: dict[str, Any], resources: dict[str, float] | None = None,
+              prefer: set[str] | None = None) -> Handle:
         job = dict(job, env={k: v for k, v in job["env"].items() if k.startswith(("HEITI_", "TF_"))})
         options: dict[str, Any] = {"num_cpus": 1, "max_retries": 0}
         if resources:

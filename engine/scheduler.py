@@ -1,4 +1,4 @@
-"""The parallel path of the executor: independent nodes at the same time, each in a worker.
+"""The parallel path of the executor: independent nodes at the same time, in worker processes.
 
 Rules: a node starts once all its upstream nodes are over; at most `jobs` run at once; cache hits
 are restored here in the parent (no worker needed); a node that declares `exclusive` (the runtimes,
@@ -39,7 +39,8 @@ def make_launcher(executor: Executor) -> Any:
         from heiti.engine.ray_launcher import RayLauncher
 
         return RayLauncher(executor.bus, executor.ray_address, jobs=executor.jobs)
-    return ProcessLauncher(executor.bus, preload=[cls.__module__ for cls in executor.registry.classes()])
+    return ProcessLauncher(executor.bus, preload=[cls.__module__ for cls in executor.registry.classes()],
+                           size=executor.jobs)
 
 
 def run_parallel(executor: Executor, graph: Graph, checked: ValidationResult, out_dir: Path,
@@ -113,16 +114,19 @@ def _start_ready(executor: Executor, graph: Graph, checked: ValidationResult, ou
         if len(running) >= jobs:
             waiting.append(node_id)
             continue
-        _launch(executor, launcher, node_id, prepared[node_id], out_dir, t0, running, result, exclusive=False)
+        _launch(executor, launcher, node_id, prepared[node_id], out_dir, t0, running, result, exclusive=False,
+                upstream=upstream[node_id])
     if ready_exclusive and not running:  # every ready non-exclusive node would be running now
         node_id = ready_exclusive[0]
-        _launch(executor, launcher, node_id, prepared[node_id], out_dir, t0, running, result, exclusive=True)
+        _launch(executor, launcher, node_id, prepared[node_id], out_dir, t0, running, result, exclusive=True,
+                upstream=upstream[node_id])
         waiting.remove(node_id)
     return waiting
 
 
 def _launch(executor: Executor, launcher: Any, node_id: str, prep: Any, out_dir: Path, t0: float,
-            running: dict[str, tuple[Handle, Any, bool]], result: RunResult, exclusive: bool) -> None:
+            running: dict[str, tuple[Handle, Any, bool]], result: RunResult, exclusive: bool,
+            upstream: set[str]) -> None:
     from heiti.engine.cache import clear_folder
 
     cls, node, inputs, key, workdir = prep
@@ -130,7 +134,8 @@ def _launch(executor: Executor, launcher: Any, node_id: str, prep: Any, out_dir:
     executor.bus.emit(NodeStarted(node=node_id, kind=cls.kind, key=key))
     try:
         job = make_job(node_id, cls, node.params, inputs, workdir, out_dir, t0)
-        handle = launcher.start(job, resources=dict(getattr(node.params, "ray_resources", None) or {}))
+        handle = launcher.start(job, resources=dict(getattr(node.params, "ray_resources", None) or {}),
+                                prefer=upstream)
     except Exception as err:  # noqa: BLE001 - this node cannot run elsewhere; the others go on
         executor._failed(node_id, result, type(err).__name__, str(err))
         return

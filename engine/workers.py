@@ -8,8 +8,11 @@ unpickled from a node: only JSON crosses. One pipe per child (not a shared queue
 killed in the middle of a write cannot block its siblings, and the pipe's end-of-file tells the
 parent the child is gone.
 
-Children come from a fork server: a fresh interpreter that has imported Heiti and the node modules
-but no framework, so each start is a cheap fork that never copies a TensorFlow or torch state.
+Workers come from a fork server: a fresh interpreter that has imported Heiti and the node modules
+but no framework, so each start is a cheap fork that never copies a TensorFlow or torch state. A
+worker runs one node at a time and may then run another (preferably a descendant of one it ran, so
+the framework it imported serves again); a crash fails only the node it was running, and a worker
+grown past WORKER_RSS_LIMIT is retired after its node, which gives its memory back.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any
 
+import psutil
 from heiti.engine.context import Cancelled, RunContext
 from heiti.engine.events import Event, EventBus, event_from_dict
 from heiti.engine.node import Node, NodeError
@@ -37,6 +41,8 @@ from heiti.engine.payloads import Payload
 START_METHOD = "forkserver"
 #: seconds a cancelled worker gets to stop by itself before it is terminated
 CANCEL_GRACE_S = 5.0
+#: a worker that holds more than this after a node is retired (its memory goes back to the system)
+WORKER_RSS_LIMIT = 1536 * 2**20
 _ENV_SKIP = ("PWD", "OLDPWD", "SHLVL", "_")
 
 
@@ -149,8 +155,8 @@ def execute_job(job: dict[str, Any], send: Callable[[dict[str, Any]], None],
                 "traceback": tb}
 
 
-def worker_main(job_text: str, conn: Connection, cancel_event: Any) -> None:
-    """Entry point of a worker process: one node, then exit (its memory goes back to the system)."""
+def worker_main(conn: Connection, cancel_event: Any) -> None:
+    """Entry point of a worker process: runs the jobs it is sent, one at a time, until the pipe closes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the parent decides
     lock = threading.Lock()  # resource samplers emit metrics from their own threads
 
@@ -160,7 +166,12 @@ def worker_main(job_text: str, conn: Connection, cancel_event: Any) -> None:
             conn.send_bytes(data)
 
     try:
-        send(execute_job(json.loads(job_text), send, cancel_event.is_set))
+        while True:
+            try:
+                job_text = conn.recv_bytes()
+            except (EOFError, OSError):
+                return
+            send(execute_job(json.loads(job_text), send, cancel_event.is_set))
     finally:
         conn.close()
 
@@ -173,9 +184,20 @@ class Handle:
     node_id: str
     started: float = field(default_factory=time.perf_counter)
     result: dict[str, Any] | None = None
-    process: Any = None
-    conn: Connection | None = None
+    worker: Worker | None = None
     ref: Any = None  # a Ray object ref
+
+
+@dataclass
+class Worker:
+    """One worker process and what it ran (a node's heirs prefer the worker that made their inputs:
+    the framework it imported is still there)."""
+
+    process: Any
+    conn: Connection
+    ran: set[str] = field(default_factory=set)
+    handle: Handle | None = None
+    last_used: float = 0.0
 
 
 def _signal_name(code: int) -> str:
@@ -210,30 +232,69 @@ def _context(preload: list[str]) -> Any:
 
 
 class ProcessLauncher:
-    """Starts nodes in worker processes and relays their events to `bus`."""
+    """Runs nodes in up to `size` worker processes and relays their events to `bus`.
 
-    def __init__(self, bus: EventBus, preload: list[str] | None = None) -> None:
+    A worker runs one node at a time and may run several in turn, so a framework imported for one
+    node serves the next (a node prefers the worker that ran one of its upstream nodes). A worker
+    that dies (segfault, OOM kill) fails only the node it was running; one that grew past
+    `rss_limit` after a node is retired, which gives its memory back.
+    """
+
+    def __init__(self, bus: EventBus, preload: list[str] | None = None, size: int = 2,
+                 rss_limit: int | None = None) -> None:
         self.bus = bus
         self.ctx = _context(preload or [])
         self.cancel_event = self.ctx.Event()
+        self.size = max(1, size)
+        self.rss_limit = WORKER_RSS_LIMIT if rss_limit is None else rss_limit
+        self.workers: list[Worker] = []
         self.running: dict[str, Handle] = {}
 
-    def start(self, job: dict[str, Any], resources: dict[str, float] | None = None) -> Handle:
-        """Start the job's node in a new worker (`resources` are for Ray; a local worker needs none)."""
-        reader, writer = self.ctx.Pipe(duplex=False)
-        process = self.ctx.Process(target=worker_main, args=(json.dumps(job), writer, self.cancel_event),
-                                   name=f"heiti-{job['node']}", daemon=True)
+    def _spawn(self) -> Worker:
+        parent_end, child_end = self.ctx.Pipe(duplex=True)
+        process = self.ctx.Process(target=worker_main, args=(child_end, self.cancel_event),
+                                   name="heiti-worker", daemon=True)
         process.start()
-        writer.close()  # the child holds the only writer: its exit is our end-of-file
-        handle = Handle(job["node"], process=process, conn=reader)
+        child_end.close()  # the child holds the only other end: its exit is our end-of-file
+        worker = Worker(process, parent_end)
+        self.workers.append(worker)
+        return worker
+
+    def _retire(self, worker: Worker) -> None:
+        self.workers.remove(worker)
+        worker.conn.close()  # the worker's loop ends on end-of-file
+        worker.process.join(timeout=5)
+        if worker.process.is_alive():
+            worker.process.kill()
+
+    def _pick(self, prefer: set[str]) -> Worker:
+        idle = [w for w in self.workers if w.handle is None]
+        for worker in sorted(idle, key=lambda w: -len(w.ran & prefer)):
+            if worker.ran & prefer:
+                return worker
+        if len(self.workers) < self.size or not idle:
+            return self._spawn()
+        return min(idle, key=lambda w: w.last_used)
+
+    def start(self, job: dict[str, Any], resources: dict[str, float] | None = None,
+              prefer: set[str] | None = None) -> Handle:
+        """Start the job's node in a worker (`resources` are for Ray; a local worker needs none)."""
+        worker = self._pick(prefer or set())
+        handle = Handle(job["node"], worker=worker)
+        worker.handle = handle
+        worker.ran.add(job["node"])
         self.running[handle.node_id] = handle
+        try:
+            worker.conn.send_bytes(json.dumps(job).encode())
+        except OSError:
+            pass  # the worker died since its last node: poll() sees the end-of-file
         return handle
 
     def poll(self, timeout: float) -> list[Handle]:
         """Relay what arrived within `timeout`; return the handles that finished."""
         if not self.running:
             return []
-        by_conn = {h.conn: h for h in self.running.values()}
+        by_conn = {h.worker.conn: h for h in self.running.values() if h.worker is not None}
         done: list[Handle] = []
         for conn in wait(list(by_conn), timeout):
             handle = by_conn[conn]  # type: ignore[index]
@@ -241,48 +302,68 @@ class ProcessLauncher:
                 try:
                     message = json.loads(conn.recv_bytes())  # type: ignore[union-attr]
                 except (EOFError, OSError):
-                    self._reap(handle)
+                    self._died(handle)
                     done.append(handle)
                     break
                 if "event" in message:
                     self.bus.emit(_event(message["event"]))
-                else:
-                    handle.result = message
-                if not conn.poll():  # type: ignore[union-attr]
-                    break
+                    if not conn.poll():  # type: ignore[union-attr]
+                        break
+                    continue
+                handle.result = message
+                self._released(handle)
+                done.append(handle)
+                break
         return done
 
-    def _reap(self, handle: Handle) -> None:
-        handle.process.join(timeout=10)
+    def _released(self, handle: Handle) -> None:
+        worker = handle.worker
+        self.running.pop(handle.node_id, None)
+        if worker is None:
+            return
+        worker.handle, worker.last_used = None, time.monotonic()
+        try:
+            rss = psutil.Process(worker.process.pid).memory_info().rss
+        except psutil.Error:
+            rss = 0
+        if rss > self.rss_limit:
+            self._retire(worker)
+
+    def _died(self, handle: Handle) -> None:
+        worker = handle.worker
+        assert worker is not None
+        worker.process.join(timeout=10)
         if handle.result is None:
             if self.cancel_event.is_set():
                 handle.result = {"result": "cancelled"}
             else:
                 handle.result = {"result": "failed", "error_type": "WorkerDied",
-                                 "message": describe_exit(handle.process.exitcode), "traceback": ""}
-        handle.conn.close()  # type: ignore[union-attr]
+                                 "message": describe_exit(worker.process.exitcode), "traceback": ""}
+        worker.conn.close()
+        if worker in self.workers:
+            self.workers.remove(worker)
         self.running.pop(handle.node_id, None)
 
     def cancel(self) -> None:
         self.cancel_event.set()
 
     def terminate(self) -> None:
-        """Stop every worker now (SIGTERM, then SIGKILL for those that ignore it)."""
-        for handle in self.running.values():
-            if handle.process.is_alive():
-                handle.process.terminate()
+        """Stop the busy workers now (SIGTERM, then SIGKILL for those that ignore it)."""
+        busy = [h.worker for h in self.running.values() if h.worker is not None]
+        for worker in busy:
+            if worker.process.is_alive():
+                worker.process.terminate()
         deadline = time.monotonic() + 2.0
-        for handle in self.running.values():
-            handle.process.join(timeout=max(0.0, deadline - time.monotonic()))
-            if handle.process.is_alive():
-                handle.process.kill()
+        for worker in busy:
+            worker.process.join(timeout=max(0.0, deadline - time.monotonic()))
+            if worker.process.is_alive():
+                worker.process.kill()
 
     def close(self) -> None:
+        """End every worker: busy ones are terminated, idle ones leave on end-of-file."""
         self.terminate()
-        for handle in list(self.running.values()):
-            handle.process.join(timeout=2)
-            if handle.conn is not None:
-                handle.conn.close()
+        for worker in list(self.workers):
+            self._retire(worker)
         self.running.clear()
 
 

@@ -32,7 +32,7 @@ def _overlap(a, b):
 def _pair(delay=0.8):
     g = Graph(name="pair")
     g.add_node("ptest.stamp", "s1", {"delay": delay})
-    g.add_node("ptest.stamp", "s2", {"delay": delay})
+    g.add_node("ptest.stamp", "s2", {"delay": delay + 0.01})  # another cache key
     return g
 
 
@@ -80,6 +80,20 @@ def test_a_segfault_fails_only_its_node(preg, tmp_path):
     assert result.exit_code == 2
 
 
+def test_workers_are_reused_by_descendants_and_replaced_after_a_crash(preg, tmp_path):
+    g = Graph(name="chain")
+    g.add_node("ptest.stamp", "first", {"delay": 0.0})
+    g.add_node("ptest.stamp", "second", {"delay": 0.0})
+    g.add_node("ptest.segfault", "crash")
+    g.connect(("first", "out"), ("second", "x"))
+    g.add_node("ptest.stamp", "later", {"delay": 0.0})
+    g.connect(("second", "out"), ("later", "x"))
+    result = _run(preg, g, tmp_path, "r", jobs=2, use_cache=False)
+    assert result.states == {"first": "done", "second": "done", "crash": "failed", "later": "done"}
+    pids = {n: result.outputs[n]["out"].value[2] for n in ("first", "second", "later")}
+    assert pids["first"] == pids["second"] == pids["later"]  # the chain stayed in its worker
+
+
 def test_worker_events_reach_events_jsonl_and_the_cache_serves_a_rerun(preg, tmp_path):
     events = []
     result = _run(preg, _pair(0.1), tmp_path, "r1", jobs=2, events=events)
@@ -119,3 +133,16 @@ def test_cancel_stops_workers_cooperatively_then_by_force(preg, tmp_path, monkey
     assert time.monotonic() - t < 20  # the stubborn node sleeps 60 s: it was terminated
     assert result.status == "cancelled" and result.exit_code == 130
     assert result.states == {"polite": "cancelled", "stubborn": "cancelled", "after": "cancelled"}
+
+
+def test_a_worker_grown_past_its_memory_limit_is_retired(preg, tmp_path, monkeypatch):
+    import heiti.engine.workers as workers
+
+    monkeypatch.setattr(workers, "WORKER_RSS_LIMIT", 1)  # every worker is "too big" after its node
+    g = Graph(name="chain")
+    g.add_node("ptest.stamp", "first", {"delay": 0.0})
+    g.add_node("ptest.stamp", "second", {"delay": 0.0})
+    g.connect(("first", "out"), ("second", "x"))
+    result = _run(preg, g, tmp_path, "r", jobs=2, use_cache=False)
+    assert result.status == "ok"
+    assert result.outputs["first"]["out"].value[2] != result.outputs["second"]["out"].value[2]

@@ -1,0 +1,77 @@
+"""Keras MobileNetV2 → ONNX → ONNX Runtime (200 inferences) → report, as one `heiti run`.
+
+The issue's comparison flow (issue 14): Kenning 0.8.2 did the same work here in 26.9 s with a
+1.4 GB peak; the goal is ≤ 13.4 s with the `heiti` process itself ≤ 0.6 GB (frameworks live in the
+worker processes). Built offline: MobileNetV2 with weights=None (random weights, no download),
+saved as .keras, and 200 random 224×224×3 images in an .npz, both made in a separate process
+before the clock starts. Timed: `heiti run --jobs N --no-cache` from start to exit; the heiti
+process's peak RSS is sampled every 50 ms.
+
+    .venv/bin/python bench/keras_mobilenet_flow.py [--jobs 2] [--inferences 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+
+from parallel import load, timed_run  # noqa: E402
+
+BUILD = """
+import sys, numpy as np, keras
+folder = sys.argv[1]; n = int(sys.argv[2])
+keras.applications.MobileNetV2(weights=None, input_shape=(224, 224, 3), classes=1000).save(folder + "/mobilenet_v2.keras")
+np.savez(folder + "/images.npz", x=np.random.default_rng(0).random((n, 224, 224, 3), dtype=np.float32))
+"""
+
+
+def graph(folder: Path, inferences: int) -> dict:
+    return {
+        "format": "heiti-graph", "version": 1, "name": "keras mobilenetv2 to onnxruntime",
+        "nodes": [
+            {"id": "model", "kind": "model.file", "params": {"path": str(folder / "mobilenet_v2.keras"), "task": "none"}},
+            {"id": "to_onnx", "kind": "convert.keras_to_onnx", "params": {}},
+            {"id": "images", "kind": "dataset.npz", "params": {"path": str(folder / "images.npz"), "layout": "NHWC"}},
+            {"id": "run_ort", "kind": "runtime.onnxruntime", "params": {"max_samples": inferences}},
+            {"id": "report", "kind": "report.html", "params": {"title": "MobileNetV2 on ONNX Runtime"}},
+        ],
+        "edges": [
+            {"from": ["model", "model"], "to": ["to_onnx", "model"]},
+            {"from": ["to_onnx", "model"], "to": ["run_ort", "model"]},
+            {"from": ["images", "dataset"], "to": ["run_ort", "dataset"]},
+            {"from": ["run_ort", "measurements"], "to": ["report", "measurements"]},
+        ],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--inferences", type=int, default=200)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="heiti-bench-mobilenet-") as tmp:
+        folder = Path(tmp)
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+        subprocess.run([str(ROOT / ".venv" / "bin" / "python"), "-c", BUILD, str(folder), str(args.inferences)],
+                       check=True, env=env)
+        path = folder / "flow.json"
+        path.write_text(json.dumps(graph(folder, args.inferences)))
+        print(f"model and images built; {os.cpu_count()} cores; {load()}", flush=True)
+        seconds, peak_mb, code = timed_run(path, folder / "run", ["--jobs", str(args.jobs), "--no-cache"])
+        print(f"heiti run --jobs {args.jobs}: {seconds:.2f} s (goal <= 13.4 s; Kenning 26.9 s → "
+              f"{seconds / 26.9:.2f}×), heiti process peak {peak_mb:.0f} MB (goal <= 600), exit {code}   ({load()})")
+        status = folder / "run" / "events.jsonl"
+        if code != 0 and status.exists():
+            print(status.read_text()[-2000:])
+
+
+if __name__ == "__main__":
+    main()

@@ -7,8 +7,10 @@ Unknown keys are refused and every number is bounded; what the host's runtime no
 
 from __future__ import annotations
 
+import json
 import math
 import os
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -154,3 +156,25 @@ def validate_options(runtime: str, options: Any) -> dict[str, Any]:
         if key in options:
             out[key] = options[key]
     return out
+
+
+def with_model_meta(runtime: str, model: Path, options: dict[str, Any]) -> dict[str, Any]:
+    """For torch, the architecture may come from the upload's sidecar (`model.json` beside
+    `model.pt`) rather than from the request: it is checked by the same schema and passed on
+    explicitly, so the backend never builds from an unchecked file."""
+    meta = options.get("meta") or {}
+    if runtime != "torch" or model.suffix == ".pt2" or "arch" in meta:
+        return options
+    sidecar = model.with_suffix(".json")
+    if not sidecar.is_file():
+        return options
+    if sidecar.stat().st_size > 1 << 20:
+        raise ValueError(f"{sidecar.name} is over 1 MiB: not a model description")
+    try:
+        described = json.loads(sidecar.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{sidecar.name} is not JSON: {err}") from None
+    if not isinstance(described, dict):
+        raise ValueError(f"{sidecar.name} is not a JSON object")
+    checked = validate_options(runtime, {"meta": described})
+    return {**options, "meta": checked["meta"]}

@@ -462,7 +462,7 @@ class _Link:
             self.channel.send(MsgType.ERROR, fields, seq=msg.seq, reply=True, timeout=self.server.write_timeout)
 
     def _load(self, msg: Message) -> None:
-        from heiti.nodes.devices.load_options import validate_options
+        from heiti.nodes.devices.load_options import validate_options, with_model_meta
         from heiti.nodes.runtimes.backends import BackendUnavailable, available_runtimes, open_session
 
         self._close_session()
@@ -486,6 +486,11 @@ class _Link:
             path = self.server.store.entry_path(ModelStore.check_sha(f.get("sha256")), f.get("entry"))
         except StoreError as err:
             self._error(msg.seq, _STORE_CODES.get(err.kind, ErrorCode.BAD_REQUEST), str(err))
+            return
+        try:
+            options = with_model_meta(runtime, path, options)
+        except ValueError as err:
+            self._error(msg.seq, ErrorCode.BAD_REQUEST, str(err))
             return
         if runtime not in available_runtimes():
             self._error(msg.seq, ErrorCode.RUNTIME_UNAVAILABLE,

@@ -482,6 +482,35 @@ def test_load_options_are_checked_by_a_schema(tmp_path: Path, runtime: str, opti
         running.stop()
 
 
+def test_a_torch_sidecar_in_the_upload_is_checked_like_the_options(server: ServerThread, tmp_path: Path) -> None:
+    """LOAD with no arch in its meta makes torch read `model.json` beside the weights: an uploaded
+    sidecar must not smuggle in the architecture the options schema refuses."""
+    import io
+    import json
+
+    archive = tmp_path / "m.tar"
+    with tarfile.open(archive, "w") as tar:
+        for name, body in [("m/model.pt", b"not weights"), ("m/model.json", json.dumps(
+                {"arch": "cnn", "arch_config": {"input_shape": [1, 8, 8], "num_classes": 250_000_000}}).encode())]:
+            info = tarfile.TarInfo(name)
+            info.size = len(body)
+            tar.addfile(info, io.BytesIO(body))
+    data = archive.read_bytes()
+    sha = hashlib.sha256(data).hexdigest()
+    channel = raw_channel(server.address)
+    try:
+        hello(channel, seq=1)
+        next_reply(channel)
+        assert _upload(channel, 2, sha, len(data), "m.tar", data, packing="tar").fields["complete"] is True
+        channel.send(MsgType.LOAD, {"sha256": sha, "entry": "m/model.pt", "runtime": "torch",
+                                    "options": {"meta": {"task": "classification"}}}, seq=3)
+        reply = next_reply(channel, timeout=10)
+        assert reply.type == MsgType.ERROR and reply.fields["code"] == ErrorCode.BAD_REQUEST
+        assert "num_classes" in reply.fields["message"]
+    finally:
+        channel.close()
+
+
 @pytest.mark.heavy  # imports TVM to try the (junk) library: ~25 s on a loaded 2-core machine
 def test_native_code_needs_a_token_or_allow_native(tmp_path: Path) -> None:
     junk = b"\x7fELF not really a library"

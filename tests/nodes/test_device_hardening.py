@@ -274,8 +274,8 @@ def test_error_replies_are_rate_limited_and_endless_bad_frames_close_the_link(se
 
 
 def test_error_replies_cannot_swamp_a_serial_line(tmp_path: Path) -> None:
-    """Over 921600 baud, 32 KiB of bad frame starts once queued replies that took ~15 s to send;
-    the next real request must be answered right after the noise has passed."""
+    """Over 921600 baud, 128 KiB of bad frame starts once queued ~6,500 replies (~8 s of line time)
+    ahead of the next request; it must be answered right after the noise has passed."""
     baud = 921600
     with VirtualSerialLink() as link:
         device = DeviceServer(tmp_path / "device", frame_timeout=0.5, stats_period=0.2)
@@ -286,8 +286,8 @@ def test_error_replies_cannot_swamp_a_serial_line(tmp_path: Path) -> None:
             try:
                 hello(channel, seq=1)
                 assert next_reply(channel, timeout=5).type == MsgType.HELLO
-                junk = (MAGIC + bytes(16)) * (32 * 1024 // 20)
-                channel.transport.write([junk], timeout=10)  # paced: ~0.36 s on the line
+                junk = (MAGIC + bytes(16)) * (128 * 1024 // 20)
+                channel.transport.write([junk], timeout=10)  # paced: ~1.4 s on the line
                 channel.send(MsgType.PING, seq=2)
                 sent = time.monotonic()
                 while True:

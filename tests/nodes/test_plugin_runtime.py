@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 from heiti.engine import DatasetHandle, In, ModelArtifact, Node, Out
 from heiti.engine.files import read_npz
 from heiti.nodes.runtimes import RuntimeNode
@@ -84,6 +85,7 @@ def _heiti(*args: str, cwd: Path, extra_env: dict[str, str] | None = None) -> su
                           text=True, timeout=600)
 
 
+@pytest.mark.heavy  # three CLI processes and a digits run: ~60 s on a loaded 2-core machine
 def test_plugin_runtime_is_listed_validates_runs_is_measured_and_reported(tmp_path):
     listed = _heiti("nodes", "--json", cwd=tmp_path)
     assert listed.returncode == 0, listed.stderr

@@ -282,7 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hello-timeout", type=float, help="seconds a new link has to say HELLO (default 10)")
     p.add_argument("--frame-timeout", type=float,
                    help="seconds a frame may go without a byte; it must also complete within this plus "
-                        "its length at 256 KiB/s of its first byte (default 5)")
+                        "its length at 64 KiB/s of its first byte (default 5)")
     p.set_defaults(func=_lazy("heiti.nodes.devices.server:main"))
 
     p = sub.add_parser("device", help="talk to a device running `heiti serve`")

@@ -44,7 +44,7 @@ DEFAULT_MAX_PAYLOAD = 32 * 1024 * 1024
 PRE_HELLO_MAX_PAYLOAD = 64 * 1024
 #: slowest transfer a started frame is allowed (bytes/s) on a link of unknown speed, so a frame
 #: must complete within frame_timeout + length / min_rate of its first byte however it trickles
-DEFAULT_MIN_RATE = 256 * 1024
+DEFAULT_MIN_RATE = 64 * 1024  # 512 kbit/s: a poor Wi-Fi or mobile link still carries a 1 MiB chunk
 MAX_JSON_BYTES = 1024 * 1024
 #: first bytes of an HTTP request (a browser page posting to 127.0.0.1): never a frame
 HTTP_STARTS = (b"GET ", b"POST ", b"OPTIONS ", b"HEAD ", b"PUT ", b"DELETE ", b"PATCH ", b"CONNECT ",

@@ -12,6 +12,7 @@ from heiti.app import icons
 from heiti.app.canvas.scene import GraphScene
 from heiti.app.canvas.view import CanvasView
 from heiti.app.docks.charts import ChartsDock
+from heiti.app.docks.devices import DevicesDock
 from heiti.app.docks.log_dock import LogDock
 from heiti.app.docks.results import ResultsDock
 from heiti.app.document import GraphDocument, PortRef
@@ -59,6 +60,7 @@ class MainWindow(QMainWindow):
         self.log_dock = LogDock()
         self.charts = ChartsDock()
         self.results = ResultsDock()
+        self.devices = DevicesDock(lambda: self.doc.graph)
         self.quick_add = QuickAdd(registry, self)
         self.files = FileOps(self, self.settings, Recovery(recovery_dir))
         self.runs = RunController(self)
@@ -74,6 +76,10 @@ class MainWindow(QMainWindow):
         self.results_dock = self._dock("Results", self.results, Qt.DockWidgetArea.BottomDockWidgetArea)
         self.tabifyDockWidget(self.log_dock_widget, self.charts_dock)
         self.tabifyDockWidget(self.charts_dock, self.results_dock)
+        self.devices_dock = self._dock("Devices", self.devices, Qt.DockWidgetArea.BottomDockWidgetArea)
+        for changed in (self.doc.node_added, self.doc.node_removed, self.doc.node_changed, self.doc.reset):
+            changed.connect(lambda *_: self.devices.refresh_targets())
+        self.tabifyDockWidget(self.results_dock, self.devices_dock)
         self.log_dock_widget.raise_()
         self.resizeDocks([self.palette_dock, self.inspector_dock], [220, 300], Qt.Orientation.Horizontal)
         self.resizeDocks([self.log_dock_widget], [230], Qt.Orientation.Vertical)
@@ -208,7 +214,8 @@ class MainWindow(QMainWindow):
         menu = self.menuBar().addMenu("&View")
         menu.addActions([a["fit"], a["arrange"], a["zoom_in"], a["zoom_out"], a["zoom_reset"], a["snap"]])
         menu.addSeparator()
-        for dock in (self.palette_dock, self.inspector_dock, self.log_dock_widget, self.charts_dock, self.results_dock):
+        for dock in (self.palette_dock, self.inspector_dock, self.log_dock_widget, self.charts_dock, self.results_dock,
+                     self.devices_dock):
             menu.addAction(dock.toggleViewAction())
         menu = self.menuBar().addMenu("&Run")
         menu.addActions([a["run"], a["stop"], a["use_cache"], a["open_report"]])
@@ -429,6 +436,7 @@ class MainWindow(QMainWindow):
         if self.runs.running:
             self.runs.stop()
             self.runs.bridge.wait(10000)
+        self.devices.stop()
         self.files.recovery.discard()
         self.settings.setValue("geometry", self.saveGeometry())
         self.settings.setValue("window_state", self.saveState())

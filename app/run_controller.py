@@ -20,7 +20,7 @@ class MainWindow(Protocol):
 
     doc: GraphDocument
     scene: Any  # GraphScene: set_node_state, reset_states
-    charts: Any  # ChartsDock: add_metrics, clear
+    charts: Any  # ChartsDock: add_metrics, clear, fill_from_run
     log_dock: Any  # LogDock: add
     results: Any  # ResultsDock: load
     results_dock: Any
@@ -102,6 +102,7 @@ class RunController(QObject):
         self.last_out_dir = Path(out_dir)
         self.window.log_dock.add("", "run", f"run {status} in {seconds:.1f} s — {out_dir}")
         self.window.statusBar().showMessage(f"run {status} in {seconds:.1f} s — results in {out_dir}", 15000)
+        self.window.charts.fill_from_run(Path(out_dir))  # cached nodes sent no live samples
         found = self.window.results.load(Path(out_dir))
         report = Path(out_dir) / "report.html"
         if found:

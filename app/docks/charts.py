@@ -1,13 +1,17 @@
-"""Live charts of metric events: latency, CPU and memory per runtime node, training loss/accuracy.
+"""Live charts of metric events: latency, CPU, memory, temperature, CPU frequency and GPU per
+runtime node, training loss/accuracy.
 
 Samples are stored as they arrive; curves are redrawn by a timer at most 20 times a second, and
 only when something changed. A remote device's own figures (source != "host") replace the host's
-for the same node and metric.
+for the same node and metric. Nodes taken from the cache send no events: after a run their
+series are filled from the stored measurements files. Each plot's legend is a line of text under
+it, so that it never covers the data.
 """
 
 from __future__ import annotations
 
 import csv
+import html
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,6 +37,10 @@ PLOTS = [  # key, title, unit, x axis
     ("latency", "Latency per inference", "ms", "inference"),
     ("cpu", "CPU", "%", "s"),
     ("memory", "Memory (RSS)", "MB", "s"),
+    ("temp", "CPU temperature", "°C", "s"),
+    ("freq", "CPU frequency", "MHz", "s"),
+    ("gpu", "GPU utilisation", "%", "s"),
+    ("gpu_mem", "GPU memory", "MB", "s"),
     ("loss", "Training loss", "", "epoch"),
     ("accuracy", "Training accuracy", "", "epoch"),
     ("other", "Other metrics", "", ""),
@@ -42,13 +50,21 @@ CURVE_COLOURS = ["#4f8ef7", "#f29d38", "#46c46e", "#e5484d", "#b36bd4", "#2fb5b5
 
 
 #: the main metric of each plot; others on the same plot carry their name in the legend
-MAIN_METRICS = {"latency_ms", "cpu_percent", "rss_mb"}
+MAIN_METRICS = {"latency_ms", "cpu_percent", "rss_mb", "temp_c", "freq_mhz", "gpu_percent", "gpu_mem_mb"}
+#: stored resource series that were never streamed live (per core, the process's own CPU)
+NOT_CHARTED = ("_core", "process_cpu_percent")
 #: numbers a device sends with its stats that are not series (its clock)
 IGNORED = {"t"}
 
 
 def plot_for(metric: str) -> str:
     name = metric.lower()
+    if name.startswith("gpu"):
+        return "gpu_mem" if "mem" in name else "gpu"
+    if name.startswith("temp"):
+        return "temp"
+    if name.startswith("freq"):
+        return "freq"
     if "latency" in name:
         return "latency"
     if "cpu" in name:
@@ -109,11 +125,14 @@ class ChartsDock(QWidget):
         bar.addWidget(self.status)
 
         self.plots_widget = QWidget()
-        grid = QGridLayout(self.plots_widget)
-        grid.setContentsMargins(0, 0, 0, 0)
-        grid.setSpacing(4)
+        self._grid = QGridLayout(self.plots_widget)
+        self._grid.setContentsMargins(0, 0, 0, 0)
+        self._grid.setSpacing(4)
         self.plots: dict[str, pg.PlotWidget] = {}
-        for i, (key, title, unit, x_unit) in enumerate(PLOTS):
+        #: each plot's legend: a line of text under it, never over the curves
+        self.legends: dict[str, QLabel] = {}
+        self._cells: dict[str, QWidget] = {}
+        for key, title, unit, x_unit in PLOTS:
             plot = pg.PlotWidget(title=title)
             plot.showGrid(x=True, y=True, alpha=0.15)
             plot.setLabel("left", unit)
@@ -121,11 +140,22 @@ class ChartsDock(QWidget):
                 plot.getAxis(side).enableAutoSIPrefix(False)  # "ms (x0.001)" reads badly
             if x_unit:
                 plot.setLabel("bottom", x_unit)
-            plot.addLegend(offset=(-5, 5), labelTextSize="8pt", brush=pg.mkBrush(30, 33, 39, 200))
             plot.setMinimumHeight(120)
-            plot.setVisible(key in ("latency", "cpu", "memory"))
-            grid.addWidget(plot, i // 3, i % 3)
+            legend = QLabel()
+            legend.setWordWrap(True)
+            legend.setTextFormat(Qt.TextFormat.RichText)
+            legend.setStyleSheet("font-size: 8pt;")
+            cell = QWidget(self.plots_widget)  # a parent, so that showing it never makes a window of it
+            box = QVBoxLayout(cell)
+            box.setContentsMargins(0, 0, 0, 0)
+            box.setSpacing(0)
+            box.addWidget(plot, 1)
+            box.addWidget(legend)
+            cell.setVisible(key in ("latency", "cpu", "memory"))
             self.plots[key] = plot
+            self.legends[key] = legend
+            self._cells[key] = cell
+        self._layout_plots()
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
         layout.addLayout(bar)
@@ -140,6 +170,31 @@ class ChartsDock(QWidget):
         clear.clicked.connect(self.clear)
         png.clicked.connect(lambda: self._ask_export("PNG image (*.png)", self.export_png))
         csv_button.clicked.connect(lambda: self._ask_export("CSV table (*.csv)", self.export_csv))
+
+    def _layout_plots(self) -> None:
+        """The visible plots in reading order, three to a row, with no holes for hidden ones."""
+        for cell in self._cells.values():
+            self._grid.removeWidget(cell)
+        shown = [key for key, *_ in PLOTS if not self._cells[key].isHidden()]
+        for i, key in enumerate(shown):
+            self._grid.addWidget(self._cells[key], i // 3, i % 3)
+        self._grid.activate()  # place them now: a hidden dock would otherwise keep stale geometry
+
+    def _show_plot(self, key: str) -> None:
+        if self._cells[key].isHidden():
+            self._cells[key].setVisible(True)
+            self._layout_plots()
+
+    def _update_legend(self, key: str) -> None:
+        entries = []
+        for series_key, curve in self.curves.items():
+            series = self.series[series_key]
+            if series.plot != key or not curve.isVisible():
+                continue
+            dashed = series.metric.startswith("val") or series.source != "host"
+            entries.append(f"<span style='color:{self._colour(series.node)}'>{'╍╍' if dashed else '━━'}</span>"
+                           f"&nbsp;{html.escape(series.label)}")
+        self.legends[key].setText("&nbsp;&nbsp; ".join(entries))
 
     # --- data -----------------------------------------------------------------------------------
     def add_metrics(self, events: list[NodeMetric]) -> None:
@@ -157,9 +212,41 @@ class ChartsDock(QWidget):
                 del series.y[: MAX_SAMPLES // 2]
             series.dirty = True
 
+    def fill_from_run(self, out_dir: Path) -> list[str]:
+        """Series of the nodes that sent nothing live (taken from the cache) from their stored
+        measurements (`<out_dir>/measurements/<node>.json`); returns the nodes filled."""
+        from heiti.engine.measurements import read_measurements
+
+        live = {s.node for s in self.series.values()}
+        filled = []
+        for path in sorted((Path(out_dir) / "measurements").glob("*.json")):
+            try:
+                data = read_measurements(path).data
+            except Exception:  # noqa: BLE001 - an unreadable file is the results dock's to report
+                continue
+            node = data.node or path.stem
+            if node in live:
+                continue
+            events = [NodeMetric(node=node, name="latency_ms", value=v, x=float(i))
+                      for i, v in enumerate(data.latencies_ms)]
+            for ts in data.resources:
+                if any(part in ts.name for part in NOT_CHARTED) or len(ts.t) != len(ts.values):
+                    continue
+                events += [NodeMetric(node=node, name=ts.name, value=v, x=t, source=ts.source or "host")
+                           for t, v in zip(ts.t, ts.values, strict=True)]
+            if events:
+                self.add_metrics(events)
+                filled.append(node)
+        if filled:
+            self.redraw()
+            self.status.setText(self.status.text() + f" — {len(filled)} from stored measurements (cached)")
+        return filled
+
     def clear(self) -> None:
         for plot in self.plots.values():
             plot.clear()
+        for legend in self.legends.values():
+            legend.clear()
         self.series.clear()
         self.curves.clear()
         self.status.setText("No data yet: run the graph.")
@@ -198,15 +285,17 @@ class ChartsDock(QWidget):
             if self._hidden_by_device(series):
                 if curve is not None:
                     curve.setVisible(False)
+                    self._update_legend(series.plot)
                 continue
             if curve is None:
                 plot = self.plots[series.plot]
-                plot.setVisible(True)
+                self._show_plot(series.plot)
                 pen = pg.mkPen(self._colour(series.node), width=1.0)
                 if series.metric.startswith("val") or series.source != "host":
                     pen.setStyle(Qt.PenStyle.DashLine)
                 curve = plot.plot(name=series.label, pen=pen)
                 self.curves[key] = curve
+                self._update_legend(series.plot)
             xs = np.asarray(series.x[-window:], dtype=float)
             ys = np.asarray(series.y[-window:], dtype=float)
             sparse = len(xs) < SYMBOLS_BELOW  # a line needs two points; show the samples themselves

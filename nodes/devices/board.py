@@ -274,7 +274,10 @@ class Board:
 
     def _bootstrap(self, target: Path, say: Callable[[str], None]) -> str:
         mirror = debian_mirror()
-        if shutil.which("mmdebstrap"):
+        chosen = os.environ.get("HEITI_BOARD_BOOTSTRAP", "")  # mmdebstrap | debootstrap; default: the faster one there is
+        if chosen not in ("", "mmdebstrap", "debootstrap"):
+            raise BoardError(f"HEITI_BOARD_BOOTSTRAP={chosen!r}", "use mmdebstrap or debootstrap")
+        if chosen != "debootstrap" and shutil.which("mmdebstrap"):
             say(f"unpacking Debian {SUITE} {self.arch.debian} into {target} with mmdebstrap (about a minute) …")
             _run(["mmdebstrap", "--mode=root", f"--arch={self.arch.debian}", "--variant=extract",
                   "--include=?essential", f"--include={','.join(DEB_PACKAGES)}", SUITE, str(target), mirror],

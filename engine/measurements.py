@@ -121,6 +121,10 @@ class MeasurementsFile(_Open):
     model_format: str = ""
     model_path: str = ""
     model_size_bytes: int | None = None
+    model_gzip_bytes: int | None = Field(
+        None, description="the model gzip'ed (level 6; several files as one tar): what pruning and clustering save")
+    model_meta: dict[str, Any] = Field(
+        default_factory=dict, description="how the model was made: quantization, tuned_trials, tune_time_s, sparsity, ...")
     task: str = "classification"
     dataset: dict[str, Any] = Field(default_factory=dict, description="name, split, samples, input shape")
     options: dict[str, Any] = Field(default_factory=dict)

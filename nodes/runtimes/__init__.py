@@ -34,6 +34,8 @@ from heiti.nodes.runtimes.measure import (
     latency_stats,
     latency_windows,
     measure_sampled,
+    model_facts,
+    model_gzip_bytes,
     model_size_bytes,
 )
 from heiti.nodes.runtimes.outputs import class_scores, keep_outputs, model_task
@@ -189,6 +191,7 @@ class RuntimeNode(Node):
             node=ctx.node_id, runtime=self.runtime, label=p.label or ctx.node_id,
             model_format=model.model_format, model_path=str(model.path),
             model_size_bytes=model_size_bytes(model.path), task=model_task(model.meta, dataset.task),
+            model_gzip_bytes=model_gzip_bytes(model.path), model_meta=model_facts(model.meta.as_dict()),
             dataset={"name": dataset.meta.get("name", Path(dataset.path).stem), "split": p.split,
                      "samples": n_samples, "input_shape": list(x.shape[1:]), "class_names": dataset.class_names},
             options={**p.model_dump(), **self.session_options()},

@@ -41,6 +41,16 @@ def simplify_onnx(source: Path, target: Path, shapes: dict[str, list[int]] | Non
     return {"nodes_before": before, "nodes_after": len(slim.graph.node), "seconds": time.perf_counter() - t0}
 
 
+def computes_shapes(path: Path) -> int:
+    """How many Shape-like operators an ONNX model holds (0 when it cannot be read)."""
+    try:
+        import onnx
+
+        return sum(n.op_type in SHAPE_OPS for n in onnx.load(str(path), load_external_data=False).graph.node)
+    except Exception:  # noqa: BLE001 - the importer will say what is wrong with the file
+        return 0
+
+
 def import_hint(error: str, model_path: Path | None) -> str:
     """A hint that matches the error: QOperator quantisation only when the model holds such ops."""
     ops: set[str] = set()
@@ -69,6 +79,12 @@ def import_simplified(ctx: Any, model: ModelArtifact, fix_shape: str, shapes: di
     source = Path(model.path)
     names = [str(i["name"]) for i in model.inputs]
     fixed = {**shapes, **parse_fix_shape(fix_shape, names)} if fix_shape else {}
+    static = bool(shapes) and all(d is not None for d in sum(shapes.values(), []))
+    shape_ops = computes_shapes(source) if not fixed and static and model.model_format == "onnx" else 0
+    if shape_ops:  # such graphs may import and still fail to build (TVM: "CodeGenVM cannot emit ...")
+        ctx.log(f"the model computes shapes in the graph ({shape_ops} Shape-like ops): simplifying with onnxslim "
+                f"before the {what} import, with shapes {shapes}")
+        fixed = dict(shapes)
     if not fixed:
         try:
             return importer(source)

@@ -11,8 +11,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 
 class TFLiteToOnnx(Node):
-    """Convert a TFLite model to ONNX with tf2onnx (from_tflite); the input layout stays NHWC unless
-    `nchw_input` adds a transpose inside the model."""
+    """Convert a TFLite model to ONNX with tf2onnx; the input stays NHWC unless `nchw_input` is set.
+
+    `nchw_input` adds a transpose inside the model so that it takes NCHW input.
+    """
 
     kind = "convert.tflite_to_onnx"
     title = "Convert TFLite to ONNX"

@@ -166,12 +166,15 @@ def measurements_table(out_dir: Any) -> Table | None:
             quality = f"mAP50 {data.detection.map50:.3f}"
         lat = data.latency_ms
         size = f"{data.model_size_bytes / 1024:.1f} KiB" if data.model_size_bytes else ""
+        if data.model_size_bytes and data.model_gzip_bytes:  # compressed beside it: what clustering/pruning save
+            size = f"{data.model_size_bytes / 1024:.1f} / {data.model_gzip_bytes / 1024:.1f} KiB"
         rows.append((lat.mean if lat else float("inf"), data.label or data.node or path.stem, data.runtime,
                      quality, f"{lat.mean:.3f}" if lat else "", f"{lat.p99:.3f}" if lat else "", size,
                      data.target.kind if data.target else ""))
     table = Table(title="runtimes, fastest first")
+    gzipped = any(" / " in row[6] for row in rows)
     columns = (("runtime node", "left"), ("framework", "left"), ("quality", "right"), ("mean ms", "right"),
-               ("p99 ms", "right"), ("model size", "right"), ("target", "left"))
+               ("p99 ms", "right"), ("size / gzip" if gzipped else "model size", "right"), ("target", "left"))
     for i, (col, justify) in enumerate(columns):
         widest = max([len(col)] + [len(str(r[i + 1])) for r in rows])
         table.add_column(col, justify=justify, min_width=widest, no_wrap=True)  # type: ignore[arg-type]

@@ -4,7 +4,8 @@ Pure functions over entries:
 - speed-up = baseline latency / entry latency (higher is faster; the mean by default, the median
   when the report asks for it),
 - size ratio = baseline size / entry size (higher is smaller),
-- quality change in absolute points of the task's headline metric (accuracy or mAP@0.5).
+- quality change in absolute points of the task's headline metric (accuracy or mAP@0.5);
+and how each model was made: tuned or not, int8 or fp32 (from the model meta in the measurements).
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ class Row:
     speedup: float | None
     size_bytes: int | None
     size_ratio: float | None
+    #: the model gzip'ed (level 6): what weight sharing and pruning save on disk or over the air
+    gzip_bytes: int | None
     quality_name: str
     quality: float | None
     #: entry quality minus baseline quality, as a fraction (0.01 = one percentage point)
@@ -68,6 +71,7 @@ def comparison_rows(report: Report) -> list[Row]:
             speedup=_ratio(base_latency, entry.latency(report.statistic)),
             size_bytes=entry.data.model_size_bytes,
             size_ratio=_ratio(base_size, entry.data.model_size_bytes),
+            gzip_bytes=entry.data.model_gzip_bytes,
             quality_name=quality[0] if quality else "",
             quality=quality[1] if quality else None,
             quality_delta=delta,
@@ -169,3 +173,75 @@ def _explain(report: Report, rows: list[Row], rec: Row | None,
         reasons.append(f"{r.entry.name} is faster but loses {abs(r.quality_delta) * 100:.2f} pt of "
                        f"{r.quality_name}, beyond the tolerance")
     return sentence, reasons
+
+
+# --- how the model was made: tuning, int8 ---------------------------------------------------------
+def tuning(entry: Entry) -> tuple[bool, int, float | None] | None:
+    """(tuned, trials, tuning seconds) for a model a tuning compiler made (its meta has tuned_trials);
+    None for models no tuning compiler touched."""
+    meta = entry.data.model_meta
+    if "tuned_trials" not in meta and entry.data.model_format != "tvm":
+        return None
+    trials = int(meta.get("tuned_trials") or 0)
+    seconds = meta.get("tune_time_s")
+    return trials > 0, trials, float(seconds) if isinstance(seconds, int | float) else None
+
+
+def tuning_text(entry: Entry) -> str:
+    """'untuned (default schedules)', 'tuned: 200 trials, 6.1 min', or '—' for untunable runtimes."""
+    from heiti.nodes.reports.fmt import seconds
+
+    state = tuning(entry)
+    if state is None:
+        return "—"
+    tuned, trials, spent = state
+    if not tuned:
+        return "untuned (default schedules)"
+    return f"tuned: {trials} trials" + (f", {seconds(spent)}" if spent is not None else "")
+
+
+#: quantization meta values (converters' names) that mean integer kernels
+_INT8 = ("int8", "uint8", "dynamic")
+
+
+def precision_of(entry: Entry) -> str:
+    """'int8' for an int8-quantised model (weights or weights and activations), 'fp16', else 'fp32'."""
+    q = str(entry.data.model_meta.get("quantization") or "").lower()
+    if any(word in q for word in _INT8):
+        return "int8"
+    if "16" in q:
+        return "fp16"
+    return "fp32"
+
+
+def int8_slower(rows: list[Row]) -> list[tuple[Row, Row]]:
+    """(int8 row, fp32 row) pairs where an int8 model runs slower than the fp32 model of the same
+    runtime (and the same source model and target, when those are known)."""
+    pairs = []
+    for row in rows:
+        if precision_of(row.entry) != "int8" or row.latency_ms is None:
+            continue
+        peers = [r for r in rows if r is not row and precision_of(r.entry) == "fp32" and r.latency_ms is not None
+                 and r.entry.data.runtime == row.entry.data.runtime and r.entry.run == row.entry.run
+                 and r.entry.data.target.address == row.entry.data.target.address
+                 and r.entry.source_model == row.entry.source_model]
+        fp32 = min(peers, key=lambda r: r.latency_ms, default=None)
+        if fp32 is not None and row.latency_ms > fp32.latency_ms:
+            pairs.append((row, fp32))
+    return pairs
+
+
+def int8_reason(entry: Entry) -> str:
+    """Why int8 can be slow on the CPU the entry ran on, from the int8 dot-product flags recorded there."""
+    flags = entry.data.environment.get("int8_dot_product")
+    remote = entry.data.target.kind not in ("", "local")
+    if remote or not isinstance(flags, list):
+        return ("int8 kernels are fast only on CPUs with int8 dot-product instructions (x86 VNNI or AMX, Arm "
+                "dot-product); without them int8 runs through 16-bit multiply-adds and can be slower than fp32. "
+                "Check the device's CPU flags.")
+    if flags:
+        return (f"this CPU has int8 dot-product instructions ({', '.join(flags)}), so the runtime's int8 kernels "
+                "may not use them for this model (small layers, quantise/dequantise around unsupported ops).")
+    return ("this CPU has no int8 dot-product instructions (VNNI, AVX512-VNNI or AMX in /proc/cpuinfo); int8 runs "
+            "through 16-bit multiply-adds and can be slower than fp32. int8 still saves size and pays on CPUs that "
+            "have them.")

@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 from heiti.nodes.reports import plots
-from heiti.nodes.reports.blocks import Cell, Figure, Section, Table, Text
+from heiti.nodes.reports.blocks import Cell, Figure, Note, Section, Table, Text
 from heiti.nodes.reports.collect import Report
-from heiti.nodes.reports.compare import Row, comparison_rows, reference_quality
+from heiti.nodes.reports.compare import (
+    Row,
+    comparison_rows,
+    int8_reason,
+    int8_slower,
+    reference_quality,
+    tuning,
+    tuning_text,
+)
 from heiti.nodes.reports.fmt import ms, pct, points, ratio_text, seconds, size, times
 
 
-def _row(r: Row, several_models: bool, several_targets: bool, with_agreement: bool = False) -> list:
+def _row(r: Row, several_models: bool, several_targets: bool, with_agreement: bool = False,
+         with_tuning: bool = False, with_gzip: bool = False) -> list:
     e = r.entry
     lat = e.data.latency_ms
     name = Cell(e.name + (" (baseline)" if r.is_baseline else ""), "baseline" if r.is_baseline else "",
@@ -20,8 +29,9 @@ def _row(r: Row, several_models: bool, several_targets: bool, with_agreement: bo
     return [name, e.data.model_format or "—",
             *([e.source_model or "—"] if several_models else []), *([_target(e)] if several_targets else []),
             ms(r.latency_ms), ms(lat.median if lat else None), ms(lat.p99 if lat else None),
-            Cell(times(r.speedup), speed_tone), size(r.size_bytes), _size_change(r), pct(r.quality),
-            Cell(delta, delta_tone), *([_agreement(e, r)] if with_agreement else []), seconds(e.data.compile_time_s)]
+            Cell(times(r.speedup), speed_tone), seconds(e.data.compile_time_s),
+            *([_tuning(e)] if with_tuning else []), size(r.size_bytes), *([_gzip(r)] if with_gzip else []),
+            _size_change(r), pct(r.quality), Cell(delta, delta_tone), *([_agreement(e, r)] if with_agreement else [])]
 
 
 def build(report: Report) -> Section | None:
@@ -33,16 +43,32 @@ def build(report: Report) -> Section | None:
     several_models = len({r.entry.source_model for r in rows} - {""}) > 1
     extra = (["model"] if several_models else []) + (["target"] if several_targets else [])
     with_agreement = any(r.entry.data.agreement is not None for r in rows)
-    columns = ["runtime", "format", *extra, "mean ms", "median ms", "p99 ms", "speed-up", "model size",
+    with_tuning = any(tuning(r.entry) is not None for r in rows)
+    with_gzip = any(r.gzip_bytes for r in rows)
+    columns = ["runtime", "format", *extra, "mean ms", "median ms", "p99 ms", "speed-up", "compile time",
+               *(["tuning"] if with_tuning else []), "model size", *(["gzip size"] if with_gzip else []),
                "size vs baseline", quality_title, "Δ quality",
-               *(["agreement (cosine · max rel · top-1)"] if with_agreement else []), "convert time"]
+               *(["agreement (cosine · max rel · top-1)"] if with_agreement else [])]
     blocks: list = [Table.build(
-        columns, [_row(r, several_models, several_targets, with_agreement) for r in rows], numeric_from=2 + len(extra),
-        caption=f"Sorted by {report.statistic} latency. Speed-up = baseline latency / runtime latency; size against the "
-                "baseline's; Δ quality in percentage points, green within the tolerance."
+        columns, [_row(r, several_models, several_targets, with_agreement, with_tuning, with_gzip) for r in rows],
+        numeric_from=2 + len(extra),
+        caption=f"Sorted by {report.statistic} latency. Speed-up = baseline latency / runtime latency; compile time: "
+                "the step that made the model (conversion or compilation, tuning included)"
+                + ("; tuning: MetaSchedule trials and their time (untuned = default schedules)" if with_tuning else "")
+                + "; size against the baseline's"
+                + ("; gzip size: the model file gzip'ed (level 6), where weight sharing (clustering) and pruning "
+                   "show" if with_gzip else "")
+                + "; Δ quality in percentage points, green within the tolerance."
                 + (" Agreement: outputs against the reference runtime's on the same inputs — worst per-sample "
                    "cosine, max |difference| over max |reference|, arg-max agreement; green within the agreement "
                    "tolerance." if with_agreement else ""))]
+    slow_int8 = int8_slower(rows)
+    if slow_int8:
+        reasons = sorted({int8_reason(q.entry) for q, _ in slow_int8})
+        blocks.append(Note("int8 is slower than fp32 here: " + " ".join(reasons), "warn",
+                           [f"{q.entry.name}: {ms(q.latency_ms)} ms against {ms(f.latency_ms)} ms for "
+                            f"{f.entry.name} (fp32), {ratio_text(f.latency_ms / q.latency_ms, 'faster', 'slower')}"
+                            for q, f in slow_int8]))
     if several_models:
         blocks.append(Text("The runtimes run models trained separately (column model): their accuracy differs by "
                            "training as well as by conversion.", "muted"))
@@ -89,3 +115,18 @@ def _size_change(row: Row) -> Cell:
 def _target(entry) -> str:
     t = entry.data.target
     return f"{t.kind} {t.address}".strip()
+
+
+def _tuning(entry) -> Cell:
+    state = tuning(entry)
+    return Cell(tuning_text(entry), "" if state is None else ("good" if state[0] else "bad"))
+
+
+def _gzip(row: Row) -> Cell:
+    """The gzip'ed size, with its share of the file when gzip finds something to squeeze."""
+    if not row.gzip_bytes:
+        return Cell("—")
+    share = row.gzip_bytes / row.size_bytes if row.size_bytes else None
+    text = size(row.gzip_bytes) + (f" ({share * 100:.0f} %)" if share is not None else "")
+    return Cell(text, "good" if share is not None and share < 0.75 else "",
+                title="the model gzip'ed at level 6, as a share of its size on disk")

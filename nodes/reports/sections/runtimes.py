@@ -6,6 +6,7 @@ from typing import Any
 
 from heiti.nodes.reports.blocks import Group, KeyValues, Note, Section
 from heiti.nodes.reports.collect import Entry, Report
+from heiti.nodes.reports.compare import tuning, tuning_text
 from heiti.nodes.reports.fmt import ms, pct, seconds, size
 
 
@@ -23,8 +24,15 @@ def summary_items(entry: Entry) -> list[tuple[str, str]]:
     if entry.run and entry.name != entry.node:
         items.append(("run", entry.run))
     items += [("model format", d.model_format or "—"), ("model size", size(d.model_size_bytes))]
+    if d.model_gzip_bytes:
+        items.append(("gzip'ed (level 6)", size(d.model_gzip_bytes)))
+    made = [f"{k} {_scalar(d.model_meta[k])}" for k in ("quantization", "sparsity", "clusters") if d.model_meta.get(k)]
+    if made:
+        items.append(("model", ", ".join(made)))
     if d.compile_time_s is not None:
         items.append(("compile / convert time", seconds(d.compile_time_s)))
+    if tuning(entry) is not None:
+        items.append(("tuning", tuning_text(entry)))
     for step in d.pipeline:
         node, kind = step.get("node") or "", step.get("kind") or ""
         items.append((f"  {node or kind or 'step'}", (f"{kind} · " if kind and node else "") + seconds(step.get("seconds"))))

@@ -49,7 +49,7 @@ def build(report: Report) -> Section | None:
         cards.append(Card("Fastest", v.fastest.entry.name, _latency_detail(v.fastest, report.statistic)))
     if v.smallest is not None:
         r = v.smallest
-        detail = size(r.size_bytes)
+        detail = size(r.size_bytes) + (f" · gzip {size(r.gzip_bytes)}" if r.gzip_bytes else "")
         ties = [x for x in rows if x.size_bytes == r.size_bytes and x is not r]
         if r.size_ratio is not None and not r.is_baseline and abs(r.size_ratio - 1) >= 0.005:
             detail += f" · {ratio_text(r.size_ratio, 'smaller', 'larger')}"

@@ -81,13 +81,13 @@ class Meta(BaseModel):
 
     arch: str | None = Field(None, max_length=64)
     arch_config: ArchConfig | None = None
-    input_shape: list[int] | None = Field(None, max_length=8)
-    precision_hint: Literal["", "f32", "f16", "bf16"] | None = None
+    input_shape: list[int | None] | None = Field(None, max_length=8)  # None: a dynamic dimension
+    precision_hint: str | None = Field(None, max_length=16)
 
     @field_validator("input_shape")
     @classmethod
-    def _shape(cls, shape: list[int] | None) -> list[int] | None:
-        if shape is not None and not all(0 <= d <= MAX_DIM for d in shape):
+    def _shape(cls, shape: list[int | None] | None) -> list[int | None] | None:
+        if shape is not None and not all(d is None or 0 <= d <= MAX_DIM for d in shape):
             raise ValueError(f"input shape {shape} out of bounds")
         return shape
 
@@ -136,11 +136,25 @@ SCHEMAS: dict[str, type[CommonOptions]] = {
 }
 
 
+def schema_for(runtime: str) -> type[BaseModel]:
+    """The built-in runtimes' schemas; a plug-in runtime class may declare its own as
+    `load_options` (a CommonOptions subclass), else it gets the common options only."""
+    if runtime in SCHEMAS:
+        return SCHEMAS[runtime]
+    from heiti.nodes.runtimes import runtime_classes
+
+    cls = runtime_classes().get(runtime)
+    if cls is None:
+        raise ValueError(f"unknown runtime {runtime!r}")
+    declared = getattr(cls, "load_options", None)
+    if isinstance(declared, type) and issubclass(declared, CommonOptions):
+        return declared
+    return CommonOptions
+
+
 def validate_options(runtime: str, options: Any) -> dict[str, Any]:
     """The LOAD options checked against the runtime's schema; ValueError says what is wrong."""
-    schema = SCHEMAS.get(runtime)
-    if schema is None:
-        raise ValueError(f"unknown runtime {runtime!r}")
+    schema = schema_for(runtime)
     if options is None:
         options = {}
     if not isinstance(options, dict):

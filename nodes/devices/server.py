@@ -471,6 +471,10 @@ class _Link:
         if not isinstance(runtime, str):
             self._error(msg.seq, ErrorCode.BAD_REQUEST, f"runtime must be a name, got {runtime!r}")
             return
+        if runtime not in available_runtimes():
+            self._error(msg.seq, ErrorCode.RUNTIME_UNAVAILABLE,
+                        f"runtime {runtime!r} is not installed on this device (it has: {', '.join(available_runtimes()) or 'none'})")
+            return
         if runtime in NATIVE_RUNTIMES and not (self.authenticated or self.server.allow_native):
             self._error(msg.seq, ErrorCode.NATIVE_REFUSED,
                         f"{runtime} models are native code: this device loads them only for a client that "
@@ -491,10 +495,6 @@ class _Link:
             options = with_model_meta(runtime, path, options)
         except ValueError as err:
             self._error(msg.seq, ErrorCode.BAD_REQUEST, str(err))
-            return
-        if runtime not in available_runtimes():
-            self._error(msg.seq, ErrorCode.RUNTIME_UNAVAILABLE,
-                        f"runtime {runtime!r} is not installed on this device (it has: {', '.join(available_runtimes()) or 'none'})")
             return
         started = time.perf_counter()
         try:

@@ -7,7 +7,7 @@ saved as .keras, and 200 random 224×224×3 images in an .npz, both made in a se
 before the clock starts. Timed: `heiti run --jobs N --no-cache` from start to exit; the heiti
 process's peak RSS is sampled every 50 ms.
 
-    .venv/bin/python bench/keras_mobilenet_flow.py [--jobs 2] [--inferences 200]
+    .venv/bin/python bench/keras_mobilenet_flow.py [--jobs 2] [--inferences 200] [--compare]
 """
 
 from __future__ import annotations
@@ -56,6 +56,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--inferences", type=int, default=200)
+    parser.add_argument("--compare", action="store_true", help="also run --jobs 1 on the same files")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="heiti-bench-mobilenet-") as tmp:
         folder = Path(tmp)
@@ -65,13 +66,26 @@ def main() -> None:
         path = folder / "flow.json"
         path.write_text(json.dumps(graph(folder, args.inferences)))
         print(f"model and images built; {os.cpu_count()} cores; {load()}", flush=True)
-        seconds, peak_mb, code = timed_run(path, folder / "run", ["--jobs", str(args.jobs), "--no-cache"])
-        print(f"heiti run --jobs {args.jobs}: {seconds:.2f} s (goal <= 13.4 s; Kenning 26.9 s → "
-              f"{seconds / 26.9:.2f}×), heiti process peak {peak_mb:.0f} MB (goal <= 600), exit {code}   ({load()})")
-        status = folder / "run" / "events.jsonl"
-        if code != 0 and status.exists():
-            print(status.read_text()[-2000:])
+        for jobs in [args.jobs, *([1] if args.compare and args.jobs != 1 else [])]:
+            run = folder / f"run-j{jobs}"
+            seconds, peak_mb, code = timed_run(path, run, ["--jobs", str(jobs), "--no-cache"])
+            print(f"heiti run --jobs {jobs}: {seconds:.2f} s (goal <= 13.4 s; Kenning 26.9 s → "
+                  f"{seconds / 26.9:.2f}×), heiti process peak {peak_mb:.0f} MB (goal <= 600), exit {code}   ({load()})")
+            timeline(run / "events.jsonl")
 
+
+def timeline(events: Path) -> None:
+    """Start and end of each node, in seconds from the run's start: where the time went."""
+    if not events.exists():
+        return
+    lines = [json.loads(line) for line in events.read_text().splitlines() if line.strip()]
+    t0, started = lines[0]["t"], {}
+    for e in lines:
+        if e["type"] == "node_started":
+            started[e["node"]] = e["t"] - t0
+        elif e["type"] in ("node_finished", "node_failed", "node_cached"):
+            print(f"    {e['node']:10s} {started.get(e['node'], 0.0):6.1f} → {e['t'] - t0:6.1f} s  {e['type'][5:]}")
+    print(f"    (run_finished at {lines[-1]['t'] - t0:.1f} s)")
 
 if __name__ == "__main__":
     main()

@@ -30,6 +30,7 @@ from tests.nodes.device_helpers import (
     raw_channel,
     tcp_target,
 )
+from tests.tolerance import assert_fp32_close, onnx_fp32_atol
 
 pytestmark = pytest.mark.timeout(120)
 REPO = Path(__file__).resolve().parents[2]
@@ -48,7 +49,7 @@ def test_remote_onnx_equals_in_process_and_streams_device_stats(server: ServerTh
         started = time.perf_counter()
         while time.perf_counter() - started < 0.5:
             (y,) = session.run([x])
-        np.testing.assert_allclose(y, local_run(model_path, x), rtol=1e-5, atol=1e-6)
+        assert_fp32_close(y, local_run(model_path, x), onnx_fp32_atol(model_path, x), "device vs here")
         assert 0 < session.last_device_ms < 1000
     finally:
         session.close()
@@ -72,7 +73,7 @@ def test_model_with_side_files_is_packed_and_runs(server: ServerThread, tmp_path
     x = np.arange(8, dtype=np.float32).reshape(2, 4)
     session = open_remote_session(tcp_target(server.address), "onnxruntime", ModelArtifact(path=model_path, model_format="onnx"))
     try:
-        np.testing.assert_allclose(session.run([x])[0], local_run(model_path, x), rtol=1e-5)
+        assert_fp32_close(session.run([x])[0], local_run(model_path, x), onnx_fp32_atol(model_path, x), "device vs here")
     finally:
         session.close()
 
@@ -187,7 +188,7 @@ def test_tvm_archive_is_linked_on_the_device_and_runs(server: ServerThread, tmp_
     try:
         session = open_remote_session(tcp_target(secured.address, timeout_s=60, token="s3cret"), "tvm", artifact, options)
         try:
-            np.testing.assert_allclose(session.run([x])[0], local_run(model_path, x), rtol=1e-4, atol=1e-5)
+            assert_fp32_close(session.run([x])[0], local_run(model_path, x), onnx_fp32_atol(model_path, x), "device vs here")
         finally:
             session.close()
         assert list(secured.server.store.models.glob("*/model.linked.so"))

@@ -31,6 +31,7 @@ from tests.nodes.device_helpers import (
     raw_channel,
     tcp_target,
 )
+from tests.tolerance import assert_fp32_close, onnx_fp32_atol
 
 pytestmark = pytest.mark.timeout(120)
 REPO = Path(__file__).resolve().parents[2]
@@ -173,7 +174,7 @@ def test_link_dropped_mid_upload_is_reported_then_resumed_on_retry(server: Serve
         session = open_remote_session(tcp_target(proxy.address, retries=2), "onnxruntime", model)
         try:
             x = np.ones((1, 1000), np.float32)
-            np.testing.assert_allclose(session.run([x])[0], local_run(model_path, x), rtol=1e-4)
+            assert_fp32_close(session.run([x])[0], local_run(model_path, x), onnx_fp32_atol(model_path, x), "device vs here")
         finally:
             session.close()
         assert proxy.forwarded < 2 * size  # the second upload resumed instead of starting over
@@ -214,7 +215,7 @@ def test_server_restart_is_reported_and_a_retry_reconnects(tmp_path: Path) -> No
             assert "ran 1 inference, then inference 2 failed" in str(info.value)
             servers.append(_start_cli_server(tmp_path / "device", f"127.0.0.1:{port}")[0])
             session._client.retries = 3
-            np.testing.assert_allclose(session.run([x])[0], local_run(model_path, x), rtol=1e-5)
+            assert_fp32_close(session.run([x])[0], local_run(model_path, x), onnx_fp32_atol(model_path, x), "device vs here")
         finally:
             session.close()
     finally:

@@ -17,6 +17,7 @@ from heiti.nodes.devices.targets import open_remote_session
 from heiti.nodes.devices.transport import SerialTransport, VirtualSerialLink
 
 from tests.nodes.device_helpers import hello, local_run, make_onnx, next_reply
+from tests.tolerance import assert_fp32_close, onnx_fp32_atol
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -56,7 +57,7 @@ def test_serial_session_runs_at_the_line_speed(serial_link, tmp_path: Path, baud
         x = np.linspace(0, 1, 64, dtype=np.float32).reshape(1, 64)
         for _ in range(3):
             (y,) = session.run([x])
-        np.testing.assert_allclose(y, local_run(model_path, x), rtol=1e-5)
+        assert_fp32_close(y, local_run(model_path, x), onnx_fp32_atol(model_path, x), "device vs here")
         time.sleep(0.3)
         session.run([x])
         assert stats
@@ -85,7 +86,7 @@ def test_serial_line_noise_is_retried_transparently(serial_link, tmp_path: Path)
         link.corrupt = corrupt
         x = np.full((1, 64), 0.5, np.float32)
         (y,) = session.run([x])
-        np.testing.assert_allclose(y, local_run(model_path, x), rtol=1e-5)
+        assert_fp32_close(y, local_run(model_path, x), onnx_fp32_atol(model_path, x), "device vs here")
         assert hits["n"] >= 1
     finally:
         link.corrupt = None
@@ -158,7 +159,7 @@ def test_cli_serial_server_and_serial_target_node(tmp_path: Path) -> None:
             session = open_remote_session(board, "onnxruntime", ModelArtifact(path=model_path, model_format="onnx"))
             try:
                 x = np.arange(8, dtype=np.float32).reshape(1, 8)
-                np.testing.assert_allclose(session.run([x])[0], local_run(model_path, x), rtol=1e-5)
+                assert_fp32_close(session.run([x])[0], local_run(model_path, x), onnx_fp32_atol(model_path, x), "device vs here")
             finally:
                 session.close()
         finally:

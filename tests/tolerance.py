@@ -13,6 +13,11 @@ output element) an output element of either runtime is within λ·u·M·Σ_l √
 value, n_l being the fan-in of layer l (one more rounding for its bias). Two runtimes: twice that.
 ReLU and max-pooling are 1-Lipschitz and exact; they do not add error.
 
+The bound is conservative: the absolute network adds every term with the same sign, while real
+errors cancel. On trained networks it sits a few hundred times above the errors seen and still
+fails a runtime computing in bf16 (tests/nodes/test_tolerance_helper.py); on random untrained
+networks, whose outputs cancel to near zero, it is far looser.
+
 int8 — see `qdq_output_step` and `tflite_output_step`: the quantisation step of the output, read
 from the model; tests add arg-max agreement.
 """

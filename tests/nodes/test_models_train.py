@@ -210,7 +210,10 @@ def test_garbage_tflite_gives_a_clear_error(tmp_path):
 
 
 def test_missing_or_unsupported_files(tmp_path):
-    assert "not found" in file_node(tmp_path, tmp_path / "absent.onnx", "a").errors["f"]
+    from heiti.engine.executor import InvalidGraph
+
+    with pytest.raises(InvalidGraph, match="absent.onnx does not exist"):  # refused before anything runs
+        file_node(tmp_path, tmp_path / "absent.onnx", "a")
     (tmp_path / "weights.pt").write_bytes(b"x")
     message = file_node(tmp_path, tmp_path / "weights.pt", "b").errors["f"]
     assert "unsupported model file type" in message and ".pt2" in message

@@ -15,6 +15,8 @@ from heiti.nodes.detection.detector import (
 from heiti.nodes.detection.metrics import box_iou
 from heiti.nodes.detection.postprocess import batched_nms, decode, nms, output_map
 
+from tests.tolerance import assert_fp32_close, torch_fp32_atol
+
 CONFIG = {"type": "centernet", "num_classes": 3, "stride": STRIDE, "input_size": [64, 64],
           "score_threshold": 0.05, "nms_iou": 0.5, "max_detections": 100}
 
@@ -113,7 +115,7 @@ def test_network_exports_to_onnx_and_matches_torch(tmp_path):
     ops = {node.op_type for node in __import__("onnx").load(str(path)).graph.node}
     assert ops <= {"Conv", "Relu", "Add", "Concat", "Resize", "BatchNormalization", "Constant", "Identity"}, ops
     ours = session.run(None, {"input": x[:1].numpy()})[0]
-    np.testing.assert_allclose(ours, model(x[:1]).detach().numpy(), atol=1e-4)
+    assert_fp32_close(ours, model(x[:1]).detach().numpy(), torch_fp32_atol(model, x[:1].numpy()), "ORT vs torch")
     assert ours.shape == (1, 7, 16, 16)
 
 

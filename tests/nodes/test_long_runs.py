@@ -135,7 +135,7 @@ def test_runtime_duration_run_exceeds_the_split(registry, tmp_path):
     assert result.status == "ok", result.errors
     m = read_measurements(tmp_path / "run" / "measurements" / "ort.json").data
     assert len(m.latencies_ms) == m.latency_ms.count > 20 * 3
-    assert m.passes == pytest.approx(len(m.latencies_ms) / 20, abs=1e-3)
+    assert m.passes == pytest.approx(len(m.latencies_ms) / 20, abs=5e-4)  # stored to 3 decimals
     assert np.array(m.classification.confusion_matrix).sum() == 20  # quality once per sample
     assert m.dataset["samples"] == 20
     assert len(m.latency_windows) >= 2 and sum(w.count for w in m.latency_windows) == len(m.latencies_ms)

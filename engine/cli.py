@@ -92,6 +92,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from heiti.engine.console import RunView
     from heiti.engine.executor import Executor, InvalidGraph
+    from heiti.engine.workers import ClusterUnavailable
     from rich.console import Console
 
     console = Console(stderr=True)
@@ -129,6 +130,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         console.print(f"[bold red]{args.graph}: the graph is not valid[/]")
         _print_problems(err.result.problems, console)
         return EXIT_INVALID
+    except ClusterUnavailable as err:
+        console.print(str(err), style="bold red", markup=False)
+        return EXIT_FAILED
     except KeyboardInterrupt:
         console.print("[magenta]interrupted[/]")
         return EXIT_CANCELLED

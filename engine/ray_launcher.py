@@ -15,23 +15,44 @@ import time
 from typing import Any
 
 from heiti.engine.events import EventBus, event_from_dict
-from heiti.engine.workers import Handle, execute_job
+from heiti.engine.workers import ClusterUnavailable, Handle, execute_job
 
 
 def import_ray() -> Any:
     try:
         import ray
     except ImportError as err:
-        raise RuntimeError("--ray needs Ray: pip install 'heiti[cluster]'") from err
+        raise ClusterUnavailable("--ray needs Ray: pip install 'heiti[cluster]'") from err
     return ray
+
+
+def _probe(address: str, timeout_s: float = 5.0) -> None:
+    """Fail fast on a HOST:PORT nobody listens on (Ray itself waits minutes before giving up)."""
+    import socket
+
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        return  # "auto" and the like: Ray answers those at once
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as err:
+        raise ClusterUnavailable(f"cannot reach the Ray cluster at {address}: {err} "
+                                 "(start one with `ray start --head`, or check --ray HOST:PORT)") from err
 
 
 def connect(address: str | None) -> Any:
     """Join the cluster at `address` ("auto", "ray://host:10001"); "" starts a local one."""
     ray = import_ray()
     if not ray.is_initialized():
-        ray.init(address=address or None, include_dashboard=False, log_to_driver=False,
-                 configure_logging=False)
+        if address:
+            _probe(address)
+        try:
+            ray.init(address=address or None, include_dashboard=False, log_to_driver=False,
+                     configure_logging=False)
+        except Exception as err:  # noqa: BLE001 - Ray raises many kinds; all mean the same here
+            raise ClusterUnavailable(
+                f"cannot join the Ray cluster at {address or 'a new local cluster'}: {err} "
+                "(start one with `ray start --head`, or give --ray ray://HOST:10001)") from err
     return ray
 
 

@@ -200,6 +200,7 @@ def cli_main(args: Any) -> int:
 
     from heiti.engine.cli import EXIT_CANCELLED, EXIT_FAILED, EXIT_INVALID, EXIT_OK, _jobs, _load
     from heiti.engine.executor import Executor
+    from heiti.engine.workers import ClusterUnavailable
     from rich.console import Console
 
     console = Console(stderr=True)
@@ -234,6 +235,9 @@ def cli_main(args: Any) -> int:
     except KeyboardInterrupt:
         console.print("[magenta]interrupted[/]")
         return EXIT_CANCELLED
+    except ClusterUnavailable as err:
+        console.print(str(err), style="bold red", markup=False)
+        return EXIT_FAILED
     finally:
         signal.signal(signal.SIGINT, previous)
     from heiti.nodes.reports.sweep import write_sweep_report

@@ -46,6 +46,10 @@ WORKER_RSS_LIMIT = 1536 * 2**20
 _ENV_SKIP = ("PWD", "OLDPWD", "SHLVL", "_")
 
 
+class ClusterUnavailable(Exception):
+    """Nodes cannot be sent where they were asked to run (Ray missing, cluster unreachable)."""
+
+
 # --- payloads as JSON ---------------------------------------------------------------------------
 def encode_value(value: Any) -> Any:
     """One port value (a payload, a list of them for `multiple` ports, or plain JSON) as JSON."""

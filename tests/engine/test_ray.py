@@ -40,3 +40,18 @@ def test_a_graph_runs_as_ray_tasks(registry, tmp_path, cluster):
     kinds = {(e.type, getattr(e, "node", "")) for e in read_events(tmp_path / "r" / "events.jsonl")}
     assert ("node_metric", "a") in kinds and ("node_progress", "a") in kinds  # relayed from the task
     assert "always fails" in result.errors["broken"]
+
+
+def test_an_unreachable_cluster_is_a_clear_error_not_a_hang(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    graph = tmp_path / "g.json"
+    Graph(name="g", nodes=[{"id": "a", "kind": "test.source"}]).save(graph)
+    env = dict(os.environ, HEITI_PLUGINS="tests.testnodes", PYTHONPATH=str(root), COLUMNS="200")
+    proc = subprocess.run([sys.executable, "-m", "heiti.engine.cli", "run", str(graph), "--out", str(tmp_path / "r"),
+                           "--ray", "127.0.0.1:1"], cwd=root, env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert "cannot reach the Ray cluster at 127.0.0.1:1" in proc.stderr

@@ -180,15 +180,15 @@ def tuning(entry: Entry) -> tuple[bool, int, float | None] | None:
     """(tuned, trials, tuning seconds) for a model a tuning compiler made (its meta has tuned_trials);
     None for models no tuning compiler touched."""
     meta = entry.data.model_meta
-    if "tuned_trials" not in meta and entry.data.model_format != "tvm":
+    if "tuned_trials" not in meta and "tuned" not in meta and entry.data.model_format != "tvm":
         return None
     trials = int(meta.get("tuned_trials") or 0)
     seconds = meta.get("tune_time_s")
-    return trials > 0, trials, float(seconds) if isinstance(seconds, int | float) else None
+    return bool(meta.get("tuned")) or trials > 0, trials, float(seconds) if isinstance(seconds, int | float) else None
 
 
 def tuning_text(entry: Entry) -> str:
-    """'untuned (default schedules)', 'tuned: 200 trials, 6.1 min', or '—' for untunable runtimes."""
+    """'untuned (default schedules)', 'tuned: 200 trials, 6.1 min', 'tuned (records reused)', or '—'."""
     from heiti.nodes.reports.fmt import seconds
 
     state = tuning(entry)
@@ -197,6 +197,8 @@ def tuning_text(entry: Entry) -> str:
     tuned, trials, spent = state
     if not tuned:
         return "untuned (default schedules)"
+    if not trials:  # an earlier tuning's records applied (shared database)
+        return "tuned (records reused)" + (f", {seconds(spent)}" if spent else "")
     return f"tuned: {trials} trials" + (f", {seconds(spent)}" if spent is not None else "")
 
 

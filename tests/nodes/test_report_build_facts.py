@@ -21,8 +21,8 @@ SPECS = [
     Spec("tvm", "tvm", "TVM untuned", "tvm", 0.90, 0.975, 610_000, 14.2),
     Spec("tvm_tuned", "tvm", "TVM tuned", "tvm", 0.30, 0.975, 610_000, 380.0),
 ]
-META = {"ort": {}, "ort_int8": {"quantization": "qdq-int8"}, "tvm": {"tuned_trials": 0},
-        "tvm_tuned": {"tuned_trials": 200, "tune_time_s": 366.0}}
+META = {"ort": {}, "ort_int8": {"quantization": "qdq-int8"}, "tvm": {"tuned_trials": 0, "tuned": False},
+        "tvm_tuned": {"tuned_trials": 200, "tune_time_s": 366.0, "tuned": True}}
 GZIP = {"ort": 370_000, "ort_int8": 90_000, "tvm": 560_000, "tvm_tuned": 560_000}
 
 
@@ -74,6 +74,12 @@ def test_compile_time_and_tuning_beside_latency(tmp_path):
                       "tvm_tuned": "tuned: 200 trials, 6.1 min"}
     card = dict(runtimes.summary_items(next(e for e in report.entries if e.node == "tvm_tuned")))
     assert card["tuning"] == "tuned: 200 trials, 6.1 min"
+
+
+def test_tuning_from_reused_records_says_so(tmp_path):
+    meta = {**META, "tvm_tuned": {"tuned_trials": 0, "tune_time_s": 4.2, "tuned": True}}
+    tuning = _column(_table(comparison.build(_run(tmp_path, meta=meta))), "tuning")
+    assert tuning["tvm_tuned"] == "tuned (records reused), 4.2 s" and tuning["tvm"] == "untuned (default schedules)"
 
 
 def test_no_tuning_column_without_a_tunable_runtime(tmp_path):

@@ -53,7 +53,7 @@ def build(report: Report) -> Section | None:
         columns, [_row(r, several_models, several_targets, with_agreement, with_tuning, with_gzip) for r in rows],
         numeric_from=2 + len(extra),
         caption=f"Sorted by {report.statistic} latency. Speed-up = baseline latency / runtime latency; compile time: "
-                "the step that made the model (conversion or compilation, tuning included)"
+                "the step that made the model (conversion or compilation; tuning counted apart)"
                 + ("; tuning: MetaSchedule trials and their time (untuned = default schedules)" if with_tuning else "")
                 + "; size against the baseline's"
                 + ("; gzip size: the model file gzip'ed (level 6), where weight sharing (clustering) and pruning "

@@ -243,6 +243,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="sweep folder (default sweeps/<graph-name>-<time>)")
     p.add_argument("--max-latency-ms", type=float, help="best variant: mean latency at most this")
     p.add_argument("--min-accuracy", type=float, help="best variant: quality (accuracy or mAP@0.5) at least this")
+    p.add_argument("--variants-at-once", type=int, default=1, metavar="K",
+                   help="variants run together after the first (for a Ray cluster; default 1)")
     p.add_argument("--no-cache", action="store_true", help="execute every node, ignoring cached results")
     p.add_argument("--cache", help="cache folder (default .heiti/cache or $HEITI_CACHE)")
     _add_scaling_args(p)

@@ -136,28 +136,35 @@ def default_sweep_dir(graph: Graph, base: Path = Path("sweeps")) -> Path:
 
 
 class SweepRunner:
-    """Runs the variants one after the other; each variant's nodes run as its executor decides
-    (in process, in parallel workers, or on Ray). `cancel()` stops the current variant and the rest."""
+    """Runs the variants; each variant's nodes run as its executor decides (in process, in worker
+    processes, or on Ray). With `at_once` > 1 (for a cluster), the first variant runs alone, so the
+    nodes every variant shares are computed once and cached, then up to `at_once` run together.
+    `cancel()` stops the running variants and the rest."""
 
-    def __init__(self, make_executor: Callable[[], Any]) -> None:
+    def __init__(self, make_executor: Callable[[], Any], at_once: int = 1) -> None:
         self.make_executor = make_executor
+        self.at_once = max(1, at_once)
         self._cancelled = threading.Event()
-        self._current: Any = None
+        self._lock = threading.Lock()
+        self._current: set[Any] = set()
         self._subscribers: list[Callable[[Any], None]] = []
 
     def subscribe(self, fn: Callable[[Any], None]) -> None:
         """Every variant's run events go to `fn` too."""
         self._subscribers.append(fn)
 
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled.is_set()
+
     def cancel(self) -> None:
         self._cancelled.set()
-        if self._current is not None:
-            self._current.cancel()
+        with self._lock:
+            for executor in self._current:
+                executor.cancel()
 
     def run(self, graph: Graph, combos: list[dict[str, Any]], out_dir: Path,
             on_variant: Callable[[VariantRecord], None] | None = None) -> SweepResult:
-        from heiti.engine.executor import InvalidGraph
-
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         graph.save(out_dir / "graph.json")
@@ -166,25 +173,46 @@ class SweepRunner:
             VariantRecord(i, params, str(out_dir / "variants" / str(i).zfill(width)))
             for i, params in enumerate(combos)])
         result.save()
-        for record in result.variants:
+
+        def one(record: VariantRecord) -> None:
             if self._cancelled.is_set():
-                break
-            executor = self.make_executor()
-            for fn in self._subscribers:
-                executor.subscribe(fn)
-            self._current = executor
-            try:
-                run = executor.run(apply_variant(graph, record.params), Path(record.run_dir))
-                record.status, record.duration_s = run.status, run.duration_s
-                record.error = "; ".join(f"{n}: {e}" for n, e in run.errors.items())[:2000]
-            except InvalidGraph as err:
-                record.status, record.error = "invalid", str(err)[:2000]
-            finally:
-                self._current = None
-            result.save()
+                return
+            self._run_variant(graph, record)
+            with self._lock:
+                result.save()
             if on_variant is not None:
                 on_variant(record)
+
+        records = list(result.variants)
+        if records:
+            one(records[0])
+        if self.at_once == 1:
+            for record in records[1:]:
+                one(record)
+        else:
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(self.at_once, thread_name_prefix="heiti-variant") as pool:
+                list(pool.map(one, records[1:]))
         return result
+
+    def _run_variant(self, graph: Graph, record: VariantRecord) -> None:
+        from heiti.engine.executor import InvalidGraph
+
+        executor = self.make_executor()
+        for fn in self._subscribers:
+            executor.subscribe(fn)
+        with self._lock:
+            self._current.add(executor)
+        try:
+            run = executor.run(apply_variant(graph, record.params), Path(record.run_dir))
+            record.status, record.duration_s = run.status, run.duration_s
+            record.error = "; ".join(f"{n}: {e}" for n, e in run.errors.items())[:2000]
+        except InvalidGraph as err:
+            record.status, record.error = "invalid", str(err)[:2000]
+        finally:
+            with self._lock:
+                self._current.discard(executor)
 
 
 def read_sweep(out_dir: Path) -> dict[str, Any]:
@@ -215,10 +243,11 @@ def cli_main(args: Any) -> int:
     out_dir = Path(args.out) if args.out else default_sweep_dir(graph)
     jobs = _jobs(args)
     runner = SweepRunner(lambda: Executor(cache_dir=Path(args.cache) if args.cache else None,
-                                          use_cache=not args.no_cache, jobs=jobs, ray_address=args.ray))
+                                          use_cache=not args.no_cache, jobs=jobs, ray_address=args.ray),
+                         at_once=args.variants_at_once)
 
     def on_sigint(signum: int, frame: Any) -> None:
-        if runner._cancelled.is_set():
+        if runner.cancelled:
             raise KeyboardInterrupt
         console.print("[magenta]stopping the sweep after the current step…[/]")
         runner.cancel()

@@ -97,3 +97,39 @@ def test_the_sweep_command_runs_variants_in_workers(tmp_path):
     bad = subprocess.run([*cmd[:5], "--grid", "nosuch.p=1"], cwd=ROOT, env=env, capture_output=True, text=True,
                          timeout=120)
     assert bad.returncode == 1 and "no node 'nosuch'" in bad.stderr
+
+
+def _span(run_dir, node):
+    from heiti.engine.events import read_events
+
+    events = read_events(Path(run_dir) / "events.jsonl")
+    start = next(e.t for e in events if e.type == "node_started" and e.node == node)
+    end = next(e.t for e in events if e.type == "node_finished" and e.node == node)
+    return start, end
+
+
+def test_variants_at_once_run_together_after_the_first(registry, tmp_path):
+    for cls in parallelnodes.ALL:
+        registry.register(cls)
+    g = Graph(name="together")
+    g.add_node("ptest.stamp", "s", {"delay": 0.5})
+    runner = SweepRunner(lambda: Executor(registry, cache_dir=tmp_path / "cache"), at_once=2)
+    result = runner.run(g, variants(parse_grid(["s.delay=0.5,0.51,0.52"])), tmp_path / "sweep")
+    assert result.status == "ok"
+    first, second, third = (_span(v.run_dir, "s") for v in result.variants)
+    assert first[1] <= min(second[0], third[0])  # the first ran alone
+    assert second[0] < third[1] and third[0] < second[1]  # the others overlapped
+
+
+def test_cancelling_a_sweep_stops_the_variant_and_leaves_the_rest(registry, tmp_path):
+    import threading
+
+    for cls in parallelnodes.ALL:
+        registry.register(cls)
+    g = Graph(name="stop")
+    g.add_node("test.slow", "slow", {"steps": 3000, "step_s": 0.01})
+    runner = SweepRunner(lambda: Executor(registry, cache_dir=tmp_path / "cache"))
+    runner.subscribe(lambda e: e.type == "node_progress" and threading.Timer(0.2, runner.cancel).start())
+    result = runner.run(g, variants(parse_grid(["slow.steps=3000,3001,3002"])), tmp_path / "sweep")
+    assert [v.status for v in result.variants] == ["cancelled", "pending", "pending"]
+    assert result.status == "cancelled"

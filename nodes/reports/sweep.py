@@ -111,11 +111,14 @@ def _plot(rows: list[dict[str, Any]], front: list[dict[str, Any]]) -> bytes | No
     ax = fig.add_subplot()
     ax.scatter([r["latency_ms"] for r in points], [r["quality"] for r in points], s=22, c="#9aa5b1",
                label="variant × runtime")
-    on = sorted(front, key=lambda r: r["latency_ms"])
-    ax.plot([r["latency_ms"] for r in on], [r["quality"] for r in on], "o-", color="#d9480f", label="Pareto front")
-    for r in on:
-        ax.annotate(f"v{r['variant'] + 1} {r['label']}", (r["latency_ms"], r["quality"]), fontsize=7,
-                    xytext=(3, 3), textcoords="offset points")
+    ax.scatter([r["latency_ms"] for r in front], [r["quality"] for r in front], s=40, c="#d9480f",
+               label="Pareto front (quality, latency, size)")
+    labels: dict[tuple[float, float], list[str]] = {}  # rows on the same spot share one label
+    for r in front:
+        labels.setdefault((r["latency_ms"], r["quality"]), []).append(f"v{r['variant'] + 1} {r['label']}")
+    for (x, y), names in labels.items():
+        ax.annotate(", ".join(names[:4]) + (" …" if len(names) > 4 else ""), (x, y), fontsize=7,
+                    xytext=(4, 3), textcoords="offset points")
     ax.set_xlabel("mean latency (ms)")
     ax.set_ylabel(points[0]["quality_name"] or "quality")
     ax.grid(alpha=0.3)
@@ -164,7 +167,8 @@ def write_sweep_report(sweep_dir: Path, max_latency_ms: float | None = None,
         verdict = "No variant meets " + (" and ".join(constraints) if constraints else "the report's needs (no measurements)") + "."
     notes = [f"{len(meta['variants'])} variant(s), {len(rows)} measurement(s); the Pareto front keeps the rows "
              "that no other row beats on quality, latency and size at once.",
-             "Measuring nodes ran alone (nothing else ran beside them), so latencies are comparable."]
+             "Each runtime measured alone (with --jobs nothing runs beside a measurement; on Ray, alone on its "
+             "board), so latencies are comparable."]
     notes += [f"Variant {v['index'] + 1} ({_params_text(v['params'])}): {v['status']} {v['error'][:300]}" for v in failed]
 
     md = [f"# {title}", "", verdict, "", *[f"- {n}" for n in notes], "",

@@ -272,6 +272,9 @@ class ProcessLauncher:
             worker.process.kill()
 
     def _pick(self, prefer: set[str]) -> Worker:
+        for worker in [w for w in self.workers if w.handle is None and not w.process.is_alive()]:
+            self.workers.remove(worker)  # died while idle (an OOM kill, say): never give it a node
+            worker.conn.close()
         idle = [w for w in self.workers if w.handle is None]
         for worker in sorted(idle, key=lambda w: -len(w.ran & prefer)):
             if worker.ran & prefer:

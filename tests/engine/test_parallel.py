@@ -29,7 +29,7 @@ def _overlap(a, b):
     return a[0] < b[1] and b[0] < a[1]
 
 
-def _pair(delay=0.8):
+def _pair(delay=1.2):
     g = Graph(name="pair")
     g.add_node("ptest.stamp", "s1", {"delay": delay})
     g.add_node("ptest.stamp", "s2", {"delay": delay + 0.01})  # another cache key
@@ -92,6 +92,32 @@ def test_workers_are_reused_by_descendants_and_replaced_after_a_crash(preg, tmp_
     assert result.states == {"first": "done", "second": "done", "crash": "failed", "later": "done"}
     pids = {n: result.outputs[n]["out"].value[2] for n in ("first", "second", "later")}
     assert pids["first"] == pids["second"] == pids["later"]  # the chain stayed in its worker
+
+
+def test_a_worker_killed_while_idle_is_not_given_a_node(preg, tmp_path):
+    import os
+    import signal
+
+    from heiti.engine.events import EventBus
+    from heiti.engine.workers import ProcessLauncher, make_job
+
+    launcher = ProcessLauncher(EventBus(), size=1)
+    try:
+        cls = preg.get("ptest.stamp")
+        job = lambda n: make_job(n, cls, cls.Params(delay=0.0), {}, tmp_path / n, tmp_path, time.perf_counter())  # noqa: E731
+        first = launcher.start(job("one"))
+        while not launcher.poll(0.5):
+            pass
+        assert first.result["result"] == "done"
+        os.kill(first.worker.process.pid, signal.SIGKILL)
+        first.worker.process.join(5)
+        second = launcher.start(job("two"), prefer={"one"})
+        finished = []
+        while not finished:
+            finished = launcher.poll(0.5)
+        assert second.result["result"] == "done" and second.worker is not first.worker
+    finally:
+        launcher.close()
 
 
 def test_worker_events_reach_events_jsonl_and_the_cache_serves_a_rerun(preg, tmp_path):

@@ -166,7 +166,7 @@ def _jobs(args: argparse.Namespace) -> int:
 
 def _add_scaling_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--jobs", "-j", type=int, metavar="N",
-                   help="nodes run at once, each in its own process (default: the core count; 1 = in this "
+                   help="nodes run at once, in worker processes (default: the core count; 1 = in this "
                         "process, one after the other). Measuring nodes always run alone")
     p.add_argument("--ray", nargs="?", const="auto", metavar="ADDRESS",
                    help="run nodes as tasks on a Ray cluster (default address: auto); needs heiti[cluster]")

@@ -191,3 +191,14 @@ def qdq_output_step(path: Path | str) -> float:
 def dequantised_atol(steps: float, scale: float, values: np.ndarray) -> float:
     """`steps` quantisation steps, plus the fp32 rounding of (q − zero)·scale on either side."""
     return steps * scale + 2 * U32 * float(np.abs(values).max())
+
+
+def decided(reference: np.ndarray, atol: np.ndarray) -> np.ndarray:
+    """Rows whose arg-max no fp32 difference within `atol` can change: the top two reference logits are
+    further apart than their two tolerances. Elsewhere two correct runtimes may pick different classes."""
+    reference = np.asarray(reference, np.float64).reshape(len(reference), -1)
+    atol = np.broadcast_to(np.asarray(atol, np.float64).reshape(len(reference), -1), reference.shape)
+    top2 = np.argsort(reference, axis=1)[:, -2:]
+    rows = np.arange(len(reference))
+    margin = reference[rows, top2[:, 1]] - reference[rows, top2[:, 0]]
+    return margin > atol[rows, top2[:, 1]] + atol[rows, top2[:, 0]]

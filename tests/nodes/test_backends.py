@@ -8,7 +8,7 @@ from heiti.nodes.runtimes.backends import BaseSession, open_session, session_ste
 from heiti.nodes.runtimes.backends.litert import dequantize, quantize
 
 from tests.nodes import tiny_models
-from tests.tolerance import assert_fp32_close
+from tests.tolerance import assert_fp32_close, decided
 
 # (runtime, model format, layout the model expects, extra options)
 CASES = [
@@ -71,7 +71,8 @@ def test_backend_matches_torch(tiny, test_x, reference, tolerance, runtime, fmt,
     finally:
         session.close()
     assert_fp32_close(logits, reference, tolerance, f"{runtime} vs torch")
-    assert np.array_equal(logits.argmax(1), reference.argmax(1))
+    sure = decided(reference, tolerance)  # rows whose class no fp32 difference can flip
+    assert np.array_equal(logits.argmax(1)[sure], reference.argmax(1)[sure])
     if session.inputs:
         assert session.inputs[0]["dtype"] == "float32"
         assert len(session.inputs[0]["shape"]) == 4

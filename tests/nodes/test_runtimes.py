@@ -131,6 +131,17 @@ def _argmax_reference(tiny, n):
     return np.concatenate([session.run([x[i:i + 1]])[0] for i in range(len(x))]).argmax(1), y
 
 
+def _undecided(tiny, n) -> int:
+    """Samples whose class another fp32 runtime may legitimately pick differently (tests/tolerance.py)."""
+    from tests.tolerance import decided, onnx_fp32_atol
+
+    with np.load(tiny.dataset) as data:
+        x = data["x_test"][:n]
+    session = open_session("onnxruntime", str(tiny.paths["onnx"]), {})
+    logits = np.concatenate([session.run([x[i:i + 1]])[0] for i in range(len(x))])
+    return int((~decided(logits, onnx_fp32_atol(tiny.paths["onnx"], x))).sum())
+
+
 FAST = {"warmup": 2, "max_samples": 60, "sample_period_s": 0.02}
 #: latencies_ms are stored to 6 decimals: each value, and so any mean or percentile of them, is off by at most this
 STORED_MS = 0.5e-6 + 1e-12
@@ -150,6 +161,7 @@ def test_every_runtime_measures_the_same_model(tiny, registry, tmp_path):
     assert result.status == "ok", result.errors
     pred, y = _argmax_reference(tiny, 60)
     expected_acc = float(np.mean(pred == y))
+    flippable = _undecided(tiny, 60) / 60  # accuracy the fp32 rounding of another runtime may move
     for node_id in ("ort", "ov", "tvm", "torch", "keras", "lite", "lite8"):
         path = tmp_path / "run" / "measurements" / f"{node_id}.json"
         data = read_measurements(path).data
@@ -166,8 +178,8 @@ def test_every_runtime_measures_the_same_model(tiny, registry, tmp_path):
         cm = np.array(cls.confusion_matrix)
         assert cm.sum() == 60 and cm.shape == (10, 10)
         assert cls.accuracy == pytest.approx(np.trace(cm) / 60)
-        if node_id != "lite8":  # the float models compute the very same logits
-            assert cls.accuracy == pytest.approx(expected_acc)
+        if node_id != "lite8":  # the float models compute the same logits up to fp32 rounding
+            assert cls.accuracy == pytest.approx(expected_acc, abs=flippable + 1e-12)
         else:
             assert cls.accuracy > expected_acc - 0.1
         model_file = tiny.paths[{"ort": "onnx", "ov": "onnx", "lite": "tflite", "lite8": "tflite_int8"}.get(node_id, node_id)]
@@ -210,8 +222,8 @@ def test_batches_cover_every_sample(tiny, registry, tmp_path):
     data = read_measurements(tmp_path / "run" / "measurements" / "ort.json").data
     assert data.latency_ms.count == 7  # 50 samples in calls of 8, the last one padded
     assert np.array(data.classification.confusion_matrix).sum() == 50
-    pred, y = _argmax_reference(tiny, 50)
-    assert data.classification.accuracy == pytest.approx(np.mean(pred == y))
+    pred, y = _argmax_reference(tiny, 50)  # one sample per call there: another summation order
+    assert data.classification.accuracy == pytest.approx(np.mean(pred == y), abs=_undecided(tiny, 50) / 50 + 1e-12)
     throughput = 50 / (np.sum(data.latencies_ms) / 1000)  # from latencies stored to 6 decimals
     assert data.throughput_per_s == pytest.approx(throughput, rel=STORED_MS / min(data.latencies_ms))
 
@@ -266,7 +278,7 @@ def test_remote_run_records_device_timing(tiny, registry, tmp_path):
     assert device is not None and device.count == host.count == 300  # the whole test split
     assert device.mean < host.mean  # the round trip holds the device's call
     pred, y = _argmax_reference(tiny, 300)
-    assert data.classification.accuracy == pytest.approx(np.mean(pred == y))
+    assert data.classification.accuracy == pytest.approx(np.mean(pred == y), abs=_undecided(tiny, 300) / 300 + 1e-12)
     device_metrics = [e for e in events if isinstance(e, NodeMetric) and e.source != "host"]
     assert device_metrics and {e.name for e in device_metrics} >= {"cpu_percent"}
     device_series = [ts for ts in data.resources if ts.source != "host"]

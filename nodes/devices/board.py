@@ -19,7 +19,7 @@ Built once and cached under ~/.cache/heiti/boards/<arch>/ (or --dir):
 
 The file system is made by `mmdebstrap --variant=extract` when mmdebstrap is installed: packages
 are only unpacked, natively, so nothing runs under emulation (about a minute). Without it,
-`debootstrap --foreign` plus its second stage under emulation does the same in 2-12 minutes.
+`debootstrap --foreign` plus its second stage under emulation does the same in 11-30 minutes.
 The server runs in its own mount namespace (`unshare --mount`): /proc, /sys, a small /dev and /tmp
 are mounted there only, so they vanish with the process and never outlive `board down`. It runs
 as `nobody` inside the chroot, listens on loopback only, and allows native code (TVM modules)

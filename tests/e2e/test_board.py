@@ -2,7 +2,7 @@
 
 The heavy test builds the board once and caches it under ~/.cache/heiti/boards/aarch64 (or
 $HEITI_BOARDS): 3.5 minutes the first time on a busy 2-core machine with mmdebstrap (debootstrap
-instead: up to ~12 minutes), nothing after. Then `up` takes ~35 s and the example ~4.5 minutes
+instead: 11-30 minutes), nothing after. Then `up` takes ~35 s and the example ~4.5 minutes
 (training and converting here, ~2 minutes of it on the board, where everything is emulated).
 """
 

@@ -70,7 +70,7 @@ def test_compile_time_and_tuning_beside_latency(tmp_path):
     compile_time = _column(table, "compile time")
     assert compile_time == {s.node: fmt.seconds(s.compile_time_s) for s in SPECS}
     tuning = _column(table, "tuning")
-    assert tuning == {"ort": "—", "ort_int8": "—", "tvm": "untuned (default schedules)",
+    assert tuning == {"ort": "—", "ort_int8": "—", "tvm": "untuned",
                       "tvm_tuned": "tuned: 200 trials, 6.1 min"}
     card = dict(runtimes.summary_items(next(e for e in report.entries if e.node == "tvm_tuned")))
     assert card["tuning"] == "tuned: 200 trials, 6.1 min"
@@ -79,7 +79,7 @@ def test_compile_time_and_tuning_beside_latency(tmp_path):
 def test_tuning_from_reused_records_says_so(tmp_path):
     meta = {**META, "tvm_tuned": {"tuned_trials": 0, "tune_time_s": 4.2, "tuned": True}}
     tuning = _column(_table(comparison.build(_run(tmp_path, meta=meta))), "tuning")
-    assert tuning["tvm_tuned"] == "tuned (records reused), 4.2 s" and tuning["tvm"] == "untuned (default schedules)"
+    assert tuning["tvm_tuned"] == "tuned (records reused), 4.2 s" and tuning["tvm"] == "untuned"
 
 
 def test_no_tuning_column_without_a_tunable_runtime(tmp_path):

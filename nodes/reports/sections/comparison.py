@@ -48,7 +48,7 @@ def build(report: Report) -> Section | None:
     columns = ["runtime", "format", *extra, "mean ms", "median ms", "p99 ms", "speed-up", "compile time",
                *(["tuning"] if with_tuning else []), "model size", *(["gzip size"] if with_gzip else []),
                "size vs baseline", quality_title, "Δ quality",
-               *(["agreement (cosine · max rel · top-1)"] if with_agreement else [])]
+               *(["agreement"] if with_agreement else [])]
     blocks: list = [Table.build(
         columns, [_row(r, several_models, several_targets, with_agreement, with_tuning, with_gzip) for r in rows],
         numeric_from=2 + len(extra),
@@ -60,7 +60,7 @@ def build(report: Report) -> Section | None:
                    "show" if with_gzip else "")
                 + "; Δ quality in percentage points, green within the tolerance."
                 + (" Agreement: outputs against the reference runtime's on the same inputs — worst per-sample "
-                   "cosine, max |difference| over max |reference|, arg-max agreement; green within the agreement "
+                   "cosine · max |difference| over max |reference| · arg-max agreement; green within the agreement "
                    "tolerance." if with_agreement else ""))]
     slow_int8 = int8_slower(rows)
     if slow_int8:
@@ -119,7 +119,9 @@ def _target(entry) -> str:
 
 def _tuning(entry) -> Cell:
     state = tuning(entry)
-    return Cell(tuning_text(entry), "" if state is None else ("good" if state[0] else "bad"))
+    text = tuning_text(entry)
+    short = text.replace(" (default schedules)", "")  # the caption says what untuned means
+    return Cell(short, "" if state is None else ("good" if state[0] else "bad"), title=text)
 
 
 def _gzip(row: Row) -> Cell:

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 from heiti.engine import In, ModelArtifact, Node, NodeError, Out
-from heiti.engine.files import file_sha256
 from heiti.nodes.models import step_meta
 from heiti.nodes.optimize_onnx import import_hint, import_simplified, shapes_for
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -86,22 +85,37 @@ class TVMCompile(Node):
 
     target: "host" (this machine's CPU, auto-detected), "aarch64", "armv7", "riscv64", a TVM tag
     (e.g. raspberry-pi/4b-aarch64) or a target dict as JSON. Host builds are a .so; cross builds a
-    .tar of object files for the device. tune_trials > 0 runs MetaSchedule (minutes) and keeps the
-    tuning database in `tuning_db` (default ~/.cache/heiti/tvm-tuning/<model hash>) for next runs.
+    .tar of object files for the device.
+
+    schedule "default" gives every fused TIR function a CPU schedule without measuring (parallel
+    outer loops, vectorised and register-tiled inner loops, NHWC convolutions; see docs/tvm.md);
+    "none" keeps TVM's unscheduled loops. tune_trials / tune_minutes > 0 run MetaSchedule (xgboost
+    cost model) starting from the default schedules; records go to a database per target shared by
+    all models (`tuning_db`, default ~/.cache/heiti/tvm-tuning/<target>), so a re-compile or a model
+    sharing layers reuses them.
     """
 
     kind = "compile.tvm"
     title = "TVM compile"
     category = "Compilers"
+    version = 2  # 2: default CPU schedule (cached version-1 builds were unscheduled); params only added
 
     class Params(_Params):
         target: str = Field("host", description="host, aarch64, armv7, riscv64, a TVM tag or a JSON target dict")
         opt_level: int = Field(3, ge=0, le=3, description="TVM optimisation level")
         batch: int = Field(1, ge=1, description="batch size used where the model's batch is dynamic")
-        tune_trials: int = Field(0, ge=0, description="MetaSchedule trials; 0 = no tuning")
+        schedule: Literal["default", "none"] = Field(
+            "default", description="default: a CPU schedule for every fused function without measuring "
+                                   "(parallel, vectorised, tiled); none: TVM's naive single-thread loops")
+        layout: Literal["NHWC", "NCHW"] = Field("NHWC", description="layout convolutions are computed in "
+                                                                     "(NHWC vectorises over channels)")
+        tune_trials: int = Field(0, ge=0, description="MetaSchedule trials; 0 = no trial limit (tune_minutes decides)")
+        tune_minutes: float = Field(0.0, ge=0, description="tuning time budget in minutes; 0 = no time limit. "
+                                                           "Tuning runs when either this or tune_trials is > 0")
         fix_shape: str = Field("", description="fixed input shape(s), e.g. 1,3,640,640: the ONNX model is simplified "
                                                "with onnxslim first (also done when the plain import fails)")
-        tuning_db: str = Field("", description="tuning database folder (default ~/.cache/heiti/tvm-tuning/<model hash>)")
+        tuning_db: str = Field("", description="tuning database folder, shared by models (default "
+                                               "~/.cache/heiti/tvm-tuning/<target>)")
         retune: bool = Field(False, description="tune again even when the database already holds enough records")
         tune_builder: Literal["in_process", "local"] = Field(
             "in_process", description="build tuning candidates in this process (fast) or in LocalBuilder worker "
@@ -133,26 +147,32 @@ class TVMCompile(Node):
         ctx.progress(0.1, f"importing {model.model_format}")
         mod = import_simplified(ctx, model, p.fix_shape, shapes, lambda path: self._import(
             model.model_copy(update={"path": path}), shapes, raw=True), "TVM")
-        tuned = 0
-        if p.tune_trials > 0 and cross:
+        tuning = p.tune_trials > 0 or p.tune_minutes > 0
+        if tuning and cross:
             raise NodeError(f"tuning measures candidates on the CPU it builds for; {p.target} is not this machine",
-                            "set tune_trials to 0 for cross targets, or tune on the device")
-        if p.tune_trials > 0:
-            mod, tuned = self._tune(ctx, mod, target, model)
-        ctx.progress(0.6, "compiling")
+                            "set tune_trials and tune_minutes to 0 for cross targets, or tune on the device")
+        mod, info = self._schedule(ctx, mod, target, tuning)
+        ctx.progress(0.7, "compiling")
+        t_build = time.perf_counter()
         with tvm.transform.PassContext(opt_level=p.opt_level):
             executable = tvm.compile(mod, target=target)
         path = ctx.workdir / ("model.tar" if cross else "model.so")
         ctx.progress(0.9, "exporting")
         executable.export_library(str(path))
+        info["build_s"] = round(time.perf_counter() - t_build, 3)
         seconds = time.perf_counter() - t0
+        tune_s = float(info.get("tuning", {}).get("seconds", 0.0))
         inputs = [{"name": item["name"], "shape": shapes[item["name"]], "dtype": item.get("dtype", "float32"),
                    **({"quantization": item["quantization"]} if "quantization" in item else {})}
                   for item in model.inputs]
-        meta = step_meta(model, ctx, self.kind, seconds, compile_time_s=round(seconds, 3), convert_time_s=round(seconds, 3),
+        compile_s = round(seconds - tune_s, 3)  # tuning time is reported on its own
+        meta = step_meta(model, ctx, self.kind, seconds, compile_time_s=compile_s, convert_time_s=compile_s,
+                         tune_time_s=round(tune_s, 3), tuned=bool(info.get("tuning")),
                          target=_json_safe(dict(target.export())), target_name=p.target, cross=cross,
-                         opt_level=p.opt_level, tuned_trials=tuned, source_format=model.model_format)
-        ctx.log(f"TVM {'cross ' if cross else ''}build for {p.target} in {seconds:.2f} s -> {path.name}")
+                         opt_level=p.opt_level, tuned_trials=int(info.get("tuning", {}).get("trials", 0)),
+                         source_format=model.model_format, tvm_schedule=_json_safe(info))
+        ctx.log(f"TVM {'cross ' if cross else ''}build for {p.target} in {seconds:.2f} s "
+                f"({'tuned ' + format(tune_s, '.0f') + ' s, ' if tune_s else ''}schedule {p.schedule}) -> {path.name}")
         return {"model": ModelArtifact(path=path, model_format="tvm", inputs=inputs, outputs=model.outputs, meta=meta)}
 
     def _import(self, model: ModelArtifact, shapes: dict[str, list[int]], raw: bool = False) -> Any:
@@ -179,69 +199,43 @@ class TVMCompile(Node):
             raise NodeError(f"TVM cannot import this {model.model_format} model: {text}",
                             import_hint(text, Path(model.path))) from err
 
-    def _tune(self, ctx: Any, mod: Any, target: Any, model: ModelArtifact) -> tuple[Any, int]:
-        import tvm
-        from tvm import relax
-        from tvm.s_tir import meta_schedule as ms
+    def _schedule(self, ctx: Any, mod: Any, target: Any, tuning: bool) -> tuple[Any, dict[str, Any]]:
+        """Fused TIR with a schedule per function: default (heuristic), tuned records first when tuning."""
+        from heiti.nodes import tvm_schedule as ts
 
         p = self.params
-        folder = Path(p.tuning_db).expanduser() if p.tuning_db else (
-            Path.home() / ".cache" / "heiti" / "tvm-tuning" / file_sha256(Path(model.path))[:16])
-        folder.mkdir(parents=True, exist_ok=True)
-        with target:
-            mod = tvm.transform.Sequential([relax.transform.DecomposeOpsForInference(),
-                                            relax.transform.CanonicalizeBindings(),
-                                            relax.pipeline.zero_pipeline()])(mod)
-        tasks = ms.relax_integration.extract_tasks(mod, target)
-        database = ms.database.JSONDatabase(work_dir=str(folder))
-        untuned = [t.task_name for t in tasks
-                   if not database.get_top_k(database.commit_workload(t.dispatched[0]), 1)]
-        if not untuned and not p.retune:
-            ctx.log(f"reusing the tuning records of all {len(tasks)} tasks from {folder}")
-            trials = 0
-        else:
-            import importlib.util
+        info: dict[str, Any] = {"schedule": p.schedule, "layout": p.layout, "version": ts.SCHEDULE_VERSION}
+        if p.schedule == "none" and not tuning:
+            return mod, info  # tvm.compile's default pipeline: legalize, fuse, no schedule
+        ctx.progress(0.2, "preparing (layout, constants, fusion)")
+        mod = ts.prepare(mod, target, p.layout)
+        database, stats = ts.default_schedule_database(mod, target)
+        info.update(tasks=stats.tasks, scheduled=stats.scheduled, schedule_s=round(stats.seconds, 3))
+        if stats.failed:
+            info["unscheduled"] = stats.failed[:20]
+            ctx.log(f"no default schedule for {len(stats.failed)} function(s): {', '.join(stats.failed[:5])}", "warning")
+        if tuning:
+            folder = Path(p.tuning_db).expanduser() if p.tuning_db else ts.default_tuning_dir(target)
+            ctx.progress(0.3, f"tuning {stats.tasks} tasks ({ts.cost_model_name()} cost model) into {folder}")
 
-            cost_model = "xgb" if importlib.util.find_spec("xgboost") else "random"
-            per_task = max(1, -(-p.tune_trials // max(1, len(tasks))))
-            builder = (ms.builder.LocalBuilder(timeout_sec=120) if p.tune_builder == "local"
-                       else in_process_builder())
-            ctx.progress(0.2, f"tuning {len(tasks)} tasks ({p.tune_trials} trials, {cost_model} cost model)")
-            ctx.log(f"MetaSchedule: {p.tune_trials} trials over {len(tasks)} tasks, database {folder}")
-            with target, tvm.transform.PassContext(opt_level=p.opt_level):
-                ms.relax_integration.tune_relax(
-                    mod, params={}, target=target, work_dir=str(folder), max_trials_global=p.tune_trials,
-                    max_trials_per_task=per_task, num_trials_per_iter=min(64, per_task), builder=builder,
-                    runner=ms.runner.LocalRunner(timeout_sec=60), cost_model=cost_model)
-            trials = p.tune_trials
-        with target, tvm.transform.PassContext(opt_level=p.opt_level):
-            mod = relax.transform.MetaScheduleApplyDatabase(str(folder))(mod)
-        return mod, trials
+            def progress(elapsed: float, best_ms: float, message: str) -> None:
+                ctx.metric("tvm_tuning_best_ms", best_ms, elapsed)
+                if p.tune_minutes > 0:
+                    ctx.progress(0.3 + 0.35 * min(1.0, elapsed / (p.tune_minutes * 60)), f"tuning: {message}")
 
-
-def in_process_builder() -> Any:
-    """A MetaSchedule builder compiling candidates in this process.
-
-    LocalBuilder starts a fresh worker pool for every batch and each worker imports TVM's tensor
-    intrinsics (30 s or more on a busy 2-core machine), which dwarfs building a small model's
-    candidates (a few seconds). The price: no per-candidate timeout and no crash isolation.
-    """
-    from tvm.ir.utils import derived_object
-    from tvm.s_tir.meta_schedule.builder import BuilderResult, PyBuilder
-    from tvm.s_tir.meta_schedule.builder.local_builder import default_build, default_export
-
-    @derived_object
-    class InProcessBuilder(PyBuilder):
-        def build(self, build_inputs: list[Any]) -> list[Any]:
-            results = []
-            for item in build_inputs:
-                try:
-                    results.append(BuilderResult(default_export(default_build(item.mod, item.target, item.params)), None))
-                except Exception as err:  # noqa: BLE001 - a failed candidate is a result, not a crash
-                    results.append(BuilderResult(None, f"{type(err).__name__}: {err}"))
-            return results
-
-    return InProcessBuilder()
+            result = ts.tune(mod, target, folder, trials=p.tune_trials, minutes=p.tune_minutes, retune=p.retune,
+                             builder="local" if p.tune_builder == "local" else "in_process",
+                             on_progress=progress, cancelled=lambda: ctx.cancelled)
+            ctx.log(("reused the tuning records of all tasks in " if result.reused else
+                     f"tuned {result.trials} trials in {result.seconds:.0f} s into ") + str(folder))
+            info["tuning"] = {"seconds": round(result.seconds, 3), "trials": result.trials, "reused": result.reused,
+                              "cost_model": result.cost_model, "database": str(folder),
+                              "estimated_ms": result.best_ms, "estimated_default_ms": result.default_ms,
+                              "history": result.history[-200:]}
+            database = ts.tuned_database(folder, database)
+        elif p.schedule == "none":
+            return mod, info
+        return ts.apply_database(mod, target, database, p.opt_level), info
 
 
 class OpenVINOCompile(Node):

@@ -169,7 +169,7 @@ def test_tvm_tuning_database_is_kept_and_reused(cache, tmp_path):
     db = tmp_path / "tuning"
     params = {"tune_trials": 12, "tuning_db": str(db)}
     first = run_with(cache, tmp_path, [("tvm", "compile.tvm", params)], [("o", "model", "tvm", "model")], "first")
-    assert first.outputs["tvm"]["model"].meta["tuned_trials"] == 12
+    assert first.outputs["tvm"]["model"].meta["tuned_trials"] >= 12  # MetaSchedule measures whole batches
     records = db / "database_tuning_record.json"
     assert records.is_file() and records.read_text().strip()
     # a changed opt level re-runs the node; the database already has the records, so no tuning again

@@ -26,8 +26,15 @@ def _flatten(value: Any, out: list[np.ndarray]) -> list[np.ndarray]:
     return out
 
 
+def _physical_cores() -> int:
+    import psutil
+
+    return int(psutil.cpu_count(logical=False) or psutil.cpu_count() or 1)
+
+
 class TVMSession(BaseSession):
-    """options: threads (TVM's thread pool size, 0 = all cores), entry (function name, "main"),
+    """options: threads (TVM's thread pool size, 0 = TVM's default: TVM_NUM_THREADS or the physical
+    cores), entry (function name, "main"),
     inputs / outputs (the ModelArtifact's descriptions, used for names, shapes and dtypes)."""
 
     def __init__(self, model_path: str, options: dict[str, Any]) -> None:
@@ -36,17 +43,19 @@ class TVMSession(BaseSession):
             raise ValueError(f"{path.name} is a cross-compiled archive for another CPU; "
                              "link it on the device or compile for the host to run it here")
         threads = int(options.get("threads", 0) or 0)
-        if threads:
-            os.environ.setdefault("TVM_NUM_THREADS", str(threads))
+        if threads:  # read when TVM's thread pool starts; config_threadpool resizes a pool already running
+            os.environ["TVM_NUM_THREADS"] = str(threads)
+        import tvm
+
         # tvm.runtime.vm.VirtualMachine is relax.VirtualMachine, and also works with TVM's
         # runtime-only library (TVM_USE_RUNTIME_LIB=1, as on an emulated board)
-        import tvm
         from tvm.runtime.vm import VirtualMachine
 
         if threads:
             configure = tvm.get_global_func("runtime.config_threadpool", allow_missing=True)
             if configure is not None:
                 configure(1, threads)  # mode 1 ("big" cores) = every core on a homogeneous CPU
+        self.threads = threads or int(os.environ.get("TVM_NUM_THREADS", 0) or 0) or _physical_cores()
         self._dev = tvm.cpu(0)
         self._lib = tvm.runtime.load_module(str(path))
         self._vm = VirtualMachine(self._lib, self._dev)

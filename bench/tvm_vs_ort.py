@@ -1,0 +1,259 @@
+"""Apache TVM against ONNX Runtime, OpenVINO and LiteRT on MobileNetV2-224 and a ResNet-style CNN.
+
+Both models are built offline with Keras (random weights, He-normal re-initialised so activations
+stay O(1) through the depth and the output differences mean something), exported to ONNX with
+tf2onnx (NCHW input, as `convert.keras_to_onnx` does) and to TFLite (fp32). Engines, all at the
+same thread count:
+- ONNX Runtime (the reference: every ratio is to it, and every max difference);
+- OpenVINO (f32 precision hint), LiteRT (fp32 .tflite);
+- TVM "none": TVM 0.27's own pipeline, no schedule (what compile.tvm did before);
+- TVM "default": compile.tvm's default schedule, no measurement (heiti.nodes.tvm_schedule);
+- TVM "tuned": MetaSchedule with the xgboost cost model for --tune-minutes per model, started from
+  the default schedules, database in --tuning-db (reused: a second run with the same database
+  tunes nothing unless --retune).
+Latency is measured in one process, in interleaved rounds (every engine once per round); each
+figure is the median over rounds of the engine's median call, and the ratio to ONNX Runtime is
+the median over rounds of the per-round ratio, so a busy shared machine's drift cancels out. The
+load average is printed with the figures.
+
+    .venv/bin/python bench/tvm_vs_ort.py [--models mobilenetv2,resnet] [--threads 2]
+        [--tune-minutes 0] [--tuning-db DIR] [--skip-none] [--rounds 9]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def _reinit(net: Any) -> None:
+    rng = np.random.default_rng(0)
+    for layer in net.layers:
+        weights = layer.get_weights()
+        if not weights:
+            continue
+        new = []
+        for w in weights:
+            if w.ndim in (2, 4):
+                depthwise = w.ndim == 4 and w.shape[-1] == 1
+                fan_in = int(np.prod(w.shape[:2] if depthwise else w.shape[:-1]))
+                w = rng.normal(0, np.sqrt(2.0 / fan_in), w.shape).astype(np.float32)
+            new.append(w)
+        layer.set_weights(new)
+
+
+def _resnet(input_shape: tuple[int, int, int] = (64, 64, 3), classes: int = 10) -> Any:
+    import keras
+
+    layers = keras.layers
+    x_in = keras.Input(input_shape)
+    x = layers.ReLU()(layers.BatchNormalization()(layers.Conv2D(32, 3, strides=2, padding="same", use_bias=False)(x_in)))
+    for filters, stride in [(32, 1), (64, 2), (64, 1), (128, 2), (128, 1)]:
+        shortcut = x
+        y = layers.Conv2D(filters, 3, strides=stride, padding="same", use_bias=False)(x)
+        y = layers.ReLU()(layers.BatchNormalization()(y))
+        y = layers.BatchNormalization()(layers.Conv2D(filters, 3, padding="same", use_bias=False)(y))
+        if stride != 1 or shortcut.shape[-1] != filters:
+            shortcut = layers.BatchNormalization()(layers.Conv2D(filters, 1, strides=stride, use_bias=False)(shortcut))
+        x = layers.ReLU()(layers.Add()([y, shortcut]))
+    return keras.Model(x_in, layers.Dense(classes)(layers.GlobalAveragePooling2D()(x)))
+
+
+def build_models(folder: Path, names: list[str]) -> dict[str, dict[str, Any]]:
+    import keras
+    import onnx
+    import tensorflow as tf
+    import tf2onnx
+
+    out = {}
+    for name in names:
+        keras.utils.set_random_seed(0)
+        if name == "mobilenetv2":
+            net, hwc = keras.applications.MobileNetV2(weights=None, input_shape=(224, 224, 3),
+                                                      classifier_activation=None), (224, 224, 3)
+        else:
+            net, hwc = _resnet(), (64, 64, 3)
+        _reinit(net)
+        spec = tf.TensorSpec([1, *hwc], tf.float32, name="input")
+        function = tf.function(lambda x, net=net: net(x, training=False), input_signature=[spec])
+        proto, _ = tf2onnx.convert.from_function(function, input_signature=[spec], opset=17, inputs_as_nchw=["input:0"])
+        onnx_path = folder / f"{name}.onnx"
+        onnx.save(proto, str(onnx_path))
+        converter = tf.lite.TFLiteConverter.from_keras_model(net)  # from_concrete_functions gave NaNs here
+        tflite_path = folder / f"{name}.tflite"
+        tflite_path.write_bytes(converter.convert())
+        out[name] = {"onnx": onnx_path, "tflite": tflite_path, "nchw": (1, hwc[2], hwc[0], hwc[1]),
+                     "input": proto.graph.input[0].name}
+    return out
+
+
+def compile_tvm(onnx_path: Path, shape: tuple[int, ...], input_name: str, mode: str, folder: Path,
+                tune_minutes: float, tuning_db: Path, retune: bool) -> tuple[Any, dict[str, Any]]:
+    import onnx
+    import tvm
+    from heiti.nodes import tvm_schedule as ts
+    from heiti.nodes.compilers import resolve_target
+    from tvm.relax.frontend.onnx import from_onnx
+
+    target, _ = resolve_target("host")
+    t0 = time.perf_counter()
+    mod = from_onnx(onnx.load(str(onnx_path)), shape_dict={input_name: list(shape)})
+    info: dict[str, Any] = {}
+    if mode != "none":
+        mod = ts.prepare(mod, target)
+        database, stats = ts.default_schedule_database(mod, target)
+        info["schedule_s"] = round(stats.seconds, 1)
+        if mode == "tuned":
+            def progress(elapsed: float, best_ms: float, message: str) -> None:
+                if len(info.setdefault("progress", [])) % 20 == 0:
+                    print(f"    tuning {elapsed:6.0f} s: estimated {best_ms:.2f} ms ({message})", flush=True)
+                info["progress"].append((elapsed, best_ms))
+
+            result = ts.tune(mod, target, tuning_db, minutes=tune_minutes, retune=retune, on_progress=progress)
+            info.update(tune_s=round(result.seconds, 1), trials=result.trials, reused=result.reused,
+                        estimated_ms=result.best_ms, estimated_default_ms=result.default_ms)
+            database = ts.tuned_database(tuning_db, database)
+        mod = ts.apply_database(mod, target, database)
+    with tvm.transform.PassContext(opt_level=3):
+        executable = tvm.compile(mod, target=target)
+    path = folder / f"{onnx_path.stem}-{mode}.so"
+    executable.export_library(str(path))
+    info["compile_s"] = round(time.perf_counter() - t0 - info.get("tune_s", 0.0), 1)
+    return path, info
+
+
+def engines(models: dict[str, Any], name: str, x: np.ndarray, threads: int, args: argparse.Namespace,
+            folder: Path) -> tuple[dict[str, Callable[[], Any]], dict[str, Any], dict[str, Any]]:
+    """name -> a call running one inference; outputs; compile/convert info."""
+    import onnxruntime as ort
+
+    m = models[name]
+    calls: dict[str, Callable[[], Any]] = {}
+    outputs: dict[str, Any] = {}
+    info: dict[str, Any] = {}
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.log_severity_level = 3
+    t0 = time.perf_counter()
+    session = ort.InferenceSession(str(m["onnx"]), so, providers=["CPUExecutionProvider"])
+    info["onnxruntime"] = {"compile_s": round(time.perf_counter() - t0, 2)}
+    feed = {session.get_inputs()[0].name: x}
+    calls["onnxruntime"] = lambda: session.run(None, feed)
+    outputs["onnxruntime"] = lambda: session.run(None, feed)[0]
+
+    try:
+        import openvino as ov
+
+        t0 = time.perf_counter()
+        compiled = ov.Core().compile_model(str(m["onnx"]), "CPU", {"INFERENCE_PRECISION_HINT": "f32",
+                                                                    "INFERENCE_NUM_THREADS": threads})
+        request = compiled.create_infer_request()
+        info["openvino"] = {"compile_s": round(time.perf_counter() - t0, 2)}
+        calls["openvino"] = lambda: request.infer([x])
+        outputs["openvino"] = lambda: next(iter(request.infer([x]).values()))
+    except Exception as err:  # noqa: BLE001 - a missing engine is a line in the output, not a crash
+        print(f"  openvino skipped: {err}")
+
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+
+        t0 = time.perf_counter()
+        interpreter = Interpreter(model_path=str(m["tflite"]), num_threads=threads)
+        interpreter.allocate_tensors()
+        info["litert"] = {"compile_s": round(time.perf_counter() - t0, 2)}
+        i_in = interpreter.get_input_details()[0]["index"]
+        i_out = interpreter.get_output_details()[0]["index"]
+        interpreter.set_tensor(i_in, np.ascontiguousarray(x.transpose(0, 2, 3, 1)))
+        calls["litert"] = interpreter.invoke
+
+        def litert_out() -> Any:
+            interpreter.invoke()
+            return interpreter.get_tensor(i_out)
+
+        outputs["litert"] = litert_out
+    except Exception as err:  # noqa: BLE001
+        print(f"  litert skipped: {err}")
+
+    import tvm
+    from tvm.runtime.vm import VirtualMachine
+
+    tvm.get_global_func("runtime.config_threadpool")(1, threads)
+    modes = [*(["none"] if not args.skip_none else []), "default", *(["tuned"] if args.tune_minutes > 0 else [])]
+    device = tvm.cpu(0)
+    xt = tvm.runtime.tensor(x, device)
+    for mode in modes:
+        path, tinfo = compile_tvm(m["onnx"], x.shape, m["input"], mode, folder, args.tune_minutes,
+                                  Path(args.tuning_db).expanduser(), args.retune)
+        vm = VirtualMachine(tvm.runtime.load_module(str(path)), device)
+        main = vm["main"]
+        info[f"tvm-{mode}"] = tinfo
+        calls[f"tvm-{mode}"] = lambda main=main: main(xt)
+        outputs[f"tvm-{mode}"] = lambda main=main: (lambda r: r.numpy() if hasattr(r, "numpy") else r[0].numpy())(main(xt))
+        print(f"  tvm-{mode}: {tinfo}", flush=True)
+    return calls, outputs, info
+
+
+def median_call_ms(call: Callable[[], Any], n: int) -> float:
+    times = []
+    for _ in range(n):
+        t = time.perf_counter_ns()
+        call()
+        times.append(time.perf_counter_ns() - t)
+    return statistics.median(times) / 1e6
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", default="mobilenetv2,resnet")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--calls", type=int, default=10, help="calls per engine per round")
+    parser.add_argument("--tune-minutes", type=float, default=0.0, help="MetaSchedule budget per model; 0 = no tuned row")
+    parser.add_argument("--tuning-db", default=str(Path(tempfile.gettempdir()) / "heiti-bench-tvm-tuning"))
+    parser.add_argument("--retune", action="store_true")
+    parser.add_argument("--skip-none", action="store_true", help="skip TVM without schedule (slow to measure)")
+    args = parser.parse_args()
+    names = [n.strip() for n in args.models.split(",") if n.strip()]
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        models = build_models(folder, names)
+        for name in names:
+            x = np.random.default_rng(0).standard_normal(models[name]["nchw"], dtype=np.float32)
+            print(f"\n== {name} {models[name]['nchw']} threads={args.threads} (load {os.getloadavg()[0]:.1f})", flush=True)
+            calls, outputs, info = engines(models, name, x, args.threads, args, folder)
+            ref = np.asarray(outputs["onnxruntime"]())
+            diffs = {k: float(np.abs(np.asarray(f()).reshape(ref.shape) - ref).max()) for k, f in outputs.items()}
+            for call in calls.values():  # warm-up
+                for _ in range(3):
+                    call()
+            per: dict[str, list[float]] = {k: [] for k in calls}
+            for r in range(args.rounds):
+                order = list(calls) if r % 2 == 0 else list(reversed(calls))
+                for k in order:
+                    n = 2 if k == "tvm-none" else args.calls
+                    per[k].append(median_call_ms(calls[k], n))
+            ratios = {k: statistics.median(a / b for a, b in zip(v, per["onnxruntime"], strict=True)) for k, v in per.items()}
+            print(f"  load average after: {os.getloadavg()[0]:.1f}; |ORT output| max {np.abs(ref).max():.3g}")
+            print(f"  {'engine':14} {'median ms':>10} {'x ORT':>7} {'compile s':>10} {'max |diff|':>11}")
+            for k in calls:
+                comp = info.get(k, {}).get("compile_s")
+                extra = f"  tuned {info[k].get('tune_s')} s, {info[k].get('trials')} trials" if k == "tvm-tuned" else ""
+                print(f"  {k:14} {statistics.median(per[k]):10.2f} {ratios[k]:7.2f} {comp if comp is not None else '':>10} "
+                      f"{diffs[k]:11.2e}{extra}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,505 @@
+"""Apache TVM 0.27 on a CPU: a schedule for every fused TIR function without measuring, and tuning.
+
+TVM's relax pipeline (`tvm.compile` with the default cpu pipeline) legalizes operators to TIR and
+applies no schedule: every fused function runs as naive single-threaded loops. This module gives
+each function a schedule taken from MetaSchedule's own design space (the llvm rules: AutoInline,
+MultiLevelTiling "SSRSRS", ParallelizeVectorizeUnroll, RandomComputeLocation, and their
+postprocessors) with the sampling decisions chosen by a heuristic instead of by measurement:
+
+- the innermost spatial axis gets a register tile of one or two SIMD vectors (vectorised);
+- the next spatial axis gets a small register tile so ~8 vector accumulators stay in registers;
+- outer spatial tiles are parallel (enough chunks for every core), reductions are split at <= 64;
+- convolutions run in NHWC/HWIO (ConvertLayout), so the vectorised axis is the contiguous channel.
+
+Tuning (`tune`) starts from these schedules: they are measured and committed to the database first,
+so the evolutionary search mutates good programs and a tuned model is never slower than untuned.
+The database is one JSONDatabase per target, keyed by each task's structural hash, so recompiling
+a tuned model reuses its records and models that share tasks (same conv shapes) share them.
+
+Docs: docs/tvm.md. Heavy imports stay inside functions (importing tvm takes seconds).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import math
+import os
+import sys
+import time
+import types
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+SCHEDULE_VERSION = 1  # bump when the heuristic changes (cache keys of compiled models include it)
+
+
+def light_tensor_intrin(target: Any = None) -> None:
+    """Make `import tvm.s_tir.tensor_intrin` cheap.
+
+    MetaSchedule's TuneContext and builders import that package, which registers the CUDA, ROCm,
+    Hexagon and ARM tensor intrinsics too: 60-120 s on a busy 2-core machine (CUDA alone ~45 s).
+    A CPU build needs at most the intrinsics of its own architecture, so the package is registered
+    as an empty namespace and only x86 (or arm) is loaded. Submodules still import on demand.
+    """
+    name = "tvm.s_tir.tensor_intrin"
+    if name not in sys.modules:
+        import tvm.s_tir
+
+        package = types.ModuleType(name)
+        package.__path__ = [os.path.join(os.path.dirname(tvm.s_tir.__file__), "tensor_intrin")]
+        sys.modules[name] = package
+    triple = str(target.attrs.get("mtriple", "")) if target is not None and hasattr(target, "attrs") else ""
+    arch = "arm_cpu" if triple.startswith(("aarch64", "arm")) else "riscv_cpu" if triple.startswith("riscv") else "x86"
+    importlib.import_module(f"{name}.{arch}")  # once per process; the rules of this target need them
+
+
+# --- constant folding ----------------------------------------------------------------------------
+def fold_constants_numpy(mod: Any) -> tuple[Any, int]:
+    """Fold relax calls whose arguments are all constants with numpy.
+
+    relax.transform.FoldConstant compiles every foldable call with LLVM (0.3-0.6 s each); the ONNX
+    importer emits `where(isnan(c), inf, c)` for every Clip bound (140 calls on MobileNetV2) and
+    ConvertLayout a permute_dims per weight, which made FoldConstant 40+ s of a 60 s compile.
+    Calls this does not know are left for FoldConstant.
+    """
+    import numpy as np
+    import tvm
+    from tvm import relax
+    from tvm.relax.expr_functor import PyExprMutator, mutator
+
+    unary = {"relax.isnan": np.isnan, "relax.sqrt": np.sqrt, "relax.negative": np.negative,
+             "relax.exp": np.exp, "relax.abs": np.abs}
+    binary = {"relax.add": np.add, "relax.subtract": np.subtract, "relax.multiply": np.multiply,
+              "relax.divide": np.divide, "relax.maximum": np.maximum, "relax.minimum": np.minimum}
+
+    @mutator
+    class _Fold(PyExprMutator):
+        def __init__(self, module: Any) -> None:
+            super().__init__(module)
+            self.folded = 0
+
+        def _value(self, expr: Any) -> Any:
+            if isinstance(expr, relax.Var):
+                bound = self.lookup_binding(expr)
+                expr = bound if bound is not None else expr
+            if isinstance(expr, tvm.ir.GenericConst) and hasattr(expr.value, "numpy"):
+                return expr.value.numpy()
+            return None
+
+        def visit_call_(self, call: Any) -> Any:
+            call = self.visit_expr_post_order(call)
+            name = getattr(call.op, "name", None)
+            if name is None or not call.args:
+                return call
+            values = [self._value(a) for a in call.args]
+            if any(v is None for v in values):
+                return call
+            try:
+                if name in unary:
+                    out = unary[name](values[0])
+                elif name in binary:
+                    out = binary[name](values[0], values[1])
+                elif name == "relax.where":
+                    out = np.where(*values)
+                elif name == "relax.permute_dims":
+                    axes = call.attrs.axes
+                    out = np.transpose(values[0], None if axes is None else [int(a) for a in axes])
+                else:
+                    return call
+                ty = self.builder_.normalize(call).ty
+                dtype = str(ty.dtype)
+                out = np.array(out, dtype=dtype, order="C")  # keeps 0-d arrays 0-d
+                if list(out.shape) != [int(d) for d in ty.shape.values]:
+                    return call
+            except Exception:  # noqa: BLE001 - anything odd is left to FoldConstant
+                return call
+            self.folded += 1
+            return relax.const(out, dtype)
+
+    folder = _Fold(mod)
+    for gv, func in list(mod.functions_items()):
+        if isinstance(func, relax.Function):
+            mod[gv] = folder.visit_expr(func)
+    return mod, folder.folded
+
+
+def prepare(mod: Any, target: Any, layout: str = "NHWC") -> Any:
+    """Relax module -> fused TIR functions (what MetaSchedule extracts tasks from and schedules)."""
+    import tvm
+    from tvm import relax
+
+    passes = [relax.transform.DecomposeOpsForInference(), relax.transform.CanonicalizeBindings()]
+    if layout == "NHWC":
+        passes.append(relax.transform.ConvertLayout({"relax.nn.conv2d": ["NHWC", "HWIO"]}))
+    with target:
+        mod = tvm.transform.Sequential(passes)(mod)
+    mod, _ = fold_constants_numpy(mod)
+    with target:
+        return relax.pipeline.zero_pipeline()(mod)
+
+
+# --- the heuristic ---------------------------------------------------------------------------------
+def _divisors(n: int) -> list[int]:
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
+def _best_divisor(n: int, limit: int, multiple_of: int = 1) -> int:
+    fits = [d for d in _divisors(n) if d <= max(1, limit)]
+    good = [d for d in fits if d % multiple_of == 0]
+    return max(good or fits)
+
+
+@dataclass
+class TileHeuristic:
+    """Decisions for MetaSchedule's llvm design space, chosen from the loop extents alone."""
+
+    lanes: int = 8  # float32 lanes of one SIMD register (AVX2: 8, AVX-512: 16, NEON: 4)
+    cores: int = 2
+    unroll: int = 16  # explicit unroll steps (0, 16, 64, 512): 16 compiles 3x faster than 512, same speed here
+    accumulators: int = 8  # vector registers kept as the output tile
+    reduction_inner: int = 64
+    compute_location: int = 0  # producers not inlined (padding): 0 = under the outer (parallel) loop, -1 = root
+
+    def tile_block(self, group: list[tuple[Any, int, int]]) -> dict[Any, list[int]]:
+        """group: (instruction, n, extent) for the SamplePerfectTile calls of one block."""
+        out: dict[Any, list[int]] = {}
+        spatial = [(inst, n, extent) for inst, n, extent in group if n >= 3]
+        reduction = [(inst, extent) for inst, n, extent in group if n < 3]
+        moving = [k for k, (_, _, extent) in enumerate(spatial) if extent > 1]
+        inner: dict[int, int] = {}
+        if moving:
+            vec = moving[-1]
+            inner[vec] = _best_divisor(spatial[vec][2], 2 * self.lanes, self.lanes)
+            if len(moving) > 1:
+                regs = max(1, inner[vec] // self.lanes)
+                inner[moving[-2]] = _best_divisor(spatial[moving[-2]][2], max(1, self.accumulators // regs))
+        wanted = self.cores * 4  # parallel chunks: a few per core evens out the load
+        chunks = 1
+        for k, (inst, n, extent) in enumerate(spatial):
+            t_inner = inner.get(k, 1)
+            rest = extent // t_inner
+            if chunks < wanted and rest > 1:
+                t0 = rest if chunks * rest <= wanted * 8 else _best_divisor(rest, -(-wanted // chunks) * 4)
+                chunks *= t0
+            else:
+                t0 = 1
+            out[inst] = [t0, rest // t0] + [1] * (n - 3) + [t_inner]
+        for inst, extent in reduction:
+            t1 = _best_divisor(extent, self.reduction_inner)
+            out[inst] = [extent // t1, t1]
+        return out
+
+    def decisions(self, trace: Any) -> dict[Any, Any]:
+        """{instruction: decision} for one design-space trace."""
+        dec: dict[Any, Any] = {}
+        groups: list[list[tuple[Any, int, int]]] = []
+        group: list[tuple[Any, int, int]] = []
+        for inst in trace.insts:
+            kind = inst.kind.name
+            if kind == "SamplePerfectTile":
+                n = int(inst.attrs[0])
+                extent = math.prod(int(v) for v in trace.decisions[inst])
+                if group and group[-1][1] < 3 <= n:  # a new block's spatial tiles after a reduction
+                    groups.append(group)
+                    group = []
+                group.append((inst, n, extent))
+            elif group and kind != "Split":
+                groups.append(group)
+                group = []
+            if kind == "SampleComputeLocation":  # a random location can recompute a producer per tile
+                dec[inst] = self.compute_location
+            if kind == "SampleCategorical":
+                candidates = [int(c) for c in inst.attrs[0]]
+                if self.unroll in candidates and len(candidates) == 4:
+                    dec[inst] = candidates.index(self.unroll)
+        if group:
+            groups.append(group)
+        for g in groups:
+            dec.update(self.tile_block(g))
+        return dec
+
+
+def heuristic_for(target: Any) -> TileHeuristic:
+    """Lanes from the target's CPU features (llvm_get_vector_width says 512 for AVX2-only znver3)."""
+    import tvm
+
+    lanes = 4  # SSE / NEON
+    try:
+        has = tvm.target.codegen.llvm_cpu_has_features
+        lanes = 16 if has(["avx512f"], target) else 8 if has(["avx2"], target) or has(["avx"], target) else 4
+    except Exception:  # noqa: BLE001, S110 - not an llvm target: keep 4
+        pass
+    cores = int(target.attrs.get("num-cores", 0) or 0) if hasattr(target, "attrs") else 0
+    return TileHeuristic(lanes=lanes, cores=max(1, cores or os.cpu_count() or 1))
+
+
+def with_cores(target: Any, default: int = 4) -> Any:
+    """MetaSchedule's rules need "num-cores"; cross targets (a board) rarely say it: assume 4."""
+    import tvm
+
+    if int(target.attrs.get("num-cores", 0) or 0) > 0:
+        return target
+    return tvm.target.Target({**dict(target.export()), "num-cores": default})
+
+
+def schedule_task(task_mod: Any, target: Any, heuristic: TileHeuristic) -> Any | None:
+    """One scheduled s_tir.Schedule for a task module, or None when no design space applies."""
+    import tvm
+    from tvm.s_tir import meta_schedule as ms
+
+    light_tensor_intrin(target)
+    context = ms.TuneContext(mod=task_mod, target=target, space_generator="post-order-apply",
+                             task_name="default", rand_state=1)
+    spaces = context.generate_design_space()
+    postprocs = context.space_generator.postprocs
+    # the last space fuses the epilogue deepest (RandomComputeLocation / reuse-write variants)
+    for space in reversed(spaces):
+        chosen = heuristic.decisions(space.trace)
+        sch = tvm.s_tir.Schedule(task_mod)
+        try:
+            space.trace.apply_to_schedule(
+                sch, remove_postproc=True,
+                decision_provider=lambda inst, inputs, attrs, decision, chosen=chosen: chosen.get(inst, decision))
+            if all(p.apply(sch) for p in postprocs):
+                return sch
+        except Exception:  # noqa: BLE001, S112 - a space whose decisions do not fit: try the next one
+            continue
+    return None
+
+
+@dataclass
+class ScheduleStats:
+    tasks: int = 0
+    scheduled: int = 0
+    failed: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def default_schedule_database(mod: Any, target: Any, heuristic: TileHeuristic | None = None) -> tuple[Any, ScheduleStats]:
+    """A MemoryDatabase holding one heuristic schedule per task of `mod` (from `prepare`)."""
+    from tvm.s_tir import meta_schedule as ms
+
+    t0 = time.perf_counter()
+    target = with_cores(target)
+    light_tensor_intrin(target)
+    heuristic = heuristic or heuristic_for(target)
+    tasks = ms.relax_integration.extract_tasks(mod, target)
+    database = ms.database.MemoryDatabase()
+    stats = ScheduleStats(tasks=len(tasks))
+    for task in tasks:
+        task_mod = task.dispatched[0]
+        sch = schedule_task(task_mod, target, heuristic)
+        if sch is None:
+            stats.failed.append(task.task_name)
+            continue
+        workload = database.commit_workload(task_mod)
+        # a record without run_secs is "not measured" and MetaScheduleApplyDatabase skips it
+        database.commit_tuning_record(ms.database.TuningRecord(
+            sch.trace, workload, [1.0], target, ms.arg_info.ArgInfo.from_prim_func(task_mod["main"])))
+        stats.scheduled += 1
+    stats.seconds = time.perf_counter() - t0
+    return database, stats
+
+
+def apply_database(mod: Any, target: Any, database: Any, opt_level: int = 3) -> Any:
+    import tvm
+    from tvm import relax
+
+    with target, tvm.transform.PassContext(opt_level=opt_level), database:
+        return relax.transform.MetaScheduleApplyDatabase(enable_warning=False)(mod)
+
+
+# --- tuning ------------------------------------------------------------------------------------------
+def target_key(target: Any) -> str:
+    """Short stable key of a target (the database folder name): records are only valid for it."""
+    text = str(target.export()) if hasattr(target, "export") else str(target)
+    attrs = target.attrs if hasattr(target, "attrs") else {}
+    label = "-".join(str(attrs.get(k, "")) for k in ("mcpu", "num-cores") if attrs.get(k, ""))
+    return f"{label or 'llvm'}-{hashlib.sha256(text.encode()).hexdigest()[:10]}"
+
+
+def default_tuning_dir(target: Any) -> Path:
+    base = Path(os.environ.get("HEITI_TVM_TUNING", Path.home() / ".cache" / "heiti" / "tvm-tuning"))
+    return base / target_key(target)
+
+
+@dataclass
+class TuneResult:
+    trials: int = 0
+    seconds: float = 0.0
+    tasks: int = 0
+    reused: bool = False
+    cost_model: str = ""
+    best_ms: float | None = None  # sum over tasks of weight x best measured time
+    default_ms: float | None = None  # the same sum for the default (heuristic) schedules
+    history: list[tuple[float, float]] = field(default_factory=list)  # (seconds, best_ms)
+    errors: list[str] = field(default_factory=list)  # default schedules that failed to build or run
+
+
+def cost_model_name() -> str:
+    return "xgb" if importlib.util.find_spec("xgboost") else "random"
+
+
+def in_process_builder() -> Any:
+    """A MetaSchedule builder compiling candidates in this process.
+
+    LocalBuilder starts a fresh worker pool for every batch and each worker imports TVM's tensor
+    intrinsics (30 s or more on a busy 2-core machine), which dwarfs building a batch. The price:
+    no per-candidate timeout and no crash isolation.
+    """
+    from tvm.ir.utils import derived_object
+    from tvm.s_tir.meta_schedule.builder import BuilderResult, PyBuilder
+    from tvm.s_tir.meta_schedule.builder.local_builder import default_build, default_export
+
+    @derived_object
+    class InProcessBuilder(PyBuilder):
+        def build(self, build_inputs: list[Any]) -> list[Any]:
+            results = []
+            for item in build_inputs:
+                try:
+                    results.append(BuilderResult(default_export(default_build(item.mod, item.target, item.params)), None))
+                except Exception as err:  # noqa: BLE001 - a failed candidate is a result, not a crash
+                    results.append(BuilderResult(None, f"{type(err).__name__}: {err}"))
+            return results
+
+    return InProcessBuilder()
+
+
+def _mean_seconds(runner_result: Any) -> float | None:
+    secs = getattr(runner_result, "run_secs", None)
+    if runner_result is None or getattr(runner_result, "error_msg", None) or not secs:
+        return None
+    return sum(float(s) for s in secs) / len(secs)
+
+
+def tune(mod: Any, target: Any, folder: Path, *, trials: int = 0, minutes: float = 0.0, retune: bool = False,
+         builder: str = "in_process", on_progress: Callable[[float, float, str], None] | None = None,
+         cancelled: Callable[[], bool] | None = None) -> TuneResult:
+    """MetaSchedule tuning of `mod` (from `prepare`) into the JSONDatabase in `folder`.
+
+    Stops at `trials` measured candidates or after `minutes` (whichever comes first; 0 = no limit
+    of that kind). The heuristic schedules are measured first and seed the evolutionary search.
+    on_progress(elapsed_s, best_ms, message) is called after every measured batch.
+    """
+    from tvm.ir.utils import derived_object
+    from tvm.s_tir import meta_schedule as ms
+    from tvm.s_tir.meta_schedule.measure_callback import PyMeasureCallback
+
+    t0 = time.perf_counter()
+    light_tensor_intrin(target)
+    folder.mkdir(parents=True, exist_ok=True)
+    extracted = ms.relax_integration.extract_tasks(mod, target)
+    database = ms.database.JSONDatabase(work_dir=str(folder))
+    result = TuneResult(tasks=len(extracted), cost_model=cost_model_name())
+    workloads = [database.commit_workload(t.dispatched[0]) for t in extracted]
+    best: list[float | None] = []
+    for wl in workloads:
+        top = database.get_top_k(wl, 1)
+        best.append(_mean_seconds_record(top[0]) if top else None)
+    if all(b is not None for b in best) and not retune:
+        result.reused = True
+        result.best_ms = _weighted_ms(extracted, best)
+        result.seconds = time.perf_counter() - t0
+        return result
+    budget_trials = trials if trials > 0 else 1_000_000
+    deadline = t0 + minutes * 60 if minutes > 0 else math.inf
+    runner = ms.runner.LocalRunner(timeout_sec=60)
+    build = in_process_builder() if builder == "in_process" else ms.builder.LocalBuilder(timeout_sec=120)
+
+    # 1. measure the default schedules (seeds; also the "never worse than untuned" floor)
+    heuristic = heuristic_for(target)
+    seeds = []
+    for task, b in zip(extracted, best, strict=True):
+        if b is not None:
+            seeds.append(None)
+            continue
+        sch = schedule_task(task.dispatched[0], target, heuristic)
+        seeds.append(sch)
+    todo = [(i, s) for i, s in enumerate(seeds) if s is not None]
+    if todo:
+        inputs = [ms.builder.BuilderInput(s.mod, target) for _, s in todo]
+        built = build.build(inputs)
+        runs = runner.run([ms.runner.RunnerInput(b.artifact_path, "cpu", ms.arg_info.ArgInfo.from_prim_func(
+            s.mod["main"])) for (_, s), b in zip(todo, built, strict=True) if b.error_msg is None])
+        run_iter = iter(runs)
+        for (i, s), b in zip(todo, built, strict=True):
+            if b.error_msg is not None:
+                continue
+            measured = next(run_iter).result()
+            secs = measured.run_secs
+            if measured.error_msg or not secs:
+                result.errors.append(str(measured.error_msg)[:500])
+                continue
+            database.commit_tuning_record(ms.database.TuningRecord(
+                s.trace, workloads[i], secs, target, ms.arg_info.ArgInfo.from_prim_func(s.mod["main"])))
+            best[i] = sum(float(x) for x in secs) / len(secs)
+    result.default_ms = _weighted_ms(extracted, best)
+    result.best_ms = result.default_ms
+    if on_progress is not None and result.best_ms is not None:
+        on_progress(time.perf_counter() - t0, result.best_ms, "default schedules measured")
+
+    # 2. evolutionary search with the cost model, stopped by the trial count or the deadline
+    names = [t.task_name for t in extracted]
+    order: list[int] = []  # tuning-context index -> index in `extracted`
+
+    @derived_object
+    class Progress(PyMeasureCallback):
+        def apply(self, task_scheduler: Any, task_id: int, measure_candidates: Any, builder_results: Any,
+                  runner_results: Any) -> None:
+            result.trials += len(runner_results)
+            task_id = order[task_id]
+            for r in runner_results:
+                secs = _mean_seconds(r)
+                if secs is not None and (best[task_id] is None or secs < best[task_id]):
+                    best[task_id] = secs
+            now = time.perf_counter()
+            result.best_ms = _weighted_ms(extracted, best)
+            result.history.append((round(now - t0, 2), result.best_ms))
+            if on_progress is not None and result.best_ms is not None:
+                on_progress(now - t0, result.best_ms, f"{result.trials} trials, task {names[task_id]}")
+            if now > deadline or (cancelled is not None and cancelled()):
+                for i in range(len(task_scheduler.tasks_)):
+                    if not task_scheduler.tasks_[i].is_terminated:
+                        task_scheduler.terminate_task(i)
+
+    remaining_s = deadline - time.perf_counter()
+    if remaining_s > 0 and not (cancelled is not None and cancelled()):
+        # the costliest tasks first: a time budget may end before the scheduler's first pass is over
+        order.extend(sorted(range(len(extracted)), key=lambda i: -float(extracted[i].weight) * (best[i] or 1.0)))
+        contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
+            [extracted[i] for i in order], str(folder), strategy="evolutionary", seed=0)
+        per_task = max(8, -(-budget_trials // max(1, len(extracted)))) if trials > 0 else 1_000_000
+        ms.tune.tune_tasks(
+            tasks=contexts, task_weights=[float(w) for w in weights], work_dir=str(folder),
+            max_trials_global=budget_trials, max_trials_per_task=per_task,
+            num_trials_per_iter=min(16, per_task), builder=build, runner=runner, database=database,
+            cost_model=result.cost_model,
+            measure_callbacks=[*ms.MeasureCallback.create("default"), Progress()],
+            task_scheduler="gradient")
+    result.seconds = time.perf_counter() - t0
+    return result
+
+
+def _mean_seconds_record(record: Any) -> float | None:
+    secs = record.run_secs
+    return sum(float(s) for s in secs) / len(secs) if secs else None
+
+
+def _weighted_ms(extracted: list[Any], best: list[float | None]) -> float | None:
+    if any(b is None for b in best):
+        known = [(t, b) for t, b in zip(extracted, best, strict=True) if b is not None]
+        if not known:
+            return None
+    else:
+        known = list(zip(extracted, best, strict=True))
+    return round(sum(float(t.weight) * float(b) for t, b in known) * 1e3, 4)
+
+
+def tuned_database(folder: Path, heuristic_db: Any) -> Any:
+    """Tuned records first, the default schedules for tasks the tuner never reached."""
+    from tvm.s_tir import meta_schedule as ms
+
+    return ms.database.OrderedUnionDatabase(ms.database.JSONDatabase(work_dir=str(folder)), heuristic_db)

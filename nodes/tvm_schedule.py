@@ -253,7 +253,10 @@ def schedule_task(task_mod: Any, target: Any, heuristic: TileHeuristic) -> Any |
     light_tensor_intrin(target)
     context = ms.TuneContext(mod=task_mod, target=target, space_generator="post-order-apply",
                              task_name="default", rand_state=1)
-    spaces = context.generate_design_space()
+    try:
+        spaces = context.generate_design_space()
+    except Exception:  # noqa: BLE001 - a rule that cannot apply to this function (e.g. a fused pad): unscheduled
+        return None
     postprocs = context.space_generator.postprocs
     # the last space fuses the epilogue deepest (RandomComputeLocation / reuse-write variants)
     for space in reversed(spaces):
@@ -478,7 +481,7 @@ def tune(mod: Any, target: Any, folder: Path, *, trials: int = 0, minutes: float
             num_trials_per_iter=min(16, per_task), builder=build, runner=runner, database=database,
             cost_model=result.cost_model,
             measure_callbacks=[*ms.MeasureCallback.create("default"), Progress()],
-            task_scheduler="gradient")
+            task_scheduler="round-robin")  # "gradient" visits every task once before it honours terminate_task
     result.seconds = time.perf_counter() - t0
     return result
 

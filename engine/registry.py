@@ -67,18 +67,32 @@ class Registry:
 
     # --- discovery ------------------------------------------------------------------------------
     def load_builtins(self, package: str = "heiti.nodes") -> None:
-        pkg = importlib.import_module(package)
+        """Register the kinds of every module under `package`.
+
+        A package may name the modules that hold its kinds in `NODE_MODULES`; only those are
+        imported then, so listing does not pay for a package's machinery (device server,
+        protocol, back-ends). Without it, every module is imported.
+        """
+        try:
+            pkg = importlib.import_module(package)
+        except Exception as err:  # noqa: BLE001 - reported, not fatal
+            self.load_errors.append(f"{package}: {type(err).__name__}: {err}")
+            return
         self.register_module(pkg)
-        for info in pkgutil.walk_packages(pkg.__path__, prefix=f"{package}.", onerror=self._walk_error):
-            if any(part.startswith("_") for part in info.name.split(".")):
+        declared = getattr(pkg, "NODE_MODULES", None)
+        if declared is not None:
+            names = [(f"{package}.{name}", False) for name in declared]
+        else:
+            names = [(f"{package}.{info.name}", info.ispkg) for info in pkgutil.iter_modules(pkg.__path__)
+                     if not info.name.startswith("_")]
+        for name, is_package in names:
+            if is_package:
+                self.load_builtins(name)
                 continue
             try:
-                self.register_module(importlib.import_module(info.name))
+                self.register_module(importlib.import_module(name))
             except Exception as err:  # noqa: BLE001 - reported, not fatal
-                self.load_errors.append(f"{info.name}: {type(err).__name__}: {err}")
-
-    def _walk_error(self, name: str) -> None:
-        self.load_errors.append(f"{name}: could not be imported")
+                self.load_errors.append(f"{name}: {type(err).__name__}: {err}")
 
     def load_entry_points(self) -> None:
         for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):

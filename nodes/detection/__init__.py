@@ -13,6 +13,9 @@ from heiti.engine.measurements import DetectionQuality
 from heiti.engine.node import NodeError
 from heiti.engine.payloads import DatasetHandle
 
+#: the modules holding detection kinds
+NODE_MODULES = ("coco", "detector", "shapes")
+
 __all__ = ["evaluate_detection", "load_ground_truth", "decode_outputs"]
 
 

@@ -41,6 +41,8 @@ from heiti.nodes.runtimes.measure import (
 from heiti.nodes.runtimes.outputs import class_scores, keep_outputs, model_task
 from pydantic import BaseModel, ConfigDict, Field
 
+#: the runtime kinds live in this module; its submodules (loop, back-ends, agreement) need not load for listing
+NODE_MODULES: tuple[str, ...] = ()
 NS_PER_MS = 1e6
 
 

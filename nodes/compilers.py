@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any, Literal
 
-from heiti.engine import In, ModelArtifact, Node, NodeError, Out
+from heiti.engine import Cancelled, In, ModelArtifact, Node, NodeError, Out
 from heiti.nodes.models import step_meta
 from heiti.nodes.optimize_onnx import import_hint, import_simplified, shapes_for
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -138,7 +138,6 @@ class TVMCompile(Node):
     outputs = {"model": Out(ModelArtifact, format="tvm")}
 
     def run(self, ctx: Any, model: ModelArtifact) -> dict[str, Any]:
-        import tvm
 
         t0 = time.perf_counter()
         p = self.params
@@ -151,11 +150,19 @@ class TVMCompile(Node):
         if tuning and cross:
             raise NodeError(f"tuning measures candidates on the CPU it builds for; {p.target} is not this machine",
                             "set tune_trials and tune_minutes to 0 for cross targets, or tune on the device")
-        mod, info = self._schedule(ctx, mod, target, tuning)
-        ctx.progress(0.7, "compiling")
         t_build = time.perf_counter()
-        with tvm.transform.PassContext(opt_level=p.opt_level):
-            executable = tvm.compile(mod, target=target)
+        try:
+            executable, info = self._schedule_and_build(ctx, mod, target, tuning)
+        except Exception as err:  # noqa: BLE001 - a TVM failure in tuning or in a tuned kernel
+            if not tuning or isinstance(err, Cancelled | NodeError):
+                raise
+            # MetaSchedule can pick a candidate that TVM then fails to lower; the default schedules
+            # still give a working, fast module, so the user gets one with the reason logged
+            ctx.warn(f"tuning or the tuned build failed in TVM ({str(err)[:300]}); building with the default "
+                     "schedules instead")
+            t_build = time.perf_counter()
+            executable, info = self._schedule_and_build(ctx, mod, target, False)
+            info["tuning_failed"] = str(err)[:300]
         path = ctx.workdir / ("model.tar" if cross else "model.so")
         ctx.progress(0.9, "exporting")
         executable.export_library(str(path))
@@ -174,6 +181,14 @@ class TVMCompile(Node):
         ctx.log(f"TVM {'cross ' if cross else ''}build for {p.target} in {seconds:.2f} s "
                 f"({'tuned ' + format(tune_s, '.0f') + ' s, ' if tune_s else ''}schedule {p.schedule}) -> {path.name}")
         return {"model": ModelArtifact(path=path, model_format="tvm", inputs=inputs, outputs=model.outputs, meta=meta)}
+
+    def _schedule_and_build(self, ctx: Any, mod: Any, target: Any, tuning: bool) -> tuple[Any, dict[str, Any]]:
+        import tvm
+
+        scheduled, info = self._schedule(ctx, mod, target, tuning)
+        ctx.progress(0.7, "compiling")
+        with tvm.transform.PassContext(opt_level=self.params.opt_level):
+            return tvm.compile(scheduled, target=target), info
 
     def _import(self, model: ModelArtifact, shapes: dict[str, list[int]], raw: bool = False) -> Any:
         try:

@@ -2,7 +2,7 @@
 
 For each runtime, one session/interpreter/VM and one set of prepared inputs serve both:
 - a bare loop: `for feed in feeds: <the runtime call>` timed as a whole, divided by the count;
-- Heiti's measurement as the runtime nodes do it (`heiti.nodes.runtimes.measure.measure_sampled`: resource
+- Heiti's measurement as the runtime nodes do it (`heiti.nodes.runtimes.loop.measure_sampled`: resource
   sampler thread, latencies streamed as metric events through a real event bus into a JSONL file).
 The two alternate in short rounds (each going first in every other round), and each figure is
 the median over rounds of the ratio of two neighbouring loops, so the drift of a shared, busy
@@ -37,7 +37,7 @@ from heiti.engine.context import CancelToken, RunContext  # noqa: E402
 from heiti.engine.events import EventBus, JsonlWriter  # noqa: E402
 from heiti.nodes.runtimes import RuntimeParams  # noqa: E402
 from heiti.nodes.runtimes.backends import open_session, session_steps  # noqa: E402
-from heiti.nodes.runtimes.measure import measure_sampled  # noqa: E402
+from heiti.nodes.runtimes.loop import measure_sampled  # noqa: E402
 
 SHAPE = (3, 64, 64)
 WIDTHS = (32, 64, 128)

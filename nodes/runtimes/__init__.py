@@ -2,7 +2,7 @@
 
 One node kind per framework (runtime.onnxruntime, .litert, .tvm, .openvino, .torch, .keras), all
 sharing `RuntimeNode.run`: load the split, open a session (in process, or on a device through
-nodes.devices.targets), prepare every input, time the loop (nodes.runtimes.measure), then compute quality and
+nodes.devices.targets), prepare every input, time the loop (nodes.runtimes.loop), then compute quality and
 write `measurements.json`, copied to `<run>/measurements/<node>.json` by `publish`.
 
 A runtime is one class: it declares the model formats it runs, its back-end session class, the
@@ -25,20 +25,18 @@ from heiti.engine.context import Cancelled, RunContext
 from heiti.engine.measurements import MeasurementsFile, TargetInfo, TimeSeries
 from heiti.engine.node import In, Node, NodeError, Out
 from heiti.engine.payloads import DatasetHandle, Measurements, ModelArtifact, TargetHandle
+from heiti.nodes.runtimes.environment import environment_info
+from heiti.nodes.runtimes.loop import measure_sampled
 from heiti.nodes.runtimes.measure import (
-    UNITS,
     classification_quality,
     drift_warning,
-    environment_info,
     latency_drift,
     latency_stats,
     latency_windows,
-    measure_sampled,
-    model_facts,
-    model_gzip_bytes,
-    model_size_bytes,
 )
+from heiti.nodes.runtimes.modelfacts import model_facts, model_gzip_bytes, model_size_bytes
 from heiti.nodes.runtimes.outputs import class_scores, keep_outputs, model_task
+from heiti.nodes.runtimes.sampler import UNITS
 from pydantic import BaseModel, ConfigDict, Field
 
 #: the runtime kinds live in this module; its submodules (loop, back-ends, agreement) need not load for listing

@@ -1,4 +1,4 @@
-"""nodes.runtimes.measure: statistics, the timed loop, the latency forwarder, resource sampling, quality."""
+"""nodes.runtimes.measure, .loop, .sampler: statistics, the timed loop, latency forwarding, resources."""
 
 from __future__ import annotations
 
@@ -7,15 +7,11 @@ import time
 
 import numpy as np
 import pytest
-from heiti.nodes.runtimes.measure import (
-    LatencyForwarder,
-    ResourceSampler,
-    classification_quality,
-    environment_info,
-    latency_stats,
-    model_size_bytes,
-    run_timed_loop,
-)
+from heiti.nodes.runtimes.environment import environment_info
+from heiti.nodes.runtimes.loop import LatencyForwarder, run_timed_loop
+from heiti.nodes.runtimes.measure import classification_quality, latency_stats
+from heiti.nodes.runtimes.modelfacts import model_size_bytes
+from heiti.nodes.runtimes.sampler import ResourceSampler
 
 
 def test_latency_stats_agree_with_numpy():

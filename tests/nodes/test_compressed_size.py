@@ -7,7 +7,7 @@ import io
 import tarfile
 
 import numpy as np
-from heiti.nodes.runtimes.measure import model_facts, model_gzip_bytes
+from heiti.nodes.runtimes.modelfacts import model_facts, model_gzip_bytes
 
 
 def test_single_file_is_gzipped_as_is(tmp_path):
@@ -32,7 +32,7 @@ def test_shared_weights_compress_and_random_ones_do_not(tmp_path):
 
 def test_several_files_are_one_tar(tmp_path, monkeypatch):
     """An OpenVINO .xml + .bin (or a folder) counts as a tar of its files, the same wherever it lies."""
-    from heiti.nodes.runtimes import measure
+    from heiti.nodes.runtimes import modelfacts
 
     for folder in ("a", "b"):
         (tmp_path / folder).mkdir()
@@ -46,12 +46,12 @@ def test_several_files_are_one_tar(tmp_path, monkeypatch):
 
     kept = io.BytesIO()  # look inside the stream that was counted
 
-    class Keep(measure._CountingSink):
+    class Keep(modelfacts._CountingSink):
         def write(self, data: bytes) -> int:
             kept.write(data)
             return super().write(data)
 
-    monkeypatch.setattr(measure, "_CountingSink", Keep)
+    monkeypatch.setattr(modelfacts, "_CountingSink", Keep)
     assert model_gzip_bytes(tmp_path / "a" / "m.xml") == len(kept.getvalue()) == first
     with tarfile.open(fileobj=io.BytesIO(gzip.decompress(kept.getvalue()))) as tar:
         assert sorted(tar.getnames()) == ["m.bin", "m.xml"]

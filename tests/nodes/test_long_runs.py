@@ -13,14 +13,8 @@ from heiti.engine.graph import Graph
 from heiti.engine.measurements import read_measurements
 from heiti.engine.registry import Registry
 from heiti.nodes.runtimes import RUNTIME_NODES
-from heiti.nodes.runtimes.measure import (
-    LatencyBuffer,
-    LatencyForwarder,
-    drift_warning,
-    latency_drift,
-    latency_windows,
-    run_timed_loop,
-)
+from heiti.nodes.runtimes.loop import LatencyBuffer, LatencyForwarder, run_timed_loop
+from heiti.nodes.runtimes.measure import drift_warning, latency_drift, latency_windows
 
 from tests.nodes.device_helpers import make_onnx
 from tests.nodes.test_runtimes import GivenDataset, GivenModel

@@ -3,7 +3,7 @@
 import time
 
 from heiti.nodes.devices.stats import StatsSampler, read_sensors
-from heiti.nodes.runtimes.measure import SENSOR_PERIOD_S, ResourceSampler
+from heiti.nodes.runtimes.sampler import SENSOR_PERIOD_S, ResourceSampler
 
 
 def test_sensors_are_plausible_numbers_or_none():

@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 import numpy as np
 from heiti.engine import DatasetHandle, In, ModelArtifact, Node, NodeError, Out
+from heiti.nodes.keras_env import import_keras, load_keras
 from heiti.nodes.model_io import onnx_io, tflite_io
 from heiti.nodes.models import step_meta
 from pydantic import BaseModel, ConfigDict, Field
@@ -117,8 +118,7 @@ class TorchToOnnx(Node):
 # --- Keras -> TFLite ----------------------------------------------------------------------------------
 def fixed_batch_keras(model: Any, batch: int) -> Any:
     """A functional wrapper with a fixed batch size: TFLite then needs no SHAPE ops for Flatten."""
-    import keras
-
+    _tf, keras = import_keras()
     inputs = [keras.Input(batch_shape=(batch, *t.shape[1:]), name=t.name, dtype=t.dtype) for t in model.inputs]
     return keras.Model(inputs, model(inputs[0] if len(inputs) == 1 else inputs))
 
@@ -146,15 +146,13 @@ class KerasToTFLite(Node):
     outputs = {"model": Out(ModelArtifact, format="tflite")}
 
     def run(self, ctx: Any, model: ModelArtifact, dataset: DatasetHandle | None = None) -> dict[str, Any]:
-        import keras
-        import tensorflow as tf
-
+        tf, _keras = import_keras()
         t0 = time.perf_counter()
         p = self.params
         if p.quantization == "int8" and dataset is None:
             raise NodeError("int8 quantisation needs calibration data: connect a dataset to input 'dataset'",
                             "or choose quantization float32, float16 or dynamic")
-        net = keras.models.load_model(model.path, safe_mode=True, compile=False)
+        net = load_keras(model.path)
         converter = tf.lite.TFLiteConverter.from_keras_model(fixed_batch_keras(net, p.batch))
         if p.quantization != "float32":
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -187,6 +185,34 @@ class KerasToTFLite(Node):
         return {"model": art}
 
 
+def _tf_function_to_onnx(function: Any, spec: Any, opset: int, inputs_as_nchw: list[str] | None) -> Any:
+    """tf2onnx's conversion, first without its per-optimizer safety copies, then with them.
+
+    tf2onnx deep-copies the whole graph before each of its ~12 optimizers (×3 passes) so that one
+    failing optimizer can be skipped: 1.3 s of a 5.5 s MobileNetV2 conversion. TF2ONNX_CATCH_ERRORS
+    set to anything but "true" turns the copies off; if an optimizer then fails, the conversion is
+    repeated the careful way, so the result never depends on the shortcut.
+    """
+    import tf2onnx
+
+    def convert() -> Any:
+        return tf2onnx.convert.from_function(function, input_signature=[spec], opset=opset,
+                                             inputs_as_nchw=inputs_as_nchw)[0]
+
+    saved = os.environ.get("TF2ONNX_CATCH_ERRORS")
+    os.environ["TF2ONNX_CATCH_ERRORS"] = "false"
+    try:
+        return convert()
+    except Exception:  # noqa: BLE001 - an optimizer that failed without its safety net: retry with it
+        os.environ.pop("TF2ONNX_CATCH_ERRORS", None)
+        return convert()
+    finally:
+        if saved is None:
+            os.environ.pop("TF2ONNX_CATCH_ERRORS", None)
+        else:
+            os.environ["TF2ONNX_CATCH_ERRORS"] = saved
+
+
 # --- Keras -> ONNX ------------------------------------------------------------------------------------
 class KerasToOnnx(Node):
     """Convert a Keras model to ONNX with tf2onnx (traced as a tf.function with a fixed signature)."""
@@ -204,14 +230,12 @@ class KerasToOnnx(Node):
     outputs = {"model": Out(ModelArtifact, format="onnx")}
 
     def run(self, ctx: Any, model: ModelArtifact) -> dict[str, Any]:
-        import keras
         import onnx
-        import tensorflow as tf
-        import tf2onnx
 
+        tf, _keras = import_keras()
         t0 = time.perf_counter()
         p = self.params
-        net = keras.models.load_model(model.path, safe_mode=True, compile=False)
+        net = load_keras(model.path)
         if len(net.inputs) != 1:
             raise NodeError(f"Keras to ONNX handles single-input models; this one has {len(net.inputs)} inputs")
         name = model.meta.input_name or "input"
@@ -220,9 +244,7 @@ class KerasToOnnx(Node):
         path = ctx.workdir / "model.onnx"
         ctx.progress(0.3, "tracing and converting")
         rank4 = len(spec.shape) == 4
-        proto, _ = tf2onnx.convert.from_function(
-            function, input_signature=[spec], opset=p.opset,
-            inputs_as_nchw=[f"{name}:0"] if p.nchw_input and rank4 else None)
+        proto = _tf_function_to_onnx(function, spec, p.opset, [f"{name}:0"] if p.nchw_input and rank4 else None)
         onnx.save(proto, str(path))
         onnx.checker.check_model(proto)
         inputs, outputs = onnx_io(proto)

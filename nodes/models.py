@@ -103,9 +103,10 @@ class TorchCNN(Node):
 # --- keras --------------------------------------------------------------------------------------------
 def build_keras_cnn(config: dict[str, Any]) -> Any:
     """The Keras twin of torch_arch.build_cnn, NHWC; outputs logits."""
-    import keras
+    from heiti.nodes.keras_env import import_keras
     from heiti.nodes.torch_arch import cnn_plan
 
+    _tf, keras = import_keras()
     plan = cnn_plan(config)
     c, h, w = config["input_shape"]
     inputs = keras.Input(shape=(h, w, c), name="input")
@@ -134,8 +135,9 @@ class KerasCNN(Node):
     outputs = {"model": Out(ModelArtifact, format="keras")}
 
     def run(self, ctx: Any, dataset: DatasetHandle) -> dict[str, Any]:
-        import keras
+        from heiti.nodes.keras_env import import_keras
 
+        _tf, keras = import_keras()
         t0 = time.perf_counter()
         c, h, w = _require_images(dataset)
         p = self.params
@@ -329,10 +331,11 @@ class ModelFile(Node):
         return inputs, outputs, {"fixed_shapes": fixed} if fixed else {}
 
     def _keras(self, source: Path, target: Path) -> tuple[list, list, dict]:
-        import keras
+        from heiti.nodes.keras_env import import_keras, load_keras
 
+        _tf, keras = import_keras()
         try:
-            model = keras.models.load_model(source, safe_mode=True, compile=False)
+            model = load_keras(source)
         except ValueError as err:
             if "safe_mode" in str(err) or "lambda" in str(err).lower():
                 raise NodeError(f"{source.name} holds code (a Lambda layer) that safe mode refuses to load",
@@ -350,7 +353,9 @@ class ModelFile(Node):
             new_inputs = [keras.Input(batch_shape=fixed.get(i["name"], i["shape"]), name=i["name"]) for i in inputs]
             model = keras.Model(new_inputs, model(new_inputs[0] if len(new_inputs) == 1 else new_inputs))
             inputs = describe(model.inputs)
-        model.save(target)
+            model.save(target)
+        else:  # the file loaded as it is: the same bytes go on (and the next node finds them loaded)
+            shutil.copyfile(source, target)
         return inputs, describe(model.outputs), {}
 
     def _pt2(self, source: Path, target: Path) -> tuple[list, list, dict]:

@@ -84,9 +84,10 @@ class ClusterWeights(Node):
         return path, len(layers)
 
     def _keras(self, ctx: Any, model: ModelArtifact) -> tuple[Any, int]:
-        import keras
+        from heiti.nodes.keras_env import import_keras, load_keras
 
-        net = keras.models.load_model(model.path, safe_mode=True, compile=False)
+        _tf, keras = import_keras()
+        net = load_keras(model.path, fresh=True)  # its weights are replaced below
         kinds = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D, keras.layers.Dense,
                  keras.layers.DepthwiseConv2D)
         layers = [layer for layer in _all_layers(net) if isinstance(layer, kinds)]

@@ -185,9 +185,9 @@ class TrainKeras(Node):
     outputs = {"model": Out(ModelArtifact, same_as="model")}
 
     def run(self, ctx: Any, model: ModelArtifact, dataset: DatasetHandle) -> dict[str, Any]:
-        import keras
-        import tensorflow as tf
+        from heiti.nodes.keras_env import import_keras, load_keras
 
+        tf, keras = import_keras()
         t0 = time.perf_counter()
         p = self.params
         keras.utils.set_random_seed(p.seed)
@@ -195,7 +195,7 @@ class TrainKeras(Node):
             tf.config.experimental.enable_op_determinism()
         except Exception:  # noqa: BLE001 - determinism is best effort on exotic builds
             pass
-        net = keras.models.load_model(model.path, safe_mode=True, compile=False)
+        net = load_keras(model.path, fresh=True)  # trained in place
         to_nhwc = (model.meta.layout or "NHWC") == "NHWC"
 
         def split(name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -233,8 +233,9 @@ class TrainKeras(Node):
 
 
 def _keras_callback_base() -> type:
-    import keras
+    from heiti.nodes.keras_env import import_keras
 
+    _tf, keras = import_keras()
     return keras.callbacks.Callback
 
 

@@ -15,8 +15,9 @@ from heiti.nodes.runtimes.backends import BaseSession, describe_dtype
 
 def _threads(n: int) -> None:
     """TensorFlow takes thread counts only before its runtime starts; later calls are ignored."""
-    import tensorflow as tf
+    from heiti.nodes.keras_env import import_keras
 
+    tf, _keras = import_keras()
     try:
         tf.config.threading.set_intra_op_parallelism_threads(n)
         tf.config.threading.set_inter_op_parallelism_threads(1)
@@ -32,9 +33,10 @@ class KerasSession(BaseSession):
         threads = int(options.get("threads", 0) or 0)
         if threads:
             _threads(threads)
-        import keras
+        from heiti.nodes.keras_env import import_keras, load_keras
 
-        self._model = keras.saving.load_model(model_path, compile=False, safe_mode=True)
+        _tf, keras = import_keras()
+        self._model = load_keras(model_path)
         self.inputs = [{"name": getattr(t, "name", f"input{i}"),
                         "shape": [d if isinstance(d, int) else None for d in t.shape],
                         "dtype": describe_dtype(getattr(t, "dtype", "float32"))}

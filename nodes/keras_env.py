@@ -1,0 +1,86 @@
+"""Importing TensorFlow/Keras without the extras Keras pulls in, and loading a .keras file once.
+
+Keras imports scikit-learn (for its scikit-learn wrappers) and matplotlib.pyplot (for its image
+gallery helpers) as soon as it is imported, when they are installed — and Heiti installs both.
+Neither is used by Heiti's Keras paths, and together they add ~2.5 s (scipy.stats included) to every
+TensorFlow start on a 2-core machine. `import_keras` refuses those two imports *only when a
+keras.src module asks for them*, which Keras handles as "not installed"; any other import of
+scikit-learn or matplotlib, before or after, is untouched.
+
+`load_keras` keeps the last few models a worker process loaded, keyed by the file's bytes: a
+`model.file` node and the converter after it run in the same worker, and loading MobileNetV2 takes
+~2 s. Callers that change a model (training, clustering) load their own copy with `fresh=True`.
+"""
+
+from __future__ import annotations
+
+import importlib.abc
+import os
+import sys
+import threading
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+#: imports Keras makes at import time that Heiti never needs
+_TRIMMED = frozenset({"sklearn", "matplotlib.pyplot"})
+_KEEP_MODELS = 2
+_models: OrderedDict[str, Any] = OrderedDict()
+_lock = threading.Lock()
+
+
+class _KerasExtrasBlocker(importlib.abc.MetaPathFinder):
+    """Says "not installed" for `_TRIMMED` modules when the importing module is part of Keras."""
+
+    def find_spec(self, fullname: str, path: Any, target: Any = None) -> None:
+        if fullname in _TRIMMED and _importer_is_keras():
+            raise ModuleNotFoundError(f"{fullname} is not imported for Keras inside Heiti", name=fullname)
+        return None
+
+
+def _importer_is_keras() -> bool:
+    frame = sys._getframe(2)
+    while frame is not None:
+        name = frame.f_globals.get("__name__", "")
+        if not name.startswith(("importlib", "_frozen_importlib")) and name != __name__:
+            return name.startswith("keras.src")
+        frame = frame.f_back
+    return False
+
+
+def import_keras() -> tuple[Any, Any]:
+    """(tensorflow, keras), imported once per process with Keras's unused extras left out."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if "keras" in sys.modules and "tensorflow" in sys.modules:
+        return sys.modules["tensorflow"], sys.modules["keras"]
+    blocker = _KerasExtrasBlocker()
+    sys.meta_path.insert(0, blocker)
+    try:
+        import keras
+        import tensorflow as tf
+    finally:
+        sys.meta_path.remove(blocker)
+    return tf, keras
+
+
+def load_keras(path: str | Path, fresh: bool = False) -> Any:
+    """A Keras model loaded with safe_mode (no arbitrary code); shared unless `fresh`.
+
+    A shared model must not be changed by the caller: it may be handed to the next node.
+    """
+    from heiti.engine.files import file_sha256
+
+    _tf, keras = import_keras()
+    if fresh:
+        return keras.models.load_model(path, safe_mode=True, compile=False)
+    key = file_sha256(Path(path))
+    with _lock:
+        if key in _models:
+            _models.move_to_end(key)
+            return _models[key]
+    model = keras.models.load_model(path, safe_mode=True, compile=False)
+    with _lock:
+        _models[key] = model
+        while len(_models) > _KEEP_MODELS:
+            _models.popitem(last=False)
+    return model

@@ -136,7 +136,10 @@ class MeasurementsFile(_Open):
     device_latency_ms: LatencyStats | None = Field(None, description="as timed on the device, when remote")
     preprocess_ms: LatencyStats | None = None
     postprocess_ms: LatencyStats | None = None
-    latencies_ms: list[float] = Field(default_factory=list, description="every timed inference, in order")
+    latencies_ms: list[float] = Field(default_factory=list, description="timed inferences, in order: every one, or "
+                                      "at most 20,000 drawn evenly over the run (latency_count says how many there were)")
+    latency_count: int | None = Field(None, description="timed inferences in all (latency_ms is over every one); "
+                                      "None in older files, where latencies_ms holds them all")
     throughput_per_s: float | None = None
     latency_windows: list[LatencyWindow] = Field(
         default_factory=list, description="latency over time: medians of consecutive windows of calls")

@@ -179,19 +179,24 @@ def histograms(series: list[dict[str, Any]]) -> bytes:
 
 def latency_over_calls(series: list[dict[str, Any]]) -> bytes:
     """Each runtime's latency call after call (a running median over a few calls, raw calls as dots):
-    shows warm-up, drift, throttling and bursts of interference that a histogram hides."""
+    shows warm-up, drift, throttling and bursts of interference that a histogram hides.
+
+    A series may carry `count`, the calls there were when `values` keeps one per stretch of
+    count/len(values) calls (a thinned long run): each value is then drawn at its stretch's middle.
+    """
     with _style():
         fig = _figure(9.0, 3.0)
         ax = fig.add_subplot()
         medians = []
         for s in series:
             values = np.asarray(s["values"], dtype=float)
+            scale = max(float(s.get("count") or values.size), values.size) / max(values.size, 1)
             window = max(1, values.size // 60)
             n = values.size // window * window
             blocks = values[:n].reshape(-1, window)
-            x = np.arange(blocks.shape[0]) * window + window / 2
-            ax.plot(np.arange(values.size), values, linestyle="", marker=".", markersize=1.5, alpha=0.25,
-                    color=s["color"])
+            x = ((np.arange(blocks.shape[0]) * window + window / 2) + 0.5) * scale - 0.5
+            ax.plot((np.arange(values.size) + 0.5) * scale - 0.5, values, linestyle="", marker=".", markersize=1.5,
+                    alpha=0.25, color=s["color"])
             ax.plot(x, np.median(blocks, axis=1), color=s["color"], linewidth=1.4, label=s["label"])
             medians.append(float(np.median(values)))
         positive = [m for m in medians if m > 0]

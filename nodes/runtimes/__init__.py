@@ -28,11 +28,13 @@ from heiti.engine.payloads import DatasetHandle, Measurements, ModelArtifact, Ta
 from heiti.nodes.runtimes.environment import environment_info
 from heiti.nodes.runtimes.loop import measure_sampled
 from heiti.nodes.runtimes.measure import (
+    MAX_STORED_LATENCIES,
     classification_quality,
     drift_warning,
     latency_drift,
     latency_stats,
     latency_windows,
+    thin_latencies,
 )
 from heiti.nodes.runtimes.modelfacts import model_facts, model_gzip_bytes, model_size_bytes
 from heiti.nodes.runtimes.outputs import class_scores, keep_outputs, model_task
@@ -197,9 +199,10 @@ class RuntimeNode(Node):
             options={**p.model_dump(), **self.session_options()},
             environment=environment_info(self.runtime, self.dists),
             compile_time_s=model.meta.compile_seconds(), pipeline=model.meta.as_dict().get("pipeline", []),
-            latency_ms=latency_stats(result.latencies_ns / NS_PER_MS, result.first_ns / NS_PER_MS),
+            latency_ms=latency_stats(latencies_ms, result.first_ns / NS_PER_MS),
             preprocess_ms=latency_stats(pre_ns / NS_PER_MS),
-            latencies_ms=[round(v, 6) for v in latencies_ms.tolist()],
+            latencies_ms=[round(v, 6) for v in thin_latencies(latencies_ms, MAX_STORED_LATENCIES).tolist()],
+            latency_count=int(latencies_ms.size),
             throughput_per_s=(n_samples * result.completed / len(feeds) / (result.latencies_ns.sum() / 1e9)
                               if result.latencies_ns.sum() else None),
             latency_windows=windows, latency_drift=latency_drift(windows),

@@ -14,7 +14,7 @@ from heiti.engine.measurements import read_measurements
 from heiti.engine.registry import Registry
 from heiti.nodes.runtimes import RUNTIME_NODES
 from heiti.nodes.runtimes.loop import LatencyBuffer, LatencyForwarder, run_timed_loop
-from heiti.nodes.runtimes.measure import drift_warning, latency_drift, latency_windows
+from heiti.nodes.runtimes.measure import drift_warning, latency_drift, latency_windows, thin_latencies
 
 from tests.nodes.device_helpers import make_onnx
 from tests.nodes.test_runtimes import GivenDataset, GivenModel
@@ -107,6 +107,43 @@ def test_windows_and_drift_on_synthetic_latencies():
     assert latency_windows(steady[:80]) == []  # under two windows of 50 calls: no verdict
 
 
+def test_thinning_keeps_order_and_every_stretch_and_sees_through_the_feed_cycle():
+    """A 5-sample split cycled 2,000 times, latency = the sample's index: 10,000 calls kept as 1,000."""
+    calls = np.tile(np.arange(5.0), 2000)
+    kept = thin_latencies(calls, 1000)
+    assert kept.size == 1000
+    assert np.array_equal(kept, thin_latencies(calls, 1000))  # seeded: the same run writes the same file
+    # a stride of 10 calls (= 2 passes) would keep one sample only; a draw per stretch sees all five,
+    # each about equally often: a fifth of 1,000 draws, ± 5 binomial standard deviations √(1000·0.2·0.8)
+    counts = np.bincount(kept.astype(int), minlength=5)
+    assert np.all(np.abs(counts - 200) <= 5 * np.sqrt(1000 * 0.2 * 0.8))
+    # in call order, one from each stretch of 10 consecutive calls
+    index = np.arange(calls.size, dtype=float) + calls / 10  # value encodes its own position
+    picked = thin_latencies(index, 1000)
+    assert np.all(np.diff(picked) > 0) and np.array_equal(np.floor(picked) // 10, np.arange(1000))
+    short = np.arange(30.0)
+    assert np.array_equal(thin_latencies(short, 30), short)  # at or under the cap: everything
+    with pytest.raises(ValueError, match="at least 1"):
+        thin_latencies(short, 0)
+
+
+def test_report_draws_a_thinned_run_and_says_so(tmp_path):
+    from heiti.engine.measurements import MeasurementsFile
+    from heiti.nodes.reports.render import report_from_runs
+    from heiti.nodes.reports.sections import build_sections
+
+    from tests.report_samples import latency_stats
+
+    lat = np.random.default_rng(2).lognormal(0.0, 0.1, size=400)
+    runs = tmp_path / "run" / "measurements"
+    runs.mkdir(parents=True)
+    MeasurementsFile(node="long", runtime="onnxruntime", latency_ms=latency_stats(lat, first=3.0),
+                     latencies_ms=thin_latencies(lat, 100).tolist(), latency_count=lat.size).save(runs / "long.json")
+    blocks = {b.kind: b for b in build_sections(report_from_runs([tmp_path / "run"]), only=["latency"])[0].blocks}
+    assert "long 100 of 400 calls" in blocks["text"].text
+    assert blocks["figure"].png.startswith(b"\x89PNG")
+
+
 @pytest.fixture
 def registry():
     reg = Registry()
@@ -115,7 +152,12 @@ def registry():
     return reg
 
 
-def test_runtime_duration_run_exceeds_the_split(registry, tmp_path):
+def test_runtime_duration_run_exceeds_the_split(registry, tmp_path, monkeypatch):
+    """A run longer than the cap keeps `cap` latencies, with statistics and windows over every call."""
+    import heiti.nodes.runtimes as runtimes
+
+    cap = 50  # 0.4 s of a tiny model is thousands of calls, far above it
+    monkeypatch.setattr(runtimes, "MAX_STORED_LATENCIES", cap)
     data, names = digits_npz(tmp_path / "digits.npz")
     model = make_onnx(tmp_path / "m.onnx", (1, 1, 8, 8))
     graph = Graph.model_validate({"name": "long", "nodes": [
@@ -128,11 +170,16 @@ def test_runtime_duration_run_exceeds_the_split(registry, tmp_path):
     result = Executor(registry, cache_dir=tmp_path / "cache").run(graph, tmp_path / "run")
     assert result.status == "ok", result.errors
     m = read_measurements(tmp_path / "run" / "measurements" / "ort.json").data
-    assert len(m.latencies_ms) == m.latency_ms.count > 20 * 3
-    assert m.passes == pytest.approx(len(m.latencies_ms) / 20, abs=5e-4)  # stored to 3 decimals
+    assert m.latency_count == m.latency_ms.count > max(20 * 3, 2 * cap)
+    assert len(m.latencies_ms) == cap
+    stored = np.array(m.latencies_ms)
+    assert m.latency_ms.min <= stored.min() and stored.max() <= m.latency_ms.max
+    # the mean is over every call: throughput (from the sum of all latencies) is its inverse, to float rounding
+    assert m.throughput_per_s == pytest.approx(1e3 / m.latency_ms.mean, rel=1e-9)
+    assert m.passes == pytest.approx(m.latency_count / 20, abs=5e-4)  # stored to 3 decimals
     assert np.array(m.classification.confusion_matrix).sum() == 20  # quality once per sample
     assert m.dataset["samples"] == 20
-    assert len(m.latency_windows) >= 2 and sum(w.count for w in m.latency_windows) == len(m.latencies_ms)
+    assert len(m.latency_windows) >= 2 and sum(w.count for w in m.latency_windows) == m.latency_count
     assert m.latency_drift == pytest.approx(m.latency_windows[-1].median / m.latency_windows[0].median - 1)
     assert m.options["duration_s"] == 0.4
 

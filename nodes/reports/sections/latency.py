@@ -37,12 +37,19 @@ def build(report: Report) -> Section | None:
               ms(r.entry.data.device_latency_ms.p99), ms(r.latency_ms),
               ms((r.latency_ms or 0) - r.entry.data.device_latency_ms.mean) if r.latency_ms else "—"] for r in remote],
             caption="Remote targets: the call as timed on the device against the round trip seen by the host."))
-    series = [{"label": r.entry.name, "values": r.entry.data.latencies_ms, "color": r.entry.color}
+    series = [{"label": r.entry.name, "values": r.entry.data.latencies_ms, "color": r.entry.color,
+               "count": r.entry.data.latency_count or len(r.entry.data.latencies_ms)}
               for r in timed if len(r.entry.data.latencies_ms) > 1]
     if series:
+        thinned = [f"{s['label']} {len(s['values']):,} of {s['count']:,}" for s in series
+                   if s["count"] > len(s["values"])]
         blocks.append(Figure("latency_violins", plots.violins(series)))
         blocks.append(Figure("latency_histograms", plots.histograms(series),
                              "Black line: mean; red dashed: p99. The slowest 0.5 % are drawn in the last bin."))
+        if thinned:
+            blocks.append(Text("Long runs keep a sample of their calls for these charts, one drawn from each "
+                               f"stretch of equal length ({'; '.join(thinned)} calls); the table's figures are "
+                               "over every call.", "muted"))
         blocks.append(Figure("latency_over_calls", plots.latency_over_calls(series),
                              "Slow stretches that come and go point at interference from other work on the "
                              "machine; a steady climb at throttling or a leak."))

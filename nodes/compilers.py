@@ -96,6 +96,7 @@ class TVMCompile(Node):
     """
 
     kind = "compile.tvm"
+    warm_imports = ("tvm", "heiti.nodes.tvm_schedule")
     title = "TVM compile"
     category = "Compilers"
     version = 2  # 2: default CPU schedule (cached version-1 builds were unscheduled); params only added
@@ -117,6 +118,10 @@ class TVMCompile(Node):
         tuning_db: str = Field("", description="tuning database folder, shared by models (default "
                                                "~/.cache/heiti/tvm-tuning/<target>)")
         retune: bool = Field(False, description="tune again even when the database already holds enough records")
+        int8: Literal["auto", "integer", "float"] = Field(
+            "auto", description="quantised models (QDQ ONNX, int8 TFLite): integer = conv2d/matmul as int32-"
+                                "accumulating integer kernels; float = float maths on dequantised values; auto = "
+                                "integer where it pays on the target (see docs/tvm.md)")
         tune_builder: Literal["in_process", "local"] = Field(
             "in_process", description="build tuning candidates in this process (fast) or in LocalBuilder worker "
                                       "processes (isolated, but each batch pays TVM's ~30 s start-up)")
@@ -150,6 +155,7 @@ class TVMCompile(Node):
         if tuning and cross:
             raise NodeError(f"tuning measures candidates on the CPU it builds for; {p.target} is not this machine",
                             "set tune_trials and tune_minutes to 0 for cross targets, or tune on the device")
+        mod, int8_info = self._int8(ctx, mod, target)
         t_build = time.perf_counter()
         try:
             executable, info = self._schedule_and_build(ctx, mod, target, tuning)
@@ -177,10 +183,29 @@ class TVMCompile(Node):
                          tune_time_s=round(tune_s, 3), tuned=bool(info.get("tuning")),
                          target=_json_safe(dict(target.export())), target_name=p.target, cross=cross,
                          opt_level=p.opt_level, tuned_trials=int(info.get("tuning", {}).get("trials", 0)),
-                         source_format=model.model_format, tvm_schedule=_json_safe(info))
+                         source_format=model.model_format, tvm_schedule=_json_safe(info),
+                         **({"tvm_int8": _json_safe(int8_info)} if int8_info else {}))
         ctx.log(f"TVM {'cross ' if cross else ''}build for {p.target} in {seconds:.2f} s "
                 f"({'tuned ' + format(tune_s, '.0f') + ' s, ' if tune_s else ''}schedule {p.schedule}) -> {path.name}")
         return {"model": ModelArtifact(path=path, model_format="tvm", inputs=inputs, outputs=model.outputs, meta=meta)}
+
+    def _int8(self, ctx: Any, mod: Any, target: Any) -> tuple[Any, dict[str, Any]]:
+        """Integer conv2d/matmul kernels for a quantised model (heiti.nodes.tvm_int8); {} if not quantised."""
+        from heiti.nodes import tvm_int8
+
+        if not tvm_int8.is_quantized(mod):
+            return mod, {}
+        mode, why = tvm_int8.choose(self.params.int8, target)
+        info: dict[str, Any] = {"mode": mode, "requested": self.params.int8, "why": why}
+        if mode == "integer":
+            ctx.progress(0.15, "integer kernels for the quantised convolutions")
+            mod, stats = tvm_int8.rewrite(mod)
+            info.update(stats.as_dict())
+            ctx.log(f"int8: {stats.conv2d} conv2d and {stats.matmul} matmul as integer kernels "
+                    f"({stats.requantized} requantised in integers)")
+        else:
+            ctx.log(f"int8: float maths on dequantised values ({why})")
+        return mod, info
 
     def _schedule_and_build(self, ctx: Any, mod: Any, target: Any, tuning: bool) -> tuple[Any, dict[str, Any]]:
         import tvm
@@ -257,6 +282,7 @@ class OpenVINOCompile(Node):
     """Convert an ONNX model to OpenVINO IR (.xml + .bin); the precision hint is kept for the runtime."""
 
     kind = "compile.openvino"
+    warm_imports = ("openvino",)
     title = "OpenVINO IR"
     category = "Compilers"
 

@@ -1,0 +1,483 @@
+"""Integer kernels for quantised models on TVM: a Relax rewrite run before legalization.
+
+TVM 0.27's ONNX importer turns a QDQ model (ONNX Runtime's static quantisation) and its TFLite
+importer a full-int8 model into float maths on dequantised values:
+
+    x = dequantize(x_q, s_x, zp_x)            # uint8 / int8 activations, one scale
+    w = dequantize(W_q, s_w, zp_w)            # int8 weight constant, scale per tensor or per channel
+    y = conv2d(x, w) | matmul(x, w)           # float32
+    y = add(y, bias)                          # optional, bias a constant (int32 QDQ, or float)
+    y_q = quantize(y, s_y, zp_y)              # next layer's input
+
+This module replaces that with an integer computation: the activation minus its zero point as
+int16 (uint8 - zp spans -255..255), the weight minus its zero point as an int16 constant, the
+conv2d / matmul accumulating in int32 (`out_dtype="int32"`), the bias added in int32 as
+round(bias / (s_x*s_w)), and the requantisation `clip(round(acc * s_x*s_w/s_y) + zp_y)` with
+round half to even, as ONNX QuantizeLinear and ONNX Runtime's QLinearConv do. Zero points are
+exact: padding with 0 after subtracting zp_x is padding with the real value 0.
+
+Where no quantize follows (a float output, a float consumer), the integer accumulator is scaled
+back to float (`acc * s_x*s_w`) and the float graph continues. Everything else (pooling, adds,
+activations between quantize/dequantize pairs) stays float. Docs: docs/tvm.md ("int8").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+QUANT_DTYPES = {"int8": (-128, 127), "uint8": (0, 255)}
+
+
+@dataclass
+class Int8Stats:
+    """What the rewrite did, for the model meta."""
+
+    quantized: bool = False  # the module has dequantize calls (a QDQ / int8 model)
+    conv2d: int = 0  # conv2d calls now computed in integers
+    matmul: int = 0
+    requantized: int = 0  # of those, the ones ending in an integer requantisation (bias in int32)
+    float_conv2d: int = 0  # conv2d / matmul left float (operands not a dequantised pattern)
+    float_matmul: int = 0
+    skipped: list[str] = field(default_factory=list)  # why a dequantised conv/matmul stayed float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"quantized": self.quantized, "integer_conv2d": self.conv2d, "integer_matmul": self.matmul,
+                "requantized": self.requantized, "float_conv2d": self.float_conv2d,
+                "float_matmul": self.float_matmul, **({"skipped": self.skipped[:10]} if self.skipped else {})}
+
+
+def is_quantized(mod: Any) -> bool:
+    """True when the Relax module dequantizes something (QDQ ONNX, int8 TFLite)."""
+    return "R.dequantize(" in mod.script(show_meta=False)
+
+
+def _shape(expr: Any) -> list[int] | None:
+    shape = getattr(expr.ty, "shape", None)
+    values = getattr(shape, "values", None)
+    if values is None:
+        return None
+    try:
+        return [int(v) for v in values]
+    except TypeError:  # symbolic dims
+        return None
+
+
+def _dtype(expr: Any) -> str:
+    return str(getattr(expr.ty, "dtype", ""))
+
+
+def _channel_vector(full: np.ndarray, axis: int) -> np.ndarray | None:
+    """The values along `axis` when `full` is constant along every other axis, else None."""
+    moved = np.moveaxis(full, axis, 0).reshape(full.shape[axis], -1)
+    if moved.shape[1] and not np.all(moved == moved[:, :1]):
+        return None
+    return moved[:, 0]
+
+
+def rewrite(mod: Any) -> tuple[Any, Int8Stats]:
+    """The module with dequantised conv2d / matmul patterns computed in integers, and what changed."""
+    import tvm
+    from tvm import relax
+    from tvm.relax.expr_functor import PyExprMutator, mutator
+
+    stats = Int8Stats(quantized=is_quantized(mod))
+    if not stats.quantized:
+        return mod, stats
+
+    @dataclass
+    class _Acc:
+        """An integer accumulator this rewrite emitted: acc * scale[c] is the float conv output."""
+
+        acc: Any  # relax Var, int32
+        epilogue: Any  # the float expression returned in place of the conv
+        scale: np.ndarray  # s_x * s_w per output channel (float64)
+        axis: int  # output channel axis
+        shape: list[int]
+
+    @mutator
+    class _Rewrite(PyExprMutator):
+        def __init__(self, module: Any) -> None:
+            super().__init__(module)
+            self.accs: list[_Acc] = []
+
+        # --- constant evaluation (numpy) of the operands' chains -------------------------------------
+        def _bound(self, expr: Any) -> Any:
+            while isinstance(expr, relax.Var):
+                bound = self.lookup_binding(expr)
+                if bound is None:
+                    return expr
+                expr = bound
+            return expr
+
+        def _const(self, expr: Any) -> np.ndarray | None:
+            """A constant chain (const, reshape, permute_dims, astype, expand_dims, dequantize) in numpy."""
+            expr = self._bound(expr)
+            if isinstance(expr, tvm.ir.GenericConst) and hasattr(expr.value, "numpy"):
+                return expr.value.numpy()
+            if not isinstance(expr, relax.Call) or not hasattr(expr.op, "name") or not expr.args:
+                return None
+            name = expr.op.name
+            if name == "relax.dequantize":
+                q = self._qconst(expr)
+                return None if q is None else (q[0] * q[1]).astype(np.float32)
+            value = self._const(expr.args[0])
+            if value is None:
+                return None
+            if name in ("relax.reshape", "relax.expand_dims", "relax.squeeze"):
+                shape = _shape(expr)
+                return None if shape is None else value.reshape(shape)
+            if name == "relax.permute_dims":
+                axes = expr.attrs.axes
+                return np.transpose(value, None if axes is None else [int(a) for a in axes])
+            if name == "relax.astype":
+                return value.astype(str(expr.attrs.dtype))
+            return None
+
+        def _qconst(self, expr: Any) -> tuple[np.ndarray, np.ndarray] | None:
+            """(integers minus zero point, scale) of a dequantised constant, both at its full shape."""
+            expr = self._bound(expr)
+            if not isinstance(expr, relax.Call) or not hasattr(expr.op, "name"):
+                return None
+            name = expr.op.name
+            if name == "relax.dequantize":
+                q, scale, zp = (self._const(a) for a in expr.args[:3])
+                if q is None or scale is None or zp is None or q.dtype.kind not in "iu":
+                    return None
+                axis = int(expr.attrs.axis) % max(1, q.ndim)
+
+                def along(v: np.ndarray) -> np.ndarray:
+                    v = np.asarray(v)
+                    if v.size == 1:
+                        return v.reshape(())
+                    shape = [1] * q.ndim
+                    shape[axis] = v.size
+                    return v.reshape(shape)
+
+                ints = q.astype(np.int64) - along(zp).astype(np.int64)
+                return ints, np.broadcast_to(along(scale).astype(np.float64), q.shape)
+            if name in ("relax.reshape", "relax.permute_dims", "relax.expand_dims", "relax.squeeze"):
+                inner = self._qconst(expr.args[0])
+                if inner is None:
+                    return None
+                if name == "relax.permute_dims":
+                    axes = expr.attrs.axes
+                    axes = None if axes is None else [int(a) for a in axes]
+                    return np.transpose(inner[0], axes), np.transpose(inner[1], axes)
+                shape = _shape(expr)
+                return None if shape is None else (inner[0].reshape(shape), inner[1].reshape(shape))
+            return None
+
+        def _activation(self, expr: Any) -> tuple[Any, float, int] | None:
+            """(x_q, s_x, zp_x) of dequantize(x_q) with one scale and zero point."""
+            call = self._bound(expr)
+            if not (isinstance(call, relax.Call) and getattr(call.op, "name", "") == "relax.dequantize"):
+                return None
+            x_q = call.args[0]
+            scale, zp = self._const(call.args[1]), self._const(call.args[2])
+            if _dtype(x_q) not in QUANT_DTYPES or scale is None or zp is None or scale.size != 1 or zp.size != 1:
+                return None
+            return x_q, float(scale.reshape(())), int(zp.reshape(()))
+
+        # --- the rewrite -------------------------------------------------------------------------------
+        def _integer(self, call: Any, kind: str) -> Any | None:
+            act = self._activation(call.args[0])
+            weight = self._qconst(call.args[1])
+            if act is None or weight is None:
+                if self._bound(call.args[0]) is not None and any(
+                        getattr(self._bound(a), "op", None) is not None
+                        and getattr(self._bound(a).op, "name", "") == "relax.dequantize" for a in call.args[:2]):
+                    stats.skipped.append(f"{kind}: activation or weight is not a dequantised int tensor/constant")
+                return None
+            x_q, s_x, zp_x = act
+            ints, scales = weight
+            out_shape = _shape(call)
+            if out_shape is None or ints.min() < -32768 or ints.max() > 32767:
+                stats.skipped.append(f"{kind}: dynamic shape or weight range beyond int16")
+                return None
+            if kind == "conv2d":
+                attrs = call.attrs
+                klayout, olayout = str(attrs.kernel_layout), str(attrs.out_layout or attrs.data_layout)
+                if len(klayout) != 4 or len(olayout) != 4 or "O" not in klayout or "C" not in olayout:
+                    stats.skipped.append(f"conv2d: packed layout {klayout}/{olayout}")
+                    return None
+                w_axis, out_axis = klayout.index("O"), olayout.index("C")
+            else:
+                if ints.ndim != 2 or len(out_shape) < 2:
+                    stats.skipped.append("matmul: weight is not a 2-D constant")
+                    return None
+                w_axis, out_axis = 1, len(out_shape) - 1
+            s_w = _channel_vector(np.asarray(scales), w_axis)
+            if s_w is None:
+                stats.skipped.append(f"{kind}: weight scale varies along an axis other than the output channel")
+                return None
+            x16 = relax.op.astype(x_q, "int16")
+            if zp_x:
+                x16 = relax.op.subtract(x16, relax.const(np.int16(zp_x), "int16"))
+            x16 = self.builder_.emit(x16, "int8_x")
+            w16 = relax.const(ints.astype(np.int16), "int16")
+            if kind == "conv2d":
+                a = call.attrs
+                acc = relax.op.nn.conv2d(x16, w16, strides=[int(v) for v in a.strides],
+                                         padding=[int(v) for v in a.padding], dilation=[int(v) for v in a.dilation],
+                                         groups=int(a.groups), data_layout=str(a.data_layout),
+                                         kernel_layout=str(a.kernel_layout), out_layout=str(a.out_layout or a.data_layout),
+                                         out_dtype="int32")
+                stats.conv2d += 1
+            else:
+                acc = relax.op.matmul(x16, w16, out_dtype="int32")
+                stats.matmul += 1
+            acc = self.builder_.emit(acc, f"int8_{kind}")
+            scale = s_x * s_w.astype(np.float64)
+            epilogue = relax.op.multiply(relax.op.astype(acc, "float32"),
+                                         relax.const(self._along(scale, out_axis, len(out_shape)).astype(np.float32)))
+            epilogue = self.builder_.normalize(epilogue)
+            self.accs.append(_Acc(acc, epilogue, scale, out_axis, out_shape))
+            return epilogue
+
+        @staticmethod
+        def _along(vector: np.ndarray, axis: int, rank: int) -> np.ndarray:
+            shape = [1] * rank
+            shape[axis] = vector.size
+            return np.asarray(vector).reshape(shape)
+
+        def _acc_of(self, expr: Any) -> _Acc | None:
+            expr = self._bound(expr)
+            if not (isinstance(expr, relax.Call) and getattr(expr.op, "name", "") == "relax.multiply"):
+                return None
+            cast = self._bound(expr.args[0])
+            if not (isinstance(cast, relax.Call) and getattr(cast.op, "name", "") == "relax.astype"):
+                return None
+            return next((a for a in self.accs if a.acc.same_as(cast.args[0])), None)
+
+        def _requantize(self, call: Any) -> Any | None:
+            """quantize([add](integer conv, bias const)) -> integer bias add and requantisation."""
+            out_dtype = str(call.attrs.out_dtype)
+            s_y, zp_y = self._const(call.args[1]), self._const(call.args[2])
+            if out_dtype not in QUANT_DTYPES or s_y is None or zp_y is None or s_y.size != 1 or zp_y.size != 1:
+                return None
+            inner = self._bound(call.args[0])
+            acc, bias = self._acc_of(inner), None
+            if acc is None and isinstance(inner, relax.Call) and getattr(inner.op, "name", "") == "relax.add":
+                for mine, other in ((0, 1), (1, 0)):
+                    acc = self._acc_of(inner.args[mine])
+                    if acc is not None:
+                        bias = self._const(inner.args[other])
+                        if bias is None or list(np.broadcast_shapes(bias.shape, acc.shape)) != acc.shape:
+                            return None
+                        break
+            if acc is None:
+                return None
+            total = acc.acc
+            if bias is not None:
+                vector = _channel_vector(np.broadcast_to(bias.astype(np.float64), acc.shape), acc.axis)
+                if vector is None:
+                    return None
+                bias_int = np.round(vector / acc.scale)
+                if np.abs(bias_int).max(initial=0) >= 2**31 - 1:
+                    return None
+                total = relax.op.add(total, relax.const(self._along(bias_int.astype(np.int32), acc.axis, len(acc.shape))))
+            multiplier = self._along(acc.scale / float(s_y.reshape(())), acc.axis, len(acc.shape)).astype(np.float32)
+            lo, hi = QUANT_DTYPES[out_dtype]
+            y = relax.op.round(relax.op.multiply(relax.op.astype(total, "float32"), relax.const(multiplier)))
+            y = relax.op.add(y, relax.const(np.float32(int(zp_y.reshape(()))), "float32"))
+            stats.requantized += 1
+            return relax.op.astype(relax.op.clip(y, float(lo), float(hi)), out_dtype)
+
+        def visit_call_(self, call: Any) -> Any:
+            call = self.builder_.normalize(self.visit_expr_post_order(call))
+            name = getattr(call.op, "name", None)
+            if name == "relax.nn.conv2d" or name == "relax.matmul":
+                kind = "conv2d" if name == "relax.nn.conv2d" else "matmul"
+                new = self._integer(call, kind) if _dtype(call) == "float32" else None
+                if new is not None:
+                    return new
+                if _dtype(call) == "float32":
+                    if kind == "conv2d":
+                        stats.float_conv2d += 1
+                    else:
+                        stats.float_matmul += 1
+            elif name == "relax.quantize":
+                new = self._requantize(call)
+                if new is not None:
+                    return new
+            return call
+
+    rewriter = _Rewrite(mod)
+    for gv, func in list(mod.functions_items()):
+        if isinstance(func, relax.Function):
+            mod[gv] = rewriter.visit_expr(func)
+    mod = relax.transform.DeadCodeElimination()(mod)
+    return mod, stats
+
+
+def choose(requested: str, target: Any) -> tuple[str, str]:
+    """("integer" | "float", why) for compile.tvm's int8 param on this target."""
+    if requested in ("integer", "float"):
+        return requested, "requested"
+    return "integer", "auto: integer kernels"  # placeholder until measured
+
+
+# --- an AVX2 integer kernel: int16 pairs -> int32 with vpmaddwd ------------------------------------
+INTRIN_AVX2 = "heiti_dot_2x8_i16i16i32_avx2"
+_registered: set[str] = set()
+
+
+def register_intrinsics() -> str:
+    """Register the AVX2 tensor intrinsic (once per process): C[8] += A[2] . B[2, 8] in int32.
+
+    vpmaddwd multiplies 16 int16 pairs and adds each pair into an int32: with A's two int16
+    (two consecutive input channels) broadcast and B's two weight rows interleaved, one
+    instruction does 16 multiply-adds for 8 output channels. AVX2 has no VNNI; this is the
+    integer instruction that beats plain int32 multiplies (vpmulld) here.
+    """
+    if INTRIN_AVX2 in _registered:
+        return INTRIN_AVX2
+    from tvm.s_tir import TensorIntrin
+    from tvm.script import tirx as T
+
+    @T.prim_func(s_tir=True)
+    def desc(a: T.handle, b: T.handle, c: T.handle) -> None:
+        s0 = T.int32()
+        A = T.match_buffer(a, (2,), "int16", offset_factor=1)
+        B = T.match_buffer(b, (2, 8), "int16", strides=[s0, 1], offset_factor=1)
+        C = T.match_buffer(c, (8,), "int32", offset_factor=1)
+        with T.sblock("root"):
+            T.reads(C[0:8], A[0:2], B[0:2, 0:8])
+            T.writes(C[0:8])
+            for k, i in T.grid(2, 8):
+                with T.sblock("update"):
+                    vi, vk = T.axis.remap("SR", [i, k])
+                    C[vi] = C[vi] + T.cast(A[vk], "int32") * T.cast(B[vk, vi], "int32")
+
+    @T.prim_func(s_tir=True)
+    def impl(a: T.handle, b: T.handle, c: T.handle) -> None:
+        s0 = T.int32()
+        A = T.match_buffer(a, (2,), "int16", offset_factor=1)
+        B = T.match_buffer(b, (2, 8), "int16", strides=[s0, 1], offset_factor=1)
+        C = T.match_buffer(c, (8,), "int32", offset_factor=1)
+        with T.sblock("root"):
+            T.reads(C[0:8], A[0:2], B[0:2, 0:8])
+            T.writes(C[0:8])
+            pair = T.reinterpret(A.vload([0], "int16x2"), dtype="int32")
+            a16 = T.reinterpret(T.broadcast(pair, 8), dtype="int16x16")
+            b16 = T.Shuffle([B.vload([0, 0], "int16x8"), B.vload([1, 0], "int16x8")],
+                            [0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15])
+            C[T.ramp(T.int32(0), 1, 8)] = C.vload([0], "int32x8") + T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id("llvm.x86.avx2.pmadd.wd"), a16, b16, dtype="int32x8")
+
+    TensorIntrin.register(INTRIN_AVX2, desc, impl)
+    _registered.add(INTRIN_AVX2)
+    return INTRIN_AVX2
+
+
+def has_avx2(target: Any) -> bool:
+    import tvm
+
+    try:
+        return bool(tvm.target.codegen.llvm_cpu_has_features(["avx2"], target))
+    except Exception:  # noqa: BLE001 - not an x86 llvm target
+        return False
+
+
+def _int16_reduction(sch: Any) -> Any | None:
+    """The block accumulating int32 from int16 operands (conv2d NHWC / matmul), if the function has one."""
+    import tvm
+
+    found = None
+    for block in _all_blocks(sch):
+        stmt = sch.get(block)
+        if len(stmt.writes) != 1 or _region_dtype(stmt.writes[0]) != "int32":
+            continue
+        reduce = [v for v in stmt.iter_vars if v.iter_type == tvm.tirx.IterVar.CommReduce]
+        reads = {_region_dtype(r) for r in stmt.reads}
+        if reduce and "int16" in reads:
+            if found is not None:
+                return None  # two reductions in one function: leave it to the generic schedule
+            found = block
+    return found
+
+
+def _region_dtype(region: Any) -> str:
+    buffer = getattr(region, "buffer", None) or getattr(region, "source", None)
+    return str(getattr(buffer, "dtype", ""))
+
+
+def _all_blocks(sch: Any) -> list[Any]:
+    root = sch.get_sblock("root")
+    return list(sch.get_child_blocks(root))
+
+
+def schedule_int16_task(task_mod: Any, lanes: int = 8, strict: bool = False) -> Any | None:
+    """A schedule tensorizing the int16 x int16 -> int32 reduction with vpmaddwd, or None.
+
+    Loops (NHWC conv: n, h, w, oc, ry, rx, rc; matmul: i, j, k): the output channel splits into
+    tiles of 8 lanes (x2 when it divides), the pixel before it into a register tile of <= 8
+    accumulators, the innermost reduction into pairs; the reduction runs around the register tile
+    so accumulators stay in registers; outer spatial loops are one parallel loop; the epilogue
+    (requantisation) is fused into it per tile.
+    """
+    import tvm
+
+    intrin = register_intrinsics()
+    try:
+        sch = tvm.s_tir.Schedule(task_mod)
+        block = _int16_reduction(sch)
+        if block is None:
+            return None
+        stmt = sch.get(block)
+        kinds = [v.iter_type == tvm.tirx.IterVar.CommReduce for v in stmt.iter_vars]
+        n_spatial = kinds.index(True) if True in kinds else len(kinds)
+        if any(not k for k in kinds[n_spatial:]) or n_spatial < 2:
+            return None
+        loops = sch.get_loops(block)
+        if len(loops) != len(kinds):
+            return None
+        extents = [int(sch.get(lp).extent) for lp in loops]
+        oc, rc = extents[n_spatial - 1], extents[-1]
+        if oc % lanes or rc % 2:
+            return None
+        # elementwise consumers: inline all into the last, which then runs per output tile
+        blocks = _all_blocks(sch)
+        after = blocks[[sch.get(b).same_as(stmt) for b in blocks].index(True) + 1:]
+        for b in after[:-1]:
+            sch.compute_inline(b)
+        epilogue = _all_blocks(sch)[-1] if after else None
+        t_oc = 2 if oc % (2 * lanes) == 0 else 1
+        pix = extents[n_spatial - 2]
+        t_px = max(d for d in range(1, min(pix, 8 // t_oc) + 1) if pix % d == 0)
+        spatial = loops[:n_spatial]
+        reduction = loops[n_spatial:]
+        oc_o, oc_t, oc_i = sch.split(spatial[-1], [None, t_oc, lanes])
+        px_o, px_i = sch.split(spatial[-2], [None, t_px])
+        rc_o, rc_i = sch.split(reduction[-1], [None, 2])
+        outer = [*spatial[:-2], px_o, oc_o]
+        sch.reorder(*outer, *reduction[:-1], rc_o, px_i, oc_t, rc_i, oc_i)
+        fused = sch.fuse(*outer)
+        sch.parallel(fused)
+        if epilogue is not None:
+            sch.reverse_compute_at(epilogue, fused)
+            e_loops = sch.get_loops(epilogue)[1:]
+            if e_loops:
+                inner = sch.fuse(*e_loops) if len(e_loops) > 1 else e_loops[0]
+                extent = int(sch.get(inner).extent)
+                if extent % lanes == 0:
+                    _, vec = sch.split(inner, [None, lanes])
+                    sch.vectorize(vec)
+        for producer in sch.get_producers(block):  # the padding: parallel over rows, vectorised channels
+            p_loops = sch.get_loops(producer)
+            if len(p_loops) >= 2:
+                sch.parallel(sch.fuse(*p_loops[:-1]))
+                sch.vectorize(p_loops[-1])
+        init = sch.decompose_reduction(block, reduction[0] if len(reduction) > 1 else rc_o)
+        sch.vectorize(sch.get_loops(init)[-1])
+        sch.tensorize(rc_i, intrin)
+        sch.unroll(px_i)
+        sch.unroll(oc_t)
+        return sch
+    except Exception:  # noqa: BLE001 - any shape this schedule does not fit: the generic default applies
+        if strict:
+            raise
+        return None

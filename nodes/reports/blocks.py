@@ -27,13 +27,17 @@ class Table:
     align: list[str] = field(default_factory=list)
     caption: str = ""
     kind: str = "table"
+    #: columns whose cells may wrap onto several lines (long text), so the table fits the page
+    wrap: list[str] = field(default_factory=list)
 
     @staticmethod
-    def build(columns: list[str], rows: list[list[Any]], numeric_from: int = 1, caption: str = "") -> Table:
+    def build(columns: list[str], rows: list[list[Any]], numeric_from: int = 1, caption: str = "",
+              wrap: list[str] | None = None) -> Table:
         """Rows of strings or Cells; columns from `numeric_from` on are right-aligned."""
         cells = [[c if isinstance(c, Cell) else Cell("—" if c is None else str(c)) for c in row] for row in rows]
         align = ["left" if i < numeric_from else "right" for i in range(len(columns))]
-        return Table(columns=columns, rows=cells, align=align, caption=caption)
+        return Table(columns=columns, rows=cells, align=align, caption=caption,
+                     wrap=[c for c in (wrap or []) if c in columns])
 
     def column(self, name: str) -> list[str]:
         index = self.columns.index(name)

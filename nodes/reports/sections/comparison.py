@@ -17,8 +17,8 @@ from heiti.nodes.reports.compare import (
 from heiti.nodes.reports.fmt import ms, pct, points, ratio_text, seconds, size, times
 
 
-def _row(r: Row, several_models: bool, several_targets: bool, with_agreement: bool = False,
-         with_tuning: bool = False, with_gzip: bool = False) -> list:
+def _row(r: Row, several_targets: bool) -> list:
+    """Speed, size and quality against the baseline: what the ranking rests on."""
     e = r.entry
     lat = e.data.latency_ms
     name = Cell(e.name + (" (baseline)" if r.is_baseline else ""), "baseline" if r.is_baseline else "",
@@ -26,42 +26,59 @@ def _row(r: Row, several_models: bool, several_targets: bool, with_agreement: bo
     delta_tone = "" if r.within_tolerance is None or r.is_baseline else ("good" if r.within_tolerance else "bad")
     speed_tone = "" if r.speedup is None or r.is_baseline else ("good" if r.speedup >= 1 else "bad")
     delta = "baseline" if r.is_baseline and r.quality is not None else points(r.quality_delta)
-    return [name, e.data.model_format or "—",
-            *([e.source_model or "—"] if several_models else []), *([_target(e)] if several_targets else []),
+    return [name, *([_target(e)] if several_targets else []),
             ms(r.latency_ms), ms(lat.median if lat else None), ms(lat.p99 if lat else None),
-            Cell(times(r.speedup), speed_tone), seconds(e.data.compile_time_s),
-            *([_tuning(e)] if with_tuning else []), size(r.size_bytes), *([_gzip(r)] if with_gzip else []),
-            _size_change(r), pct(r.quality), Cell(delta, delta_tone), *([_agreement(e, r)] if with_agreement else [])]
+            Cell(times(r.speedup), speed_tone), size(r.size_bytes), _size_change(r), pct(r.quality),
+            Cell(delta, delta_tone)]
+
+
+def _made_row(r: Row, several_models: bool, with_agreement: bool, with_tuning: bool, with_gzip: bool) -> list:
+    """How the model was made and what it ships as, and how its outputs agree with the reference's."""
+    e = r.entry
+    return [Cell(e.name, "baseline" if r.is_baseline else "", title=e.runtime_label), e.data.model_format or "—",
+            *([e.source_model or "—"] if several_models else []), seconds(e.data.compile_time_s),
+            *([_tuning(e)] if with_tuning else []), *([_gzip(r)] if with_gzip else []),
+            *([_agreement(e, r)] if with_agreement else [])]
+
+
+#: columns the comparison's first table has at most: ten fit a 1280 px window (tested with Chromium)
+MAX_COLUMNS = 10
 
 
 def build(report: Report) -> Section | None:
+    """Two tables that each fit a 1280 px window: speed, size and quality against the baseline, then
+    how each model was made (format, lineage, compile and tuning time, gzip size, output agreement)."""
     if not report.entries:
         return None
     rows = comparison_rows(report)
     quality_title = " / ".join(sorted({r.quality_name for r in rows if r.quality_name})) or "quality"
     several_targets = len({_target(r.entry) for r in rows}) > 1
     several_models = len({r.entry.source_model for r in rows} - {""}) > 1
-    extra = (["model"] if several_models else []) + (["target"] if several_targets else [])
     with_agreement = any(r.entry.data.agreement is not None for r in rows)
     with_tuning = any(tuning(r.entry) is not None for r in rows)
     with_gzip = any(r.gzip_bytes for r in rows)
-    columns = ["runtime", "format", *extra, "mean ms", "median ms", "p99 ms", "speed-up", "compile time",
-               *(["tuning"] if with_tuning else []), "model size", *(["gzip size"] if with_gzip else []),
-               "size vs baseline", quality_title, "Δ quality",
-               *(["agreement"] if with_agreement else [])]
+    target = ["target"] if several_targets else []
+    columns = ["runtime", *target, "mean ms", "median ms", "p99 ms", "speed-up", "model size", "size vs baseline",
+               quality_title, "Δ quality"]
     blocks: list = [Table.build(
-        columns, [_row(r, several_models, several_targets, with_agreement, with_tuning, with_gzip) for r in rows],
-        numeric_from=2 + len(extra),
-        caption=f"Sorted by {report.statistic} latency. Speed-up = baseline latency / runtime latency; compile time: "
-                "the step that made the model (conversion or compilation; tuning counted apart)"
+        columns, [_row(r, several_targets) for r in rows], numeric_from=1 + len(target),
+        caption=f"Sorted by {report.statistic} latency. Speed-up = baseline latency / runtime latency; size against "
+                "the baseline's; Δ quality in percentage points, green within the tolerance.")]
+    made = ["runtime", "format", *(["model"] if several_models else []), "compile time",
+            *(["tuning"] if with_tuning else []), *(["gzip size"] if with_gzip else []),
+            *(["agreement"] if with_agreement else [])]
+    blocks.append(Table.build(
+        made, [_made_row(r, several_models, with_agreement, with_tuning, with_gzip) for r in rows],
+        numeric_from=made.index("compile time"), wrap=["tuning", "agreement"],
+        caption="How each model was made, in the same order. Compile time: the step that made the model "
+                "(conversion or compilation; tuning counted apart)"
                 + ("; tuning: MetaSchedule trials and their time (untuned = default schedules)" if with_tuning else "")
-                + "; size against the baseline's"
                 + ("; gzip size: the model file gzip'ed (level 6), where weight sharing (clustering) and pruning "
                    "show" if with_gzip else "")
-                + "; Δ quality in percentage points, green within the tolerance."
+                + "."
                 + (" Agreement: outputs against the reference runtime's on the same inputs — worst per-sample "
                    "cosine · max |difference| over max |reference| · arg-max agreement; green within the agreement "
-                   "tolerance." if with_agreement else ""))]
+                   "tolerance." if with_agreement else "")))
     slow_int8 = int8_slower(rows)
     if slow_int8:
         reasons = sorted({int8_reason(q.entry) for q, _ in slow_int8})

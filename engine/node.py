@@ -91,6 +91,9 @@ class Node:
     path_params: ClassVar[tuple[str, ...]] = ()
     #: True for nodes that measure: with `--jobs` > 1 nothing else runs while one of them runs
     exclusive: ClassVar[bool] = False
+    #: what `run` imports, as "module" or "module:function" (a function called without arguments,
+    #: for frameworks that need a set-up); see `warm_up_imports`
+    warm_imports: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, params: BaseModel | dict[str, Any] | None = None) -> None:
         if isinstance(params, BaseModel):
@@ -125,6 +128,12 @@ class Node:
     def migrate(cls, params: dict[str, Any], from_version: int) -> dict[str, Any]:
         """Turn params saved by an older version of this kind into the current shape."""
         return params
+
+    @classmethod
+    def warm_up_imports(cls, params: BaseModel | None, wired: frozenset[str] = frozenset()) -> tuple[str, ...]:
+        """Imports an idle worker may make while this node still waits for its inputs (`wired`: the
+        names of its connected inputs), so that it starts at once; override when params decide."""
+        return cls.warm_imports
 
     # --- running --------------------------------------------------------------------------------
     def run(self, ctx: RunContext, **inputs: Any) -> dict[str, Any]:

@@ -4,9 +4,11 @@ Rules: a node starts once all its upstream nodes are over; at most `jobs` run at
 are restored here in the parent (no worker needed); a node that declares `exclusive` (the runtimes,
 which measure) starts only when nothing else runs, and nothing starts while it runs, so its
 timings are not disturbed by a neighbour. Ready non-exclusive work goes first, so the measuring
-nodes run back to back at the end of each wave. A worker that dies (segfault, OOM kill) fails
-its node only; descendants are skipped, other branches finish. Cancel sets the workers' shared
-flag, and after a grace period terminates the ones still running.
+nodes run back to back at the end of each wave. While nodes wait for their inputs, idle workers
+make their imports (`Node.warm_up_imports`), so a framework's start overlaps other work. A worker
+that dies (segfault, OOM kill) fails its node only; descendants are skipped, other branches
+finish. Cancel sets the workers' shared flag, and after a grace period terminates the ones still
+running.
 """
 
 from __future__ import annotations
@@ -71,7 +73,8 @@ def run_parallel(executor: Executor, graph: Graph, checked: ValidationResult, ou
             else:
                 pending = _start_ready(executor, graph, checked, out_dir, keys, result, t0, launcher,
                                        pending, upstream, running, prepared, jobs, under_ray)
-            if not running:
+                _warm_up_waiting(graph, checked, launcher, pending, upstream, running, result)
+            if not running and not _warming(launcher):
                 continue
             for handle in launcher.poll(POLL_S):
                 entry = running.pop(handle.node_id, None)
@@ -116,12 +119,39 @@ def _start_ready(executor: Executor, graph: Graph, checked: ValidationResult, ou
             continue
         _launch(executor, launcher, node_id, prepared[node_id], out_dir, t0, running, result, exclusive=False,
                 upstream=upstream[node_id])
-    if ready_exclusive and not running:  # every ready non-exclusive node would be running now
+    if ready_exclusive and not running and not _warming(launcher):  # nothing else would be running now
         node_id = ready_exclusive[0]
         _launch(executor, launcher, node_id, prepared[node_id], out_dir, t0, running, result, exclusive=True,
                 upstream=upstream[node_id])
         waiting.remove(node_id)
     return waiting
+
+
+def _warming(launcher: Any) -> bool:
+    return bool(getattr(launcher, "warming", lambda: False)())
+
+
+def _warm_up_waiting(graph: Graph, checked: ValidationResult, launcher: Any, pending: list[str],
+                     upstream: dict[str, set[str]], running: dict[str, tuple[Handle, Any, bool]],
+                     result: RunResult) -> None:
+    """Idle workers make the imports of nodes still waiting for their inputs (a framework takes
+    seconds to import), so those nodes start at once when their inputs arrive.
+
+    Not while a measurement runs or waits to run (warming would disturb it), and not for a node
+    whose upstream node is running: it will most likely follow in that worker, imports and all.
+    """
+    if not hasattr(launcher, "warm") or any(excl for _, _, excl in running.values()):
+        return
+    waiting = [n for n in pending if not upstream[n] <= result.states.keys()]
+    if len(waiting) < len(pending):  # a ready node waits for a slot or for quiet: keep workers free
+        return
+    for node_id in waiting:
+        if upstream[node_id] & running.keys() or launcher.warmed_or_warming(node_id):
+            continue
+        wired = frozenset(e.dst[1] for e in graph.edges_into(node_id))
+        imports = list(checked.classes[node_id].warm_up_imports(checked.params[node_id], wired))
+        if imports and not launcher.warm(node_id, imports):
+            return  # no idle worker left
 
 
 def _launch(executor: Executor, launcher: Any, node_id: str, prep: Any, out_dir: Path, t0: float,

@@ -34,7 +34,7 @@ from typing import Any
 
 import psutil
 from heiti.engine.context import Cancelled, RunContext
-from heiti.engine.events import Event, EventBus, event_from_dict
+from heiti.engine.events import Event, EventBus, NodeLog, event_from_dict
 from heiti.engine.node import Node, NodeError
 from heiti.engine.payloads import Payload
 
@@ -159,6 +159,23 @@ def execute_job(job: dict[str, Any], send: Callable[[dict[str, Any]], None],
                 "traceback": tb}
 
 
+def warm_up(imports: list[str]) -> str:
+    """Make a node's imports ahead of its run ("module" or "module:function"); "" or the first error.
+
+    A failure here is not the node's failure: the node imports again when it runs and reports
+    whatever goes wrong then, in its own words.
+    """
+    for item in imports:
+        module, _, function = item.partition(":")
+        try:
+            loaded = importlib.import_module(module)
+            if function:
+                getattr(loaded, function)()
+        except Exception as err:  # noqa: BLE001 - see above
+            return f"{item}: {type(err).__name__}: {err}"
+    return ""
+
+
 def worker_main(conn: Connection, cancel_event: Any) -> None:
     """Entry point of a worker process: runs the jobs it is sent, one at a time, until the pipe closes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the parent decides
@@ -175,7 +192,13 @@ def worker_main(conn: Connection, cancel_event: Any) -> None:
                 job_text = conn.recv_bytes()
             except (EOFError, OSError):
                 return
-            send(execute_job(json.loads(job_text), send, cancel_event.is_set))
+            message = json.loads(job_text)
+            if "warm" in message:
+                started = time.perf_counter()
+                error = warm_up(message["warm"])
+                send({"warmed": message["node"], "seconds": time.perf_counter() - started, "error": error})
+                continue
+            send(execute_job(message, send, cancel_event.is_set))
     finally:
         conn.close()
 
@@ -202,6 +225,8 @@ class Worker:
     ran: set[str] = field(default_factory=set)
     handle: Handle | None = None
     last_used: float = 0.0
+    warming: str | None = None  # the node whose imports it is making now
+    warmed: set[str] = field(default_factory=set)  # nodes whose imports it has made
 
 
 def _signal_name(code: int) -> str:
@@ -226,13 +251,22 @@ _preloaded = False
 
 
 def _context(preload: list[str]) -> Any:
-    """The fork-server context; its server imports `preload` once (the run's node modules)."""
+    """The fork-server context; its server imports the registered node kinds and `preload` once."""
     global _preloaded
     ctx = mp.get_context(START_METHOD)
     if not _preloaded:  # the server starts once per process; later lists would be ignored
-        ctx.set_forkserver_preload(["heiti.engine.workers", *sorted(set(preload))])
+        ctx.set_forkserver_preload(["heiti.engine.workers", "heiti.engine.worker_preload", *sorted(set(preload))])
         _preloaded = True
     return ctx
+
+
+def start_fork_server() -> None:
+    """Start the fork server now: it imports the node kinds in its own process while this one loads
+    and validates the graph, so the first worker is ready when the first node needs one."""
+    from multiprocessing import forkserver
+
+    _context([])
+    forkserver.ensure_running()
 
 
 class ProcessLauncher:
@@ -271,22 +305,30 @@ class ProcessLauncher:
         if worker.process.is_alive():
             worker.process.kill()
 
-    def _pick(self, prefer: set[str]) -> Worker:
+    def _pick(self, node_id: str, prefer: set[str]) -> Worker:
+        """A worker for a node: one that made its imports (or is making them: the job waits in its
+        pipe), then one that ran an upstream node, then a new one while under `size`."""
         for worker in [w for w in self.workers if w.handle is None and not w.process.is_alive()]:
             self.workers.remove(worker)  # died while idle (an OOM kill, say): never give it a node
             worker.conn.close()
-        idle = [w for w in self.workers if w.handle is None]
+        free = [w for w in self.workers if w.handle is None]
+        for worker in free:
+            if node_id in worker.warmed or worker.warming == node_id:
+                return worker
+        idle = [w for w in free if w.warming is None]
         for worker in sorted(idle, key=lambda w: -len(w.ran & prefer)):
             if worker.ran & prefer:
                 return worker
-        if len(self.workers) < self.size or not idle:
+        if len(self.workers) < self.size or not free:
             return self._spawn()
+        if not idle:  # every free worker is warming up for another node: queue behind the shortest wait
+            return min(free, key=lambda w: w.last_used)
         return min(idle, key=lambda w: w.last_used)
 
     def start(self, job: dict[str, Any], resources: dict[str, float] | None = None,
               prefer: set[str] | None = None) -> Handle:
         """Start the job's node in a worker (`resources` are for Ray; a local worker needs none)."""
-        worker = self._pick(prefer or set())
+        worker = self._pick(job["node"], prefer or set())
         handle = Handle(job["node"], worker=worker)
         worker.handle = handle
         worker.ran.add(job["node"])
@@ -297,14 +339,38 @@ class ProcessLauncher:
             pass  # the worker died since its last node: poll() sees the end-of-file
         return handle
 
+    def warm(self, node_id: str, imports: list[str]) -> bool:
+        """Have an idle worker (or a new one, while under `size`) make a waiting node's imports."""
+        idle = [w for w in self.workers if w.handle is None and w.warming is None and w.process.is_alive()]
+        if not idle and len(self.workers) >= self.size:
+            return False
+        worker = min(idle, key=lambda w: w.last_used) if idle else self._spawn()
+        try:
+            worker.conn.send_bytes(json.dumps({"warm": imports, "node": node_id}).encode())
+        except OSError:
+            return False
+        worker.warming = node_id
+        return True
+
+    def warming(self) -> bool:
+        return any(w.warming is not None for w in self.workers)
+
+    def warmed_or_warming(self, node_id: str) -> bool:
+        return any(node_id in w.warmed or w.warming == node_id for w in self.workers)
+
     def poll(self, timeout: float) -> list[Handle]:
         """Relay what arrived within `timeout`; return the handles that finished."""
-        if not self.running:
+        warming = {w.conn: w for w in self.workers if w.warming is not None and w.handle is None}
+        if not self.running and not warming:
             return []
-        by_conn = {h.worker.conn: h for h in self.running.values() if h.worker is not None}
+        by_conn: dict[Any, Handle | Worker] = {**warming}
+        by_conn.update({h.worker.conn: h for h in self.running.values() if h.worker is not None})
         done: list[Handle] = []
         for conn in wait(list(by_conn), timeout):
             handle = by_conn[conn]  # type: ignore[index]
+            if isinstance(handle, Worker):  # only warming: its reply, or its end
+                self._read_warmed(handle)
+                continue
             while True:
                 try:
                     message = json.loads(conn.recv_bytes())  # type: ignore[union-attr]
@@ -312,6 +378,12 @@ class ProcessLauncher:
                     self._died(handle)
                     done.append(handle)
                     break
+                if "warmed" in message:
+                    assert handle.worker is not None
+                    self._warmed(handle.worker, message)
+                    if not conn.poll():  # type: ignore[union-attr]
+                        break
+                    continue
                 if "event" in message:
                     self.bus.emit(_event(message["event"]))
                     if not conn.poll():  # type: ignore[union-attr]
@@ -322,6 +394,28 @@ class ProcessLauncher:
                 done.append(handle)
                 break
         return done
+
+    def _read_warmed(self, worker: Worker) -> None:
+        try:
+            message = json.loads(worker.conn.recv_bytes())
+        except (EOFError, OSError):  # died while importing: it never gets a node
+            worker.conn.close()
+            worker.process.join(timeout=5)
+            if worker in self.workers:
+                self.workers.remove(worker)
+            return
+        self._warmed(worker, message)
+
+    def _warmed(self, worker: Worker, message: dict[str, Any]) -> None:
+        node_id = worker.warming
+        if node_id is not None:
+            if message.get("error"):
+                text = f"could not import ahead in a worker: {message['error']}"
+            else:
+                worker.warmed.add(node_id)
+                text = f"imports made ahead in worker {worker.process.pid} in {float(message.get('seconds', 0)):.2f} s"
+            self.bus.emit(NodeLog(node=node_id, level="debug", message=text))
+        worker.warming, worker.last_used = None, time.monotonic()
 
     def _released(self, handle: Handle) -> None:
         worker = handle.worker
@@ -367,8 +461,12 @@ class ProcessLauncher:
                 worker.process.kill()
 
     def close(self) -> None:
-        """End every worker: busy ones are terminated, idle ones leave on end-of-file."""
+        """End every worker: busy ones are terminated, idle ones leave on end-of-file, and one still
+        importing for a node that will not run now is killed (an import cannot be interrupted)."""
         self.terminate()
+        for worker in self.workers:
+            if worker.warming is not None and worker.process.is_alive():
+                worker.process.kill()
         for worker in list(self.workers):
             self._retire(worker)
         self.running.clear()

@@ -59,6 +59,7 @@ class TorchToOnnx(Node):
     """Export a torch model (state_dict + arch, or a torch.export .pt2) to a single ONNX file."""
 
     kind = "convert.torch_to_onnx"
+    warm_imports = ("torch", "onnx")
     title = "Export torch to ONNX"
     category = "Converters"
 
@@ -131,6 +132,7 @@ class KerasToTFLite(Node):
     """
 
     kind = "convert.keras_to_tflite"
+    warm_imports = ("heiti.nodes.keras_env:import_keras",)
     title = "Convert Keras to TFLite"
     category = "Converters"
 
@@ -218,6 +220,7 @@ class KerasToOnnx(Node):
     """Convert a Keras model to ONNX with tf2onnx (traced as a tf.function with a fixed signature)."""
 
     kind = "convert.keras_to_onnx"
+    warm_imports = ("heiti.nodes.keras_env:import_keras", "tf2onnx", "onnx")
     title = "Export Keras to ONNX"
     category = "Converters"
 
@@ -263,6 +266,7 @@ class OnnxQuantize(Node):
     """
 
     kind = "optimize.onnx_quantize"
+    warm_imports = ("onnxruntime.quantization",)
     title = "Quantise ONNX (int8)"
     category = "Optimizers"
     version = 2  # 2: param calibrate_method renamed calibration_method, like calibration_samples
@@ -359,6 +363,7 @@ class TorchPrune(Node):
     """Zero the smallest weights (L1 unstructured) of every Conv and Linear layer, made permanent."""
 
     kind = "optimize.torch_prune"
+    warm_imports = ("torch",)
     title = "Prune torch weights"
     category = "Optimizers"
 

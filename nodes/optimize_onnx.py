@@ -141,6 +141,7 @@ class OnnxSimplify(Node):
     """
 
     kind = "optimize.onnx_simplify"
+    warm_imports = ("onnx", "onnxslim")
     title = "ONNX simplify (onnxslim)"
     category = "Optimizers"
 

@@ -43,6 +43,7 @@ class TrainTorch(Node):
     """Train a torch model (built-in or registered architecture) with Adam."""
 
     kind = "train.torch"
+    warm_imports = ("torch",)
     title = "Train (PyTorch)"
     category = "Training"
     Params = TrainParams
@@ -177,6 +178,7 @@ class TrainKeras(Node):
     """Train a Keras classification model with Adam and sparse cross-entropy on its logits."""
 
     kind = "train.keras"
+    warm_imports = ("heiti.nodes.keras_env:import_keras",)
     title = "Train (Keras)"
     category = "Training"
     Params = TrainParams

@@ -71,7 +71,25 @@ class Stubborn(Node):
         return {"out": Value(value=0)}
 
 
-ALL = [Stamp, ExclusiveStamp, Segfault, Stubborn]
+class WarmStamp(Stamp):
+    """A Stamp whose run needs a module a worker can import ahead (tests/warm_marker.py); outputs
+    [start, end, pid, imported before the run started, when it was imported]."""
+
+    kind = "ptest.warm"
+    warm_imports = ("tests.warm_marker:ready",)
+
+    def run(self, ctx, **inputs):
+        import sys
+
+        marker = sys.modules.get("tests.warm_marker")
+        before = marker is not None
+        out = super().run(ctx, **inputs)["out"].value
+        from tests import warm_marker
+
+        return {"out": Value(value=[*out, before, warm_marker.IMPORTED_AT])}
+
+
+ALL = [Stamp, ExclusiveStamp, Segfault, Stubborn, WarmStamp]
 
 
 class BoardStamp(ExclusiveStamp):

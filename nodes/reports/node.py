@@ -24,6 +24,8 @@ class ReportNode(Node):
     """
 
     kind = "report.html"
+    warm_imports = ("heiti.nodes.reports.render", "heiti.nodes.reports.plots", "matplotlib.figure",
+                    "matplotlib.backends.backend_agg", "jinja2")
     title = "Compare report"
     category = "Reports"
     version = 1

@@ -114,6 +114,14 @@ class RuntimeNode(Node):
         """Runtime-specific options for the session, from this node's params."""
         return {}
 
+    @classmethod
+    def warm_up_imports(cls, params: BaseModel | None, wired: frozenset[str] = frozenset()) -> tuple[str, ...]:
+        """The measurement loop, and the framework unless a device runs the model."""
+        loop = ("heiti.nodes.runtimes.measure",)
+        if "target" in wired or not cls.available():
+            return loop
+        return (*loop, cls.session.split(":")[0], *cls.warm_imports)
+
     # --- running ---------------------------------------------------------------------------------
     def run(self, ctx: RunContext, model: ModelArtifact, dataset: DatasetHandle,
             target: TargetHandle | None = None) -> dict[str, Any]:
@@ -404,6 +412,7 @@ class OnnxRuntimeRun(RuntimeNode):
     formats = ("onnx",)
     session = f"{BACKENDS}.onnxruntime:OrtSession"
     probe = "onnxruntime"
+    warm_imports = ("onnxruntime",)
     dists = ("onnxruntime",)
     colours = {"onnx": "#4f8ef7"}
 
@@ -426,6 +435,7 @@ class LiteRTRun(RuntimeNode):
     formats = ("tflite",)
     session = f"{BACKENDS}.litert:LiteRTSession"
     probe = "ai_edge_litert"
+    warm_imports = ("ai_edge_litert.interpreter",)
     dists = ("ai-edge-litert",)
     colours = {"tflite": "#f29d38"}
 
@@ -445,6 +455,7 @@ class TVMRun(RuntimeNode):
     formats = ("tvm",)
     session = f"{BACKENDS}.tvm:TVMSession"
     probe = "tvm"
+    warm_imports = ("tvm",)
     dists = ("apache-tvm", "apache-tvm-ffi")
     colours = {"tvm": "#b36bd4"}
 
@@ -458,6 +469,7 @@ class OpenVINORun(RuntimeNode):
     formats = ("openvino", "onnx")
     session = f"{BACKENDS}.openvino:OpenVINOSession"
     probe = "openvino"
+    warm_imports = ("openvino",)
     dists = ("openvino",)
     colours = {"openvino": "#3cb7e8"}
 
@@ -479,6 +491,7 @@ class TorchRun(RuntimeNode):
     formats = ("torch", "pt2")
     session = f"{BACKENDS}.torch:TorchSession"
     probe = "torch"
+    warm_imports = ("torch",)
     dists = ("torch",)
     colours = {"torch": "#ee4c2c", "pt2": "#f07a5e"}
 
@@ -492,6 +505,7 @@ class KerasRun(RuntimeNode):
     formats = ("keras",)
     session = f"{BACKENDS}.keras:KerasSession"
     probe = "keras"
+    warm_imports = ("heiti.nodes.keras_env:import_keras",)
     dists = ("keras", "tensorflow-cpu", "tensorflow")
     colours = {"keras": "#e0533d"}
 

@@ -172,3 +172,38 @@ def test_a_worker_grown_past_its_memory_limit_is_retired(preg, tmp_path, monkeyp
     result = _run(preg, g, tmp_path, "r", jobs=2, use_cache=False)
     assert result.status == "ok"
     assert result.outputs["first"]["out"].value[2] != result.outputs["second"]["out"].value[2]
+
+
+def test_an_idle_worker_imports_ahead_for_a_waiting_node_which_then_runs_there(preg, tmp_path):
+    g = Graph(name="warm")
+    g.add_node("ptest.stamp", "slow", {"delay": 1.5})
+    g.add_node("ptest.stamp", "next", {"delay": 0.1})
+    g.add_node("ptest.warm", "warm", {"delay": 0.1})
+    g.connect(("slow", "out"), ("next", "x"))
+    g.connect(("next", "out"), ("warm", "x"))
+    events = []
+    result = _run(preg, g, tmp_path, "r", jobs=2, use_cache=False, events=events)
+    assert result.status == "ok", result.errors
+    start, _end, pid, before, imported_at = result.outputs["warm"]["out"].value
+    slow = result.outputs["slow"]["out"].value
+    assert before, "the node's imports were not made ahead"
+    assert imported_at < slow[1] < start  # made while `slow` still ran, long before `warm` started
+    assert pid != slow[2]  # by the other, idle worker, which then ran it
+    assert any(e.type == "node_log" and e.node == "warm" and "imports made ahead" in e.message for e in events)
+
+
+def test_no_worker_imports_ahead_while_a_measurement_runs(preg, tmp_path):
+    g = Graph(name="quiet")
+    g.add_node("ptest.exclusive", "measure", {"delay": 1.2})
+    g.add_node("ptest.stamp", "next", {"delay": 1.0})
+    g.add_node("ptest.stamp", "then", {"delay": 0.1})
+    g.add_node("ptest.warm", "warm", {"delay": 0.1})
+    g.connect(("measure", "out"), ("next", "x"))
+    g.connect(("next", "out"), ("then", "x"))
+    g.connect(("then", "out"), ("warm", "x"))
+    result = _run(preg, g, tmp_path, "r", jobs=2, use_cache=False)
+    assert result.status == "ok", result.errors
+    measure = result.outputs["measure"]["out"].value
+    start, _end, _pid, before, imported_at = result.outputs["warm"]["out"].value
+    assert not (measure[0] <= imported_at <= measure[1])
+    assert before and measure[1] < imported_at < start  # made after the measurement, while `next` ran

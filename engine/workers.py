@@ -287,6 +287,7 @@ class ProcessLauncher:
         self.rss_limit = WORKER_RSS_LIMIT if rss_limit is None else rss_limit
         self.workers: list[Worker] = []
         self.running: dict[str, Handle] = {}
+        self.warm_asked: set[str] = set()  # nodes a worker was asked to warm up for (once each)
 
     def _spawn(self) -> Worker:
         parent_end, child_end = self.ctx.Pipe(duplex=True)
@@ -350,13 +351,15 @@ class ProcessLauncher:
         except OSError:
             return False
         worker.warming = node_id
+        self.warm_asked.add(node_id)
         return True
 
     def warming(self) -> bool:
         return any(w.warming is not None for w in self.workers)
 
     def warmed_or_warming(self, node_id: str) -> bool:
-        return any(node_id in w.warmed or w.warming == node_id for w in self.workers)
+        """Whether a warm-up was asked for the node (done, failed or under way: never twice)."""
+        return node_id in self.warm_asked
 
     def poll(self, timeout: float) -> list[Handle]:
         """Relay what arrived within `timeout`; return the handles that finished."""

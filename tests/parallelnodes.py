@@ -89,7 +89,14 @@ class WarmStamp(Stamp):
         return {"out": Value(value=[*out, before, warm_marker.IMPORTED_AT])}
 
 
-ALL = [Stamp, ExclusiveStamp, Segfault, Stubborn, WarmStamp]
+class BadWarmStamp(Stamp):
+    """A Stamp whose declared warm-up import does not exist: the node itself must not mind."""
+
+    kind = "ptest.badwarm"
+    warm_imports = ("tests.no_such_module_here",)
+
+
+ALL = [Stamp, ExclusiveStamp, Segfault, Stubborn, WarmStamp, BadWarmStamp]
 
 
 class BoardStamp(ExclusiveStamp):

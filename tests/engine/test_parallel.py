@@ -207,3 +207,17 @@ def test_no_worker_imports_ahead_while_a_measurement_runs(preg, tmp_path):
     start, _end, _pid, before, imported_at = result.outputs["warm"]["out"].value
     assert not (measure[0] <= imported_at <= measure[1])
     assert before and measure[1] < imported_at < start  # made after the measurement, while `next` ran
+
+
+def test_a_failed_warm_up_is_tried_once_and_the_node_still_runs(preg, tmp_path):
+    g = Graph(name="badwarm")
+    g.add_node("ptest.stamp", "slow", {"delay": 1.0})
+    g.add_node("ptest.stamp", "next", {"delay": 0.1})
+    g.add_node("ptest.badwarm", "bad", {"delay": 0.1})
+    g.connect(("slow", "out"), ("next", "x"))
+    g.connect(("next", "out"), ("bad", "x"))
+    events = []
+    result = _run(preg, g, tmp_path, "r", jobs=2, use_cache=False, events=events)
+    assert result.status == "ok", result.errors
+    failures = [e for e in events if e.type == "node_log" and e.node == "bad" and "could not import ahead" in e.message]
+    assert len(failures) == 1 and "no_such_module_here" in failures[0].message

@@ -85,7 +85,10 @@ def timeline(events: Path) -> None:
             started[e["node"]] = e["t"] - t0
         elif e["type"] in ("node_finished", "node_failed", "node_cached"):
             print(f"    {e['node']:10s} {started.get(e['node'], 0.0):6.1f} → {e['t'] - t0:6.1f} s  {e['type'][5:]}")
+        elif e["type"] == "node_log" and "ahead" in e.get("message", ""):
+            print(f"    {e['node']:10s}        {e['t'] - t0:6.1f} s  {e['message']}")
     print(f"    (run_finished at {lines[-1]['t'] - t0:.1f} s)")
+
 
 if __name__ == "__main__":
     main()

@@ -135,6 +135,13 @@ class Node:
         names of its connected inputs), so that it starts at once; override when params decide."""
         return cls.warm_imports
 
+    @classmethod
+    def file_problems(cls, params: BaseModel, base: Path | None) -> list[tuple[str, str]]:
+        """(param, message) for what a cheap look into the files its params name finds wrong, so
+        that `heiti validate` reports it before a run; `base` is the graph's folder. Called only
+        when the paths exist; must import no heavy framework (the run checks everything again)."""
+        return []
+
     # --- running --------------------------------------------------------------------------------
     def run(self, ctx: RunContext, **inputs: Any) -> dict[str, Any]:
         raise NotImplementedError(f"{type(self).__name__}.run")

@@ -123,11 +123,14 @@ def validate(graph: Graph, registry: Registry | None = None) -> ValidationResult
         except Exception as err:  # noqa: BLE001 - a kind's own checks may raise anything
             problems.append(Problem("param", f"nodes[{i}].params: {err}", node=spec.id))
         if spec.id in result.params:  # files named by path params: missing, special (FIFO, /proc)
-            for name, message in path_param_problems(cls, result.params[spec.id], graph.base_dir):
+            missing = path_param_problems(cls, result.params[spec.id], graph.base_dir)
+            for name, message in missing:
                 relative = not Path(str(getattr(result.params[spec.id], name))).expanduser().is_absolute()
                 problems.append(Problem("path", message, node=spec.id, field=name, suggestion=(
                     f"relative paths are taken from the graph file's folder ({graph.base_dir or Path.cwd()})"
                     if relative else None)))
+            if not missing:  # what the kind itself reads from its files (a model's output shapes)
+                problems += _file_problems(cls, spec.id, result.params[spec.id], graph.base_dir)
 
     # edges: endpoints, ports, types
     wires_into: dict[tuple[str, str], list[int]] = {}
@@ -196,6 +199,17 @@ def validate(graph: Graph, registry: Registry | None = None) -> ValidationResult
     if not cyclic:
         _check_formats(graph, result, registry)
     return result
+
+
+def _file_problems(cls: type[Node], node_id: str, params: BaseModel, base: Path | None) -> list[Problem]:
+    """The node class's own look into its files (`Node.file_problems`); a probe that fails is a problem
+    of the file, said as such, never a crash of validation."""
+    try:
+        found = cls.file_problems(params, base)
+    except Exception as err:  # noqa: BLE001 - a damaged file may make a parser raise anything
+        return [Problem("file", f"cannot read the files its params name: {type(err).__name__}: {str(err)[:300]}",
+                        node=node_id)]
+    return [Problem("file", message, node=node_id, field=name) for name, message in found]
 
 
 def _check_formats(graph: Graph, result: ValidationResult, registry: Registry) -> None:

@@ -263,6 +263,22 @@ class ModelFile(Node):
         path = str(getattr(params, "path", "") or "")
         return {"model": FORMAT_BY_SUFFIX.get(Path(path).suffix.lower())}
 
+    @classmethod
+    def file_problems(cls, params: BaseModel, base: Path | None) -> list[tuple[str, str]]:
+        """A classification model whose declared output is no class vector, found by `heiti validate`:
+        .onnx and .tflite outputs are read from the file (nodes.output_probe, no runtime); .keras and
+        .pt2 need their framework to load, so they are checked when the node runs."""
+        from heiti.engine.paths import resolve
+        from heiti.nodes.output_probe import declared_outputs
+        from heiti.nodes.runtimes.outputs import NONE_HINT, classification_output_problem
+
+        if getattr(params, "task", "") != "classification" or not getattr(params, "path", ""):
+            return []
+        source = resolve(params.path, base)
+        outputs = declared_outputs(source)
+        problem = classification_output_problem(outputs) if outputs is not None else None
+        return [("path", f"{source.name}: {problem} ({NONE_HINT})")] if problem else []
+
     def run(self, ctx: Any) -> dict[str, Any]:
         t0 = time.perf_counter()
         source = model_source(self.params.path)

@@ -270,6 +270,9 @@ def schedule_task(task_mod: Any, target: Any, heuristic: TileHeuristic) -> Any |
             space.trace.apply_to_schedule(
                 sch, remove_postproc=True,
                 decision_provider=lambda inst, inputs, attrs, decision, chosen=chosen: chosen.get(inst, decision))
+            # the marker lets a replay (tuning seeds, mutations) drop what the postprocs recorded
+            # and redo them on the new loop nest; without it a mutated trace fails (docs/tvm.md)
+            sch.enter_postproc()
             if all(p.apply(sch) for p in postprocs):
                 return sch
         except Exception:  # noqa: BLE001, S112 - a space whose decisions do not fit: try the next one
@@ -344,6 +347,7 @@ class TuneResult:
     default_ms: float | None = None  # the same sum for the default (heuristic) schedules
     history: list[tuple[float, float]] = field(default_factory=list)  # (seconds, best_ms)
     errors: list[str] = field(default_factory=list)  # default schedules that failed to build or run
+    dropped_records: int = 0  # unmarked seed records removed before tuning (drop_unreplayable_records)
 
 
 def cost_model_name() -> str:
@@ -382,6 +386,40 @@ def _mean_seconds(runner_result: Any) -> float | None:
     return sum(float(s) for s in secs) / len(secs)
 
 
+RECORDS_FILE = "database_tuning_record.json"  # JSONDatabase's records: one JSON array per line
+
+
+def drop_unreplayable_records(folder: Path) -> int:
+    """Remove records whose trace has no EnterPostproc marker; returns how many.
+
+    MetaSchedule's own records always carry the marker. Seeds written by Heiti before the fix did
+    not: the evolutionary search mutates them, replays them with their postproc steps and TVM
+    aborts the whole tuning run (issue 10, docs/tvm.md). Their tasks get a fresh, marked seed.
+    """
+    import json
+
+    path = folder / RECORDS_FILE
+    if not path.is_file():
+        return 0
+    keep: list[str] = []
+    dropped = 0
+    for line in path.read_text().splitlines():
+        try:
+            insts = json.loads(line)[1][0][0]
+            marked = any(inst[0] == "EnterPostproc" for inst in insts)
+        except (ValueError, IndexError, TypeError, KeyError):
+            marked = True  # not a record this knows how to read: left to TVM
+        if marked:
+            keep.append(line)
+        else:
+            dropped += 1
+    if dropped:
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text("".join(line + "\n" for line in keep))
+        tmp.replace(path)
+    return dropped
+
+
 def tune(mod: Any, target: Any, folder: Path, *, trials: int = 0, minutes: float = 0.0, retune: bool = False,
          builder: str = "in_process", on_progress: Callable[[float, float, str], None] | None = None,
          cancelled: Callable[[], bool] | None = None) -> TuneResult:
@@ -398,9 +436,10 @@ def tune(mod: Any, target: Any, folder: Path, *, trials: int = 0, minutes: float
     t0 = time.perf_counter()
     light_tensor_intrin(target)
     folder.mkdir(parents=True, exist_ok=True)
+    dropped = drop_unreplayable_records(folder)
     extracted = ms.relax_integration.extract_tasks(mod, target)
     database = ms.database.JSONDatabase(work_dir=str(folder))
-    result = TuneResult(tasks=len(extracted), cost_model=cost_model_name())
+    result = TuneResult(tasks=len(extracted), cost_model=cost_model_name(), dropped_records=dropped)
     workloads = [database.commit_workload(t.dispatched[0]) for t in extracted]
     best: list[float | None] = []
     for wl in workloads:

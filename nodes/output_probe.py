@@ -8,6 +8,8 @@ torch — too heavy for validation — so their outputs are checked when the mod
 
 from __future__ import annotations
 
+import copy
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -15,12 +17,19 @@ from typing import Any
 def declared_outputs(path: Path) -> list[dict[str, Any]] | None:
     """[{name, shape, dtype}] of the outputs a .onnx or .tflite file declares (None for unknown
     dimensions); None for other formats, which only a framework can describe."""
-    suffix = path.suffix.lower()
-    if suffix == ".onnx":
-        return onnx_outputs(path)
-    if suffix == ".tflite":
-        return tflite_outputs(path)
-    return None
+    path = Path(path)
+    if path.suffix.lower() not in (".onnx", ".tflite"):
+        return None
+    stat = path.stat()
+    return copy.deepcopy(_read(str(path), stat.st_mtime_ns, stat.st_size))
+
+
+@functools.lru_cache(maxsize=32)
+def _read(path: str, mtime_ns: int, size: int) -> list[dict[str, Any]]:
+    """Cached by the file's time and size: the editor validates after every edit, and a large
+    model's protobuf takes a while to parse."""
+    del mtime_ns, size  # part of the cache key only
+    return onnx_outputs(Path(path)) if path.lower().endswith(".onnx") else tflite_outputs(Path(path))
 
 
 def onnx_outputs(path: Path) -> list[dict[str, Any]]:

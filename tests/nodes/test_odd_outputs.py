@@ -110,11 +110,23 @@ def test_task_none_measures_latency_and_keeps_outputs(setup, tmp_path, kind):
 @pytest.mark.parametrize("kind,words", [("map", "shape [1, 1, 8, 8]"), ("scalar", "scalar"),
                                         ("five_d", "shape [1, 1, 1, 8, 8]")])
 def test_classification_of_a_non_class_output_is_a_clear_error_before_running(setup, tmp_path, kind, words):
+    """`heiti validate` reads the ONNX outputs and refuses the graph, naming the model node; model.file
+    applies the same rule when it runs (all that .keras and .pt2 files get)."""
+    import onnx
+    from heiti.engine.executor import InvalidGraph
+    from heiti.engine.node import NodeError
+    from heiti.nodes.model_io import onnx_io
+    from heiti.nodes.models import check_task_outputs
+
     folder, models = setup
-    failed, record, _ = _run(folder, models[kind], "classification", tmp_path, kind)
-    assert set(failed) == {"model"}, failed  # model.file knows the shapes: nothing runs
-    assert words in failed["model"] and 'task "none"' in failed["model"]
-    assert record is None
+    with pytest.raises(InvalidGraph) as refused:
+        _run(folder, models[kind], "classification", tmp_path, kind)
+    (problem,) = refused.value.result.problems
+    assert problem.node == "model" and words in problem.message and 'task "none"' in problem.message
+    assert not (tmp_path / kind / "measurements").exists()  # nothing ran
+    with pytest.raises(NodeError, match="task \"none\"") as at_run:
+        check_task_outputs("classification", onnx_io(onnx.load(str(models[kind])))[1], models[kind].name)
+    assert words in str(at_run.value)
 
 
 def test_a_map_known_only_at_run_is_refused_by_shape_not_by_an_allocation():

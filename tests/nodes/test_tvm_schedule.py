@@ -193,9 +193,8 @@ def test_tuning_records_progress_and_reuse(onnx_model, tmp_path):
     pytest.importorskip("xgboost")
     db = tmp_path / "db"
     model, ctx = compile_node(onnx_model, tmp_path / "tune", tune_trials=8, tuning_db=str(db))
-    if "tuning_failed" in model.meta["tvm_schedule"]:  # TVM could not lower a sampled candidate: the node fell back
-        assert model.meta["tuned"] is False
-        pytest.skip(f"TVM could not lower a tuned candidate here: {model.meta['tvm_schedule']['tuning_failed'][:120]}")
+    # issue 10: unmarked seeds made the search abort and the node fall back (test_tvm_tuning_seeds.py)
+    assert "tuning_failed" not in model.meta["tvm_schedule"], model.meta["tvm_schedule"]["tuning_failed"]
     tuning = model.meta["tvm_schedule"]["tuning"]
     assert tuning["cost_model"] == "xgb" and not tuning["reused"] and tuning["trials"] > 0
     assert model.meta["tuned"] is True and model.meta["tune_time_s"] > 0

@@ -104,3 +104,34 @@ def test_unmarked_seed_records_are_dropped_from_an_old_database(seeds, tmp_path)
     top = ms.database.JSONDatabase(work_dir=str(tmp_path)).get_top_k(workload, 5)  # TVM still reads the file
     assert len(top) == 1 and "EnterPostproc" in [inst.kind.name for inst in top[0].trace.insts], name
     assert ts.drop_unreplayable_records(Path(tmp_path / "missing")) == 0
+
+
+def test_a_tuning_failure_inside_tvm_still_builds_the_default_schedules(tmp_path, monkeypatch):
+    """The safety net stays: if TVM aborts the search anyway, compile.tvm warns and builds untuned."""
+    import numpy as np
+    import tvm
+    from heiti.engine import ModelArtifact
+    from heiti.nodes import tvm_schedule as ts
+    from heiti.nodes.compilers import TVMCompile
+
+    from tests.nodes.test_tvm_schedule import Ctx, ort_reference, run_tvm, tolerance
+
+    def abort(*args, **kwargs):
+        raise tvm.error.InternalError("Check failed: old_outputs.size() == new_outputs.size() (4 vs. 6)")
+
+    monkeypatch.setattr(ts, "tune", abort)
+    warnings: list[str] = []
+    ctx = Ctx(tmp_path)
+    ctx.warn = warnings.append
+    onnx_model = make_onnx(tmp_path / "tiny.onnx")
+    artifact = ModelArtifact(path=onnx_model, model_format="onnx",
+                             inputs=[{"name": "x", "shape": [1, 3, 32, 32], "dtype": "float32"}],
+                             outputs=[{"name": "y", "shape": [1, 10], "dtype": "float32"}])
+    model = TVMCompile({"tune_trials": 8, "tuning_db": str(tmp_path / "db")}).run(ctx, model=artifact)["model"]
+    schedule = model.meta["tvm_schedule"]
+    assert "old_outputs" in schedule["tuning_failed"] and "tuning" not in schedule
+    assert model.meta["tuned"] is False and model.meta["tuned_trials"] == 0
+    assert len(warnings) == 1 and "default schedules" in warnings[0]
+    x = np.random.default_rng(4).standard_normal((1, 3, 32, 32), dtype=np.float32)
+    ref = ort_reference(onnx_model, x)
+    np.testing.assert_allclose(run_tvm(model.path, x), ref, rtol=0, atol=tolerance(ref))

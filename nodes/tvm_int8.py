@@ -280,11 +280,10 @@ def rewrite(mod: Any) -> tuple[Any, Int8Stats]:
                     return None
                 total = relax.op.add(total, relax.const(self._along(bias_int.astype(np.int32), acc.axis, len(acc.shape))))
             multiplier = self._along(acc.scale / float(s_y.reshape(())), acc.axis, len(acc.shape)).astype(np.float32)
-            lo, hi = QUANT_DTYPES[out_dtype]
             y = relax.op.round(relax.op.multiply(relax.op.astype(total, "float32"), relax.const(multiplier)))
             y = relax.op.add(y, relax.const(np.float32(int(zp_y.reshape(()))), "float32"))
             stats.requantized += 1
-            return relax.op.astype(relax.op.clip(y, float(lo), float(hi)), out_dtype)
+            return _saturate(y, out_dtype)
 
         def visit_call_(self, call: Any) -> Any:
             call = self.builder_.normalize(self.visit_expr_post_order(call))
@@ -305,10 +304,53 @@ def rewrite(mod: Any) -> tuple[Any, Int8Stats]:
                     return new
             return call
 
-    rewriter = _Rewrite(mod)
-    for gv, func in list(mod.functions_items()):
-        if isinstance(func, relax.Function):
-            mod[gv] = rewriter.visit_expr(func)
+    def _saturate(y: Any, out_dtype: str) -> Any:
+        """clip to the integer range and cast; maximum/minimum (unlike clip) follow ConvertLayout."""
+        lo, hi = QUANT_DTYPES[out_dtype]
+        y = relax.op.minimum(relax.op.maximum(y, relax.const(np.float32(lo))), relax.const(np.float32(hi)))
+        return relax.op.astype(y, out_dtype)
+
+    @mutator
+    class _Elementwise(PyExprMutator):
+        """Per-tensor quantize / dequantize / clip as plain elementwise ops, the maths TVM's
+        legalization uses. ConvertLayout knows none of the three, so each one left between NHWC
+        convolutions costs a transpose there and back (MobileNetV2: 39 transposes)."""
+
+        def _scalar(self, expr: Any) -> float | None:
+            while isinstance(expr, relax.Var) and self.lookup_binding(expr) is not None:
+                expr = self.lookup_binding(expr)
+            if isinstance(expr, tvm.ir.GenericConst) and hasattr(expr.value, "numpy"):
+                value = expr.value.numpy()
+                return float(value.reshape(())) if value.size == 1 else None
+            return None
+
+        def visit_call_(self, call: Any) -> Any:
+            call = self.builder_.normalize(self.visit_expr_post_order(call))
+            name = getattr(call.op, "name", None)
+            if name == "relax.quantize" and _dtype(call.args[0]) == "float32":
+                scale, zp = self._scalar(call.args[1]), self._scalar(call.args[2])
+                if scale is not None and zp is not None and str(call.attrs.out_dtype) in QUANT_DTYPES:
+                    y = relax.op.round(relax.op.divide(call.args[0], relax.const(np.float32(scale))))
+                    y = relax.op.add(y, relax.const(np.float32(zp)))
+                    return _saturate(y, str(call.attrs.out_dtype))
+            elif name == "relax.dequantize" and str(call.attrs.out_dtype) == "float32":
+                scale, zp = self._scalar(call.args[1]), self._scalar(call.args[2])
+                if scale is not None and zp is not None and _dtype(call.args[0]) in QUANT_DTYPES:
+                    x = relax.op.subtract(relax.op.astype(call.args[0], "float32"), relax.const(np.float32(zp)))
+                    return relax.op.multiply(x, relax.const(np.float32(scale)))
+            elif name == "relax.clip" and _dtype(call) in ("float32", *QUANT_DTYPES):
+                dtype = _dtype(call)
+                lo, hi = (float(getattr(v, "value", np.nan)) for v in call.args[1:3])
+                if np.isfinite(lo) and np.isfinite(hi):
+                    x = relax.op.maximum(call.args[0], relax.const(np.array(lo, dtype)))
+                    return relax.op.minimum(x, relax.const(np.array(hi, dtype)))
+            return call
+
+    for cls in (_Rewrite, _Elementwise):
+        rewriter = cls(mod)
+        for gv, func in list(mod.functions_items()):
+            if isinstance(func, relax.Function):
+                mod[gv] = rewriter.visit_expr(func)
     mod = relax.transform.DeadCodeElimination()(mod)
     return mod, stats
 
@@ -361,12 +403,15 @@ def register_intrinsics() -> str:
         with T.sblock("root"):
             T.reads(C[0:8], A[0:2], B[0:2, 0:8])
             T.writes(C[0:8])
-            pair = T.reinterpret(A.vload([0], "int16x2"), dtype="int32")
-            a16 = T.reinterpret(T.broadcast(pair, 8), dtype="int16x16")
-            b16 = T.Shuffle([B.vload([0, 0], "int16x8"), B.vload([1, 0], "int16x8")],
-                            [0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15])
+            # one expression: named vector temporaries become local buffers, which a parallel
+            # loop allocates from the workspace pool on every iteration
             C[T.ramp(T.int32(0), 1, 8)] = C.vload([0], "int32x8") + T.call_llvm_pure_intrin(
-                T.llvm_lookup_intrinsic_id("llvm.x86.avx2.pmadd.wd"), a16, b16, dtype="int32x8")
+                T.llvm_lookup_intrinsic_id("llvm.x86.avx2.pmadd.wd"),
+                T.reinterpret(T.broadcast(T.reinterpret(A.vload([0], "int16x2"), dtype="int32"), 8),
+                              dtype="int16x16"),
+                T.Shuffle([B.vload([0, 0], "int16x8"), B.vload([1, 0], "int16x8")],
+                          [0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15]),
+                dtype="int32x8")
 
     TensorIntrin.register(INTRIN_AVX2, desc, impl)
     _registered.add(INTRIN_AVX2)
@@ -441,7 +486,12 @@ def schedule_int16_task(task_mod: Any, lanes: int = 8, strict: bool = False) -> 
             return None
         # elementwise consumers: inline all into the last, which then runs per output tile
         blocks = _all_blocks(sch)
-        after = blocks[[sch.get(b).same_as(stmt) for b in blocks].index(True) + 1:]
+        index = [sch.get(b).same_as(stmt) for b in blocks].index(True)
+        pads = [sch.get(b) for b in sch.get_producers(block)]
+        for b in blocks[:index]:  # elementwise producers of the epilogue (a residual's dequantize)
+            if not any(sch.get(b).same_as(p) for p in pads):
+                sch.compute_inline(b)
+        after = blocks[index + 1:]
         for b in after[:-1]:
             sch.compute_inline(b)
         epilogue = _all_blocks(sch)[-1] if after else None
@@ -467,6 +517,9 @@ def schedule_int16_task(task_mod: Any, lanes: int = 8, strict: bool = False) -> 
                     _, vec = sch.split(inner, [None, lanes])
                     sch.vectorize(vec)
         for producer in sch.get_producers(block):  # the padding: parallel over rows, vectorised channels
+            if "if_then_else" not in str(sch.get(producer).body):  # a 1x1 conv's "padding" is a copy
+                sch.compute_inline(producer)
+                continue
             p_loops = sch.get_loops(producer)
             if len(p_loops) >= 2:
                 sch.parallel(sch.fuse(*p_loops[:-1]))

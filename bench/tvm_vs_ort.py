@@ -11,13 +11,18 @@ same thread count:
 - TVM "tuned": MetaSchedule with the xgboost cost model for --tune-minutes per model, started from
   the default schedules, database in --tuning-db (reused: a second run with the same database
   tunes nothing unless --retune).
+With --int8 the ONNX model is also quantised to static QDQ (ONNX Runtime's quantize_static, as
+optimize.onnx_quantize does: uint8 activations, int8 weights per tensor, 16 random calibration
+inputs) and three more engines run it: ONNX Runtime int8, TVM "int8-float" (float maths on
+dequantised values, what TVM's importer gives) and TVM "int8" (integer kernels,
+heiti.nodes.tvm_int8); their max difference is to ONNX Runtime int8, with the output step.
 Latency is measured in one process, in interleaved rounds (every engine once per round); each
 figure is the median over rounds of the engine's median call, and the ratio to ONNX Runtime is
 the median over rounds of the per-round ratio, so a busy shared machine's drift cancels out. The
 load average is printed with the figures.
 
     .venv/bin/python bench/tvm_vs_ort.py [--models mobilenetv2,resnet] [--threads 2]
-        [--tune-minutes 0] [--tuning-db DIR] [--skip-none] [--rounds 9]
+        [--tune-minutes 0] [--tuning-db DIR] [--skip-none] [--rounds 9] [--int8]
 """
 
 from __future__ import annotations
@@ -99,8 +104,33 @@ def build_models(folder: Path, names: list[str]) -> dict[str, dict[str, Any]]:
     return out
 
 
+def quantise_qdq(onnx_path: Path, shape: tuple[int, ...], input_name: str) -> tuple[Path, float]:
+    """Static QDQ int8 copy of the model (ONNX Runtime), and its output quantisation step."""
+    from onnx import load, numpy_helper
+    from onnxruntime import quantization as q
+
+    class Reader:
+        def __init__(self) -> None:
+            self.rng, self.left = np.random.default_rng(0), 16
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            self.left -= 1
+            return None if self.left < 0 else {input_name: self.rng.standard_normal(shape, dtype=np.float32)}
+
+    prepared = onnx_path.with_name(onnx_path.stem + "-pre.onnx")
+    q.quant_pre_process(str(onnx_path), str(prepared), skip_symbolic_shape=True)
+    out = onnx_path.with_name(onnx_path.stem + "-qdq.onnx")
+    q.quantize_static(str(prepared), str(out), Reader(), quant_format=q.QuantFormat.QDQ,
+                      activation_type=q.QuantType.QUInt8, weight_type=q.QuantType.QInt8)
+    model = load(str(out))
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    last = next(n for n in model.graph.node if n.op_type == "DequantizeLinear"
+                and n.output[0] == model.graph.output[0].name)
+    return out, float(inits[last.input[1]])
+
+
 def compile_tvm(onnx_path: Path, shape: tuple[int, ...], input_name: str, mode: str, folder: Path,
-                tune_minutes: float, tuning_db: Path, retune: bool) -> tuple[Any, dict[str, Any]]:
+                tune_minutes: float, tuning_db: Path, retune: bool, int8: str = "") -> tuple[Any, dict[str, Any]]:
     import onnx
     import tvm
     from heiti.nodes import tvm_schedule as ts
@@ -111,6 +141,11 @@ def compile_tvm(onnx_path: Path, shape: tuple[int, ...], input_name: str, mode: 
     t0 = time.perf_counter()
     mod = from_onnx(onnx.load(str(onnx_path)), shape_dict={input_name: list(shape)})
     info: dict[str, Any] = {}
+    if int8 == "integer":
+        from heiti.nodes import tvm_int8
+
+        mod, stats = tvm_int8.rewrite(mod)
+        info["integer"] = f"{stats.conv2d} conv2d, {stats.matmul} matmul"
     if mode != "none":
         mod = ts.prepare(mod, target)
         database, stats = ts.default_schedule_database(mod, target)
@@ -128,7 +163,7 @@ def compile_tvm(onnx_path: Path, shape: tuple[int, ...], input_name: str, mode: 
         mod = ts.apply_database(mod, target, database)
     with tvm.transform.PassContext(opt_level=3):
         executable = tvm.compile(mod, target=target)
-    path = folder / f"{onnx_path.stem}-{mode}.so"
+    path = folder / f"{onnx_path.stem}-{mode}{'-' + int8 if int8 else ''}.so"
     executable.export_library(str(path))
     info["compile_s"] = round(time.perf_counter() - t0 - info.get("tune_s", 0.0), 1)
     return path, info
@@ -203,6 +238,19 @@ def engines(models: dict[str, Any], name: str, x: np.ndarray, threads: int, args
         calls[f"tvm-{mode}"] = lambda main=main: main(xt)
         outputs[f"tvm-{mode}"] = lambda main=main: (lambda r: r.numpy() if hasattr(r, "numpy") else r[0].numpy())(main(xt))
         print(f"  tvm-{mode}: {tinfo}", flush=True)
+    if args.int8:
+        qdq, info["step"] = quantise_qdq(m["onnx"], x.shape, m["input"])
+        session8 = ort.InferenceSession(str(qdq), so, providers=["CPUExecutionProvider"])
+        calls["ort-int8"] = lambda: session8.run(None, feed)
+        outputs["ort-int8"] = lambda: session8.run(None, feed)[0]
+        for kind, label in (("float", "tvm-int8-float"), ("integer", "tvm-int8")):
+            path, tinfo = compile_tvm(qdq, x.shape, m["input"], "default", folder, 0, Path(args.tuning_db), False, kind)
+            vm = VirtualMachine(tvm.runtime.load_module(str(path)), device)
+            main = vm["main"]
+            info[label] = tinfo
+            calls[label] = lambda main=main: main(xt)
+            outputs[label] = lambda main=main: main(xt).numpy()
+            print(f"  {label}: {tinfo}", flush=True)
     return calls, outputs, info
 
 
@@ -225,6 +273,7 @@ def main() -> None:
     parser.add_argument("--tuning-db", default=str(Path(tempfile.gettempdir()) / "heiti-bench-tvm-tuning"))
     parser.add_argument("--retune", action="store_true")
     parser.add_argument("--skip-none", action="store_true", help="skip TVM without schedule (slow to measure)")
+    parser.add_argument("--int8", action="store_true", help="also a static QDQ int8 copy: ORT int8, TVM int8-float, TVM int8")
     args = parser.parse_args()
     names = [n.strip() for n in args.models.split(",") if n.strip()]
     with tempfile.TemporaryDirectory() as tmp:
@@ -235,7 +284,9 @@ def main() -> None:
             print(f"\n== {name} {models[name]['nchw']} threads={args.threads} (load {os.getloadavg()[0]:.1f})", flush=True)
             calls, outputs, info = engines(models, name, x, args.threads, args, folder)
             ref = np.asarray(outputs["onnxruntime"]())
-            diffs = {k: float(np.abs(np.asarray(f()).reshape(ref.shape) - ref).max()) for k, f in outputs.items()}
+            ref8 = np.asarray(outputs["ort-int8"]()) if "ort-int8" in outputs else ref
+            diffs = {k: float(np.abs(np.asarray(f()).reshape(ref.shape) - (ref8 if "int8" in k and k != "ort-int8" else ref)).max())
+                     for k, f in outputs.items()}
             for call in calls.values():  # warm-up
                 for _ in range(3):
                     call()
@@ -246,7 +297,8 @@ def main() -> None:
                     n = 2 if k == "tvm-none" else args.calls
                     per[k].append(median_call_ms(calls[k], n))
             ratios = {k: statistics.median(a / b for a, b in zip(v, per["onnxruntime"], strict=True)) for k, v in per.items()}
-            print(f"  load average after: {os.getloadavg()[0]:.1f}; |ORT output| max {np.abs(ref).max():.3g}")
+            print(f"  load average after: {os.getloadavg()[0]:.1f}; |ORT output| max {np.abs(ref).max():.3g}"
+                  + (f"; int8 output step {info['step']:.3g} (int8 rows: max |diff| to ORT int8)" if "step" in info else ""))
             print(f"  {'engine':14} {'median ms':>10} {'x ORT':>7} {'compile s':>10} {'max |diff|':>11}")
             for k in calls:
                 comp = info.get(k, {}).get("compile_s")

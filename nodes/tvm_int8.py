@@ -51,7 +51,18 @@ class Int8Stats:
 
 def is_quantized(mod: Any) -> bool:
     """True when the Relax module dequantizes something (QDQ ONNX, int8 TFLite)."""
-    return "R.dequantize(" in mod.script(show_meta=False)
+    from tvm import relax
+
+    found: list[bool] = []
+
+    def visit(expr: Any) -> None:
+        if isinstance(expr, relax.Call) and getattr(expr.op, "name", "") == "relax.dequantize":
+            found.append(True)
+
+    for _, func in mod.functions_items():
+        if isinstance(func, relax.Function) and not found:
+            relax.analysis.post_order_visit(func.body, visit)
+    return bool(found)
 
 
 def _shape(expr: Any) -> list[int] | None:
@@ -356,10 +367,20 @@ def rewrite(mod: Any) -> tuple[Any, Int8Stats]:
 
 
 def choose(requested: str, target: Any) -> tuple[str, str]:
-    """("integer" | "float", why) for compile.tvm's int8 param on this target."""
+    """("integer" | "float", why) for compile.tvm's int8 param on this target.
+
+    auto picks integer kernels where they were measured to pay: x86 with AVX2, where the int16
+    convolutions run on vpmaddwd (MobileNetV2 QDQ 1.6x, ResNet-style 1.07x faster than float
+    maths on dequantised values; docs/tvm.md). Elsewhere (ARM, RISC-V, x86 without AVX2) the
+    integer convolutions would be plain int32 multiplies, which were slower than float FMAs on
+    x86 (1.1-1.6x) and are not measured on those CPUs: float maths stays the default there.
+    """
     if requested in ("integer", "float"):
         return requested, "requested"
-    return "integer", "auto: integer kernels"  # placeholder until measured
+    if has_avx2(target):
+        return "integer", "auto: AVX2 CPU, integer convolutions on vpmaddwd (faster than float here)"
+    return "float", ("auto: no AVX2 on this target, integer convolutions would be int32 multiplies "
+                     "(slower than float FMAs where measured); int8=integer forces them")
 
 
 # --- an AVX2 integer kernel: int16 pairs -> int32 with vpmaddwd ------------------------------------
@@ -495,6 +516,8 @@ def schedule_int16_task(task_mod: Any, lanes: int = 8, strict: bool = False) -> 
         for b in after[:-1]:
             sch.compute_inline(b)
         epilogue = _all_blocks(sch)[-1] if after else None
+        # register tile: 2 x 8 output channels x up to 4 pixels = 8 accumulators (measured against
+        # 8x1, 12x1, 12x2 and 16x4 on ResNet/MobileNetV2 convs: as fast or faster)
         t_oc = 2 if oc % (2 * lanes) == 0 else 1
         pix = extents[n_spatial - 2]
         t_px = max(d for d in range(1, min(pix, 8 // t_oc) + 1) if pix % d == 0)

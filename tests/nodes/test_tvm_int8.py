@@ -307,3 +307,15 @@ def test_full_int8_tflite_agrees_with_litert(tmp_path):
             assert got.argmax() == ref.argmax()
     finally:
         session.close()
+
+
+def test_auto_picks_integer_kernels_only_where_measured_faster():
+    from heiti.nodes import tvm_int8
+    from heiti.nodes.compilers import resolve_target
+
+    host, _ = resolve_target("host")
+    arm, _ = resolve_target("aarch64")
+    assert tvm_int8.choose("auto", arm)[0] == "float"  # no vpmaddwd kernel there: float maths
+    assert tvm_int8.choose("auto", host)[0] == ("integer" if tvm_int8.has_avx2(host) else "float")
+    assert tvm_int8.choose("integer", arm) == ("integer", "requested")
+    assert tvm_int8.choose("float", host) == ("float", "requested")

@@ -275,7 +275,10 @@ class ModelFile(Node):
         if getattr(params, "task", "") != "classification" or not getattr(params, "path", ""):
             return []
         source = resolve(params.path, base)
-        outputs = declared_outputs(source)
+        try:
+            outputs = declared_outputs(source)
+        except Exception:  # noqa: BLE001 - a file its parser refuses: the run says what is wrong with it
+            return []
         problem = classification_output_problem(outputs) if outputs is not None else None
         return [("path", f"{source.name}: {problem} ({NONE_HINT})")] if problem else []
 

@@ -48,7 +48,10 @@ def onnx_outputs(path: Path) -> list[dict[str, Any]]:
 def tflite_outputs(path: Path) -> list[dict[str, Any]]:
     import tflite
 
-    model = tflite.Model.GetRootAsModel(path.read_bytes(), 0)
+    data = path.read_bytes()
+    if not tflite.Model.ModelBufferHasIdentifier(data, 0):  # flatbuffers are read unchecked: look first
+        raise ValueError("not a TFLite flatbuffer (no TFL3 identifier)")
+    model = tflite.Model.GetRootAsModel(data, 0)
     if model.SubgraphsLength() == 0:
         raise ValueError("the file holds no subgraph")
     graph = model.Subgraphs(0)

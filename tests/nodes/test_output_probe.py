@@ -66,11 +66,31 @@ def test_a_real_tflite_detector_is_read_from_its_flatbuffer():
     assert "face_detection_short_range.tflite" in problem.message and "[1, 896, 16]" in problem.message
 
 
-def test_a_damaged_file_is_a_problem_not_a_crash(tmp_path):
-    broken = tmp_path / "broken.onnx"
-    broken.write_bytes(b"\x08\x07not a protobuf at all" * 10)
-    (problem,) = _file_problems(_graph(str(broken)))
-    assert problem.node == "m" and "cannot read" in problem.message
+def test_a_damaged_file_is_left_to_the_run_and_a_failing_hook_is_a_problem(tmp_path):
+    """model.file's run says what is wrong with a file its parser refuses; validation never crashes."""
+    from heiti.engine.node import Node
+    from heiti.engine.registry import Registry
+
+    for name, data in (("broken.onnx", b"\x08\x07not a protobuf at all" * 10),
+                       ("broken.tflite", b"TFL3" + bytes(range(200)))):
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(Exception, match="corrupt|TFL3"):  # the protobuf's DecodeError, our ValueError
+            declared_outputs(tmp_path / name)
+        assert _file_problems(_graph(str(tmp_path / name))) == []
+
+    class Fragile(Node):
+        kind = "test.fragile_probe"
+
+        @classmethod
+        def file_problems(cls, params, base):
+            raise RuntimeError("parser gave up")
+
+    registry = Registry()
+    registry.register(Fragile)
+    graph = Graph.model_validate({"format": "heiti-graph", "version": 1, "name": "g",
+                                  "nodes": [{"id": "x", "kind": "test.fragile_probe"}], "edges": []})
+    (problem,) = [p for p in validate(graph, registry).problems if p.code == "file"]
+    assert problem.node == "x" and "RuntimeError: parser gave up" in problem.message
 
 
 def test_keras_and_pt2_wait_for_the_run(tmp_path):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
+import importlib.util
 import inspect
 import pkgutil
 import threading
@@ -80,8 +81,8 @@ class Registry:
             return
         self.register_module(pkg)
         declared = getattr(pkg, "NODE_MODULES", None)
-        if declared is not None:
-            names = [(f"{package}.{name}", False) for name in declared]
+        if declared is not None:  # a declared name may be a subpackage, which declares its own
+            names = [(f"{package}.{name}", _is_package(f"{package}.{name}")) for name in declared]
         else:
             names = [(f"{package}.{info.name}", info.ispkg) for info in pkgutil.iter_modules(pkg.__path__)
                      if not info.name.startswith("_")]
@@ -123,6 +124,14 @@ class Registry:
             self._register_object(obj())
         else:
             raise TypeError(f"cannot register {obj!r}")
+
+
+def _is_package(name: str) -> bool:
+    try:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        return False
+    return spec is not None and spec.submodule_search_locations is not None
 
 
 _default: Registry | None = None

@@ -12,14 +12,16 @@ import io
 import os
 import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import numpy as np
 from heiti.engine import DatasetHandle, In, ModelArtifact, Node, NodeError, Out
 from heiti.nodes.keras_env import import_keras, load_keras
 from heiti.nodes.model_io import onnx_io, tflite_io
 from heiti.nodes.models import step_meta
 from pydantic import BaseModel, ConfigDict, Field
+
+if TYPE_CHECKING:  # numpy loads when a converter runs, not when the kinds are listed
+    import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -30,6 +32,8 @@ class _Params(BaseModel):
 
 def _load_split(dataset: DatasetHandle, split: str, count: int, seed: int, layout: str) -> np.ndarray:
     """Up to `count` samples of one split (seeded choice), float32, in the model's layout."""
+    import numpy as np
+
     x = dataset.load_split(split).x
     if len(x) == 0:
         raise NodeError(f"the dataset's {split} split is empty; calibration needs samples")

@@ -9,10 +9,12 @@ expect: ImageNet mean/std (torchvision, PaddleOCR), [0, 1] (YOLO), [-1, 1] (Mobi
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
 from heiti.engine import DatasetHandle, NodeError
+
+if TYPE_CHECKING:  # numpy loads when a node runs, not when the kinds are listed
+    import numpy as np
 
 #: preset -> (mean, std) applied to images scaled to [0, 1]; "custom" uses the node's mean/std params
 PRESETS: dict[str, tuple[list[float], list[float]]] = {
@@ -42,11 +44,15 @@ def has_array(path: str, key: str) -> bool:
 
 def to_layout(x: np.ndarray, layout: str) -> np.ndarray:
     """NCHW samples in the layout asked for (4-D only)."""
+    import numpy as np
+
     return np.ascontiguousarray(x.transpose(0, 2, 3, 1)) if x.ndim == 4 and layout == "NHWC" else x
 
 
 def unlabelled_handle(ctx: Any, x: np.ndarray, layout: str, meta: dict[str, Any]) -> DatasetHandle:
     """Write x (NCHW, float) as the test split of an unlabelled dataset (task none) and describe it."""
+    import numpy as np
+
     if len(x) == 0:
         raise NodeError("the dataset holds no samples")
     path = Path(ctx.workdir) / "dataset.npz"
@@ -62,6 +68,8 @@ def unlabelled_handle(ctx: Any, x: np.ndarray, layout: str, meta: dict[str, Any]
 
 def unlabelled_npz(ctx: Any, source: str, x_key: str, layout: str) -> DatasetHandle:
     """dataset.npz without a labels array: every sample goes to the test split, unlabelled."""
+    import numpy as np
+
     path = Path(source).expanduser()
     from heiti.engine.files import NpzError, npz_headers, read_npz
 

@@ -8,9 +8,8 @@ stratified (each class is split with the same fractions) and seeded, so a run is
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import numpy as np
 from heiti.engine import DatasetHandle, Node, NodeError, Out
 from heiti.engine.files import NpzError, npz_headers, read_npz
 from heiti.nodes.dataset_prep import (
@@ -25,6 +24,9 @@ from heiti.nodes.dataset_prep import (
 )
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+if TYPE_CHECKING:  # numpy loads when a node runs, not when the kinds are listed
+    import numpy as np
+
 SPLITS = ("train", "val", "test")
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 
@@ -37,6 +39,8 @@ class _Params(BaseModel):
 def stratified_split(y: np.ndarray, val_fraction: float, test_fraction: float,
                      seed: int) -> dict[str, np.ndarray]:
     """Index arrays per split: each class is shuffled and cut with the same fractions."""
+    import numpy as np
+
     if val_fraction < 0 or test_fraction < 0 or val_fraction + test_fraction >= 1:
         raise NodeError(f"val_fraction ({val_fraction}) + test_fraction ({test_fraction}) must be below 1")
     rng = np.random.default_rng(seed)
@@ -54,6 +58,8 @@ def stratified_split(y: np.ndarray, val_fraction: float, test_fraction: float,
 
 def write_classification(path: Path, x: np.ndarray, y: np.ndarray, split: dict[str, np.ndarray]) -> dict[str, int]:
     """Write x/y per split to `path` (np.savez); returns the sample count per split."""
+    import numpy as np
+
     arrays: dict[str, np.ndarray] = {}
     for name in SPLITS:
         arrays[f"x_{name}"] = np.ascontiguousarray(x[split[name]])
@@ -64,6 +70,8 @@ def write_classification(path: Path, x: np.ndarray, y: np.ndarray, split: dict[s
 
 def standardise(x: np.ndarray, train_idx: np.ndarray) -> tuple[np.ndarray, list[float], list[float]]:
     """Per-channel (x - mean) / std with statistics of the train split only."""
+    import numpy as np
+
     axes = (0, 2, 3)
     mean = x[train_idx].mean(axis=axes, keepdims=True)
     std = x[train_idx].std(axis=axes, keepdims=True) + 1e-6
@@ -100,6 +108,7 @@ class DigitsDataset(Node):
     outputs = {"dataset": Out(DatasetHandle, format="classification")}
 
     def run(self, ctx: Any) -> dict[str, Any]:
+        import numpy as np
         from sklearn.datasets import load_digits
 
         p = self.params
@@ -128,6 +137,7 @@ def _check_splits(value: list[float]) -> list[float]:
 
 def _load_image(path: Path, size: tuple[int, int], color: str) -> np.ndarray:
     """One image as float32 CHW in 0..1, resized to (height, width)."""
+    import numpy as np
     from PIL import Image
 
     with Image.open(path) as image:
@@ -186,6 +196,8 @@ class ImageFolderDataset(Node):
     outputs = {"dataset": Out(DatasetHandle, format="classification")}
 
     def _channel_stats(self, channels: int) -> tuple[np.ndarray, np.ndarray]:
+        import numpy as np
+
         stats = []
         preset = preset_stats(self.params.preset, self.params.mean, self.params.std)
         for name, values in zip(("mean", "std"), preset, strict=True):
@@ -197,6 +209,8 @@ class ImageFolderDataset(Node):
         return stats[0], stats[1]
 
     def run(self, ctx: Any) -> dict[str, Any]:
+        import numpy as np
+
         p = self.params
         root = Path(p.path).expanduser()
         if not p.path or not root.is_dir():
@@ -250,6 +264,8 @@ class ImageFolderDataset(Node):
 
     def _unlabelled(self, ctx: Any, root: Path) -> DatasetHandle:
         """A flat folder of images: one unlabelled test split, in file-name order."""
+        import numpy as np
+
         p = self.params
         files = flat_images(root, IMAGE_SUFFIXES)
         images, skipped = [], []
@@ -282,6 +298,8 @@ NPZ_RATIO_FLOOR = 256 << 20
 
 def refuse_npz_bomb(source: Path, names: tuple[str, ...]) -> None:
     """NodeError when the named arrays' headers promise far more memory than the file could hold."""
+    import numpy as np
+
     try:
         headers = npz_headers(source)
     except NpzError:
@@ -322,6 +340,8 @@ class NpzDataset(Node):
     outputs = {"dataset": Out(DatasetHandle, format="classification")}
 
     def _read(self) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        import numpy as np
+
         p = self.params
         source = Path(p.path).expanduser()
         if not p.path or not source.is_file():
@@ -341,6 +361,8 @@ class NpzDataset(Node):
         return x, y, list(p.class_names) or names
 
     def run(self, ctx: Any) -> dict[str, Any]:
+        import numpy as np
+
         p = self.params
         if p.path:
             refuse_npz_bomb(Path(p.path).expanduser(), (p.x_key, p.y_key))

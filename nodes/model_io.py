@@ -6,8 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 
 def onnx_io(model: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """[{name, shape, dtype}] of an ONNX model's graph inputs (initializers excluded) and outputs."""
@@ -27,6 +25,7 @@ def onnx_io(model: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
 
 def tflite_io(path: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]], Any]:
     """Inputs/outputs of a .tflite file (with int8 scale/zero point), and its interpreter."""
+    import numpy as np
     from ai_edge_litert.interpreter import Interpreter
 
     interpreter = Interpreter(model_path=str(path))

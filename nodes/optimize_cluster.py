@@ -9,12 +9,14 @@ the report's compressed-size column shows the effect.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
 from heiti.engine import In, ModelArtifact, Node, NodeError, Out
 from heiti.nodes.models import step_meta
 from pydantic import BaseModel, ConfigDict, Field
+
+if TYPE_CHECKING:  # numpy loads when a node runs, not when the kinds are listed
+    import numpy as np
 
 #: at most this many weights of one layer feed k-means; the rest are assigned to the centroids
 FIT_SAMPLE = 20_000
@@ -22,6 +24,7 @@ FIT_SAMPLE = 20_000
 
 def cluster_weights(weights: np.ndarray, clusters: int, seed: int) -> np.ndarray:
     """`weights` with every value replaced by its k-means centroid (1-D k-means on the values)."""
+    import numpy as np
     from sklearn.cluster import KMeans
 
     flat = weights.reshape(-1, 1).astype(np.float64)

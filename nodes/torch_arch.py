@@ -37,12 +37,13 @@ import json
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+if TYPE_CHECKING:  # numpy loads when a node runs, not when the kinds are listed
+    import numpy as np
 
 Batch = Any
-MakeBatches = Callable[[Mapping[str, np.ndarray], str, int, "np.random.Generator | None"], Iterable[Batch]]
+MakeBatches = Callable[[Mapping[str, "np.ndarray"], str, int, "np.random.Generator | None"], Iterable[Batch]]
 LossFn = Callable[[Any, Batch], tuple[Any, dict[str, float]]]
 
 
@@ -64,6 +65,7 @@ _ARCHS: dict[str, Arch] = {}
 def classification_batches(data: Mapping[str, np.ndarray], split: str, batch_size: int,
                            rng: np.random.Generator | None) -> Iterable[tuple[Any, Any]]:
     """Default batch maker: (x, y) tensors from x_<split>, y_<split>; shuffled when rng is given."""
+    import numpy as np
     import torch
 
     x, y = data[f"x_{split}"], data[f"y_{split}"]

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import numpy as np
 from heiti.engine import Cancelled, DatasetHandle, In, ModelArtifact, Node, NodeError, Out
 from heiti.nodes.models import step_meta
 from pydantic import BaseModel, ConfigDict, Field
+
+if TYPE_CHECKING:  # numpy loads when a node runs, not when the kinds are listed
+    import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -70,6 +72,7 @@ class TrainTorch(Node):
             torch.set_num_threads(previous_threads)
 
     def _train(self, ctx: Any, model: ModelArtifact, dataset: DatasetHandle, arch: Any, t0: float) -> dict[str, Any]:
+        import numpy as np
         import torch
         from heiti.nodes.torch_arch import load_model, save_model
 
@@ -187,6 +190,7 @@ class TrainKeras(Node):
     outputs = {"model": Out(ModelArtifact, same_as="model")}
 
     def run(self, ctx: Any, model: ModelArtifact, dataset: DatasetHandle) -> dict[str, Any]:
+        import numpy as np
         from heiti.nodes.keras_env import import_keras, load_keras
 
         tf, keras = import_keras()

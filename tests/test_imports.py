@@ -90,3 +90,59 @@ def test_the_editor_does_not_import_networkx():
             if any(n == "networkx" or n.startswith("networkx.") for n in names):
                 users.append(str(path.relative_to(ROOT)))
     assert users == []
+
+
+# --- listing stays lean -----------------------------------------------------------------------------
+#: what `heiti nodes` must not import: numerics, system sampling, the measuring, device and TVM
+#: machinery, model readers and every framework — they load when a node runs
+NOT_FOR_LISTING = ("numpy", "psutil", "scipy", "sklearn", "onnx", "tflite", "torch", "tensorflow", "keras", "tvm",
+                   "onnxruntime", "openvino", "ai_edge_litert", "matplotlib", "heiti.engine.measurements",
+                   "heiti.nodes.devices.client", "heiti.nodes.runtimes.loop", "heiti.nodes.runtimes.sampler",
+                   "heiti.nodes.runtimes.measure", "heiti.nodes.tvm_int8", "heiti.nodes.tvm_schedule",
+                   "heiti.nodes.output_probe", "heiti.nodes.reports.render")
+
+
+def test_listing_the_kinds_imports_no_numerics_nor_machinery():
+    """`heiti nodes --json` as a user runs it; what it imported is read at exit."""
+    import json
+    import subprocess
+    import sys
+
+    code = ("import atexit, json, runpy, sys\n"
+            f"atexit.register(lambda: print('MODULES=' + json.dumps(sorted(m for m in {NOT_FOR_LISTING!r} "
+            "if m in sys.modules)), file=sys.stderr))\n"
+            "sys.argv = ['heiti', 'nodes', '--json']\n"
+            "runpy.run_module('heiti.engine.cli', run_name='__main__')\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert len(json.loads(result.stdout)) > 20  # the kinds were listed
+    line = next(line for line in result.stderr.splitlines() if line.startswith("MODULES="))
+    assert json.loads(line.removeprefix("MODULES=")) == []
+
+
+def _declared(package: Path) -> tuple[str, ...] | None:
+    for node in ast.parse((package / "__init__.py").read_text(encoding="utf-8")).body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", "") == "NODE_MODULES" for t in node.targets):
+            return tuple(ast.literal_eval(node.value))
+    return None
+
+
+def test_every_module_that_defines_a_kind_is_listed():
+    """Packages that name their kind modules (NODE_MODULES) must name every one, or its kinds vanish."""
+    unlisted = []
+    for path in (ROOT / "nodes").rglob("*.py"):
+        if path.name == "__init__.py" or "__pycache__" in path.parts:
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        defines_kind = any(isinstance(item, ast.Assign) and any(getattr(t, "id", "") == "kind" for t in item.targets)
+                           for cls in tree.body if isinstance(cls, ast.ClassDef) for item in cls.body)
+        if not defines_kind:
+            continue
+        child, package = path.stem, path.parent
+        while package != ROOT:  # every step up to heiti.nodes must be declared where a list exists
+            declared = _declared(package)
+            if declared is not None and child not in declared:
+                unlisted.append(str(path.relative_to(ROOT)))
+                break
+            child, package = package.name, package.parent
+    assert unlisted == []

@@ -1,17 +1,20 @@
 """Object detection: the shapes and COCO datasets, a small trainable detector, its post-processing
 and COCO-style metrics. The runtime nodes call `evaluate_detection` on the raw network outputs.
 
-Only numpy and pydantic are imported here; torch is imported inside the functions that need it.
+Nothing heavy is imported here (listing the kinds loads this package): numpy and the measurements
+schema inside the functions, torch inside those that need it.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-from heiti.engine.measurements import DetectionQuality
 from heiti.engine.node import NodeError
 from heiti.engine.payloads import DatasetHandle
+
+if TYPE_CHECKING:
+    import numpy as np
+    from heiti.engine.measurements import DetectionQuality
 
 #: the modules holding detection kinds
 NODE_MODULES = ("coco", "detector", "shapes")
@@ -33,6 +36,7 @@ def load_ground_truth(dataset: DatasetHandle, split: str):
 
 def decode_outputs(raw_outputs: list[list[np.ndarray]], model_meta: dict[str, Any]):
     """Decode every image's raw outputs into one flat `metrics.Boxes` of detections."""
+    import numpy as np
     from heiti.nodes.detection.metrics import Boxes
     from heiti.nodes.detection.postprocess import decode
 
@@ -67,6 +71,8 @@ def evaluate_detection(
     precision, recall and F1 at IoU 0.5 per score threshold; `best_score_threshold` is the one of
     best F1 (the operating point to deploy with).
     """
+    import numpy as np
+    from heiti.engine.measurements import DetectionQuality
     from heiti.nodes.detection.metrics import RECALL_POINTS, Boxes, evaluate
 
     gt, _ = load_ground_truth(dataset, split)

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
 from heiti.engine.node import Node, NodeError, Out
 from heiti.engine.payloads import DatasetHandle
 from pydantic import BaseModel, ConfigDict, Field
+
+if TYPE_CHECKING:  # numpy loads when a node runs, not when the kinds are listed
+    import numpy as np
 
 SPLITS = ("train", "val", "test")
 #: a box may stick out of its image by this many pixels (rounding in annotation tools)
@@ -92,6 +94,8 @@ def read_annotations(json_path: Path) -> dict[str, Any]:
 
 def split_indices(n: int, val_fraction: float, test_fraction: float, seed: int) -> dict[str, np.ndarray]:
     """Seeded shuffle of n images into sorted index arrays per split (test first, then val)."""
+    import numpy as np
+
     order = np.random.default_rng(seed).permutation(n)
     n_test = int(round(n * test_fraction))
     n_val = int(round(n * val_fraction))
@@ -103,6 +107,7 @@ def split_indices(n: int, val_fraction: float, test_fraction: float, seed: int) 
 
 
 def _load_image(path: Path, size: tuple[int, int]) -> tuple[np.ndarray, tuple[int, int]]:
+    import numpy as np
     from PIL import Image, UnidentifiedImageError
 
     try:
@@ -119,6 +124,8 @@ def _load_image(path: Path, size: tuple[int, int]) -> tuple[np.ndarray, tuple[in
 def build_dataset(json_path: Path, image_dir: Path, params: CocoParams, size: tuple[int, int],
                   out_path: Path, ctx: Any = None) -> DatasetHandle:
     """Read a COCO file and its images, check them, and write the detection .npz at out_path."""
+    import numpy as np
+
     raw = read_annotations(json_path)
     image_dir = Path(image_dir)
     if not image_dir.is_dir():

@@ -12,13 +12,15 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
 from heiti.engine.node import In, Node, NodeError, Out
 from heiti.engine.payloads import DatasetHandle, ModelArtifact
 from heiti.nodes.torch_arch import register_arch
 from pydantic import BaseModel, ConfigDict, Field
+
+if TYPE_CHECKING:  # numpy loads when a node runs, not when the kinds are listed
+    import numpy as np
 
 ARCH = "centernet"
 STRIDE = 4
@@ -67,6 +69,8 @@ def make_targets(boxes: np.ndarray, labels: np.ndarray, num_classes: int, out_hw
     The centre cell of each box holds 1 in its class channel; the gaussian's spread follows the
     box's size so that near-centre cells are penalised less. Regression is learnt at centre cells.
     """
+    import numpy as np
+
     h, w = out_hw
     heat = np.zeros((num_classes, h, w), dtype=np.float32)
     reg = np.zeros((4, h, w), dtype=np.float32)
@@ -88,6 +92,7 @@ def make_targets(boxes: np.ndarray, labels: np.ndarray, num_classes: int, out_hw
 def detection_batches(data: Mapping[str, np.ndarray], split: str, batch_size: int,
                       rng: np.random.Generator | None, augment: bool = True) -> Iterable[tuple[Any, ...]]:
     """(x, heat, reg, mask) tensors; when shuffling (training), images are flipped left-right at random."""
+    import numpy as np
     import torch
 
     x, boxes = data[f"x_{split}"], data[f"boxes_{split}"]
@@ -153,6 +158,7 @@ register_arch(ARCH, build_centernet, loss=detection_loss, make_batches=detection
 
 def predict(module: Any, x: np.ndarray, batch_size: int = 64) -> list[list[np.ndarray]]:
     """Raw outputs per image (as a runtime would give them) of a torch detector on NCHW images."""
+    import numpy as np
     import torch
 
     module.eval()

@@ -12,13 +12,15 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
 from heiti.engine.node import Node, NodeError, Out
 from heiti.engine.payloads import DatasetHandle
 from heiti.nodes.detection.coco import CocoParams, build_dataset
 from pydantic import Field, field_validator
+
+if TYPE_CHECKING:  # numpy loads when a node runs, not when the kinds are listed
+    import numpy as np
 
 SHAPES = ("circle", "square", "triangle")
 
@@ -41,6 +43,8 @@ def _covered_fraction(a: tuple[float, ...], b: tuple[float, ...]) -> float:
 
 def _background(rng: np.random.Generator, size: int, noise: float) -> np.ndarray:
     """A random colour gradient with gaussian noise, as float RGB in [0, 255]."""
+    import numpy as np
+
     c0, c1 = rng.uniform(0, 255, 3), rng.uniform(0, 255, 3)
     angle = rng.uniform(0, 2 * math.pi)
     yy, xx = np.mgrid[0:size, 0:size] / max(size - 1, 1)
@@ -52,6 +56,8 @@ def _background(rng: np.random.Generator, size: int, noise: float) -> np.ndarray
 
 def _contrasting_colour(rng: np.random.Generator, background: np.ndarray) -> tuple[int, int, int]:
     """A random colour far enough from the background's mean colour to be seen."""
+    import numpy as np
+
     mean = background.reshape(-1, 3).mean(axis=0)
     colour = rng.uniform(0, 255, 3)
     for _ in range(20):
@@ -64,6 +70,7 @@ def _contrasting_colour(rng: np.random.Generator, background: np.ndarray) -> tup
 def draw_image(rng: np.random.Generator, size: int, classes: list[str], n_objects: int,
                scale: tuple[float, float], max_overlap: float, noise: float, clutter: int):
     """One image (uint8 HxWx3) and its objects as [(x, y, w, h), class index] pairs."""
+    import numpy as np
     from PIL import Image, ImageDraw
 
     background = _background(rng, size, noise)
@@ -109,6 +116,7 @@ def write_shapes_coco(folder: Path, count: int, size: int, classes: list[str], o
                       scale: tuple[float, float], max_overlap: float, noise: float, clutter: int,
                       seed: int, ctx: Any = None) -> tuple[Path, Path]:
     """Draw `count` images into folder/images and write folder/annotations.json (COCO format)."""
+    import numpy as np
     from PIL import Image
 
     image_dir = Path(folder) / "images"

@@ -8,22 +8,32 @@ Remote targets are not cacheable: the device and its state live outside the grap
 from __future__ import annotations
 
 import shutil
-import tarfile
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from heiti.engine.context import RunContext
 from heiti.engine.files import file_sha256
 from heiti.engine.node import Node, Out
 from heiti.engine.payloads import ModelArtifact, TargetHandle
-from heiti.nodes.devices.client import DeviceClient, DeviceError, RemoteSession
 from heiti.nodes.devices.transport import parse_address
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+if TYPE_CHECKING:  # the client (numpy, the protocol) loads when a device is used, not when kinds are listed
+    from heiti.nodes.devices.client import DeviceError, RemoteSession
+
 __all__ = ["DeviceError", "LocalTarget", "SerialTarget", "TcpTarget", "open_remote_session", "pack_model"]
+
+
+def __getattr__(name: str) -> Any:
+    """`DeviceError` from the client module, imported on first use."""
+    if name == "DeviceError":
+        from heiti.nodes.devices.client import DeviceError
+
+        return DeviceError
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # --- nodes ------------------------------------------------------------------------------------------
@@ -49,6 +59,8 @@ def _retries() -> Any:
 
 def _probe(ctx: RunContext, handle: TargetHandle) -> TargetHandle:
     """Say HELLO once, so an unreachable device fails here with a clear message."""
+    from heiti.nodes.devices.client import DeviceClient, DeviceError
+
     client = DeviceClient(handle)
     try:
         client.with_retries("connecting", lambda: None)
@@ -133,6 +145,8 @@ def open_remote_session(
     `last_device_ms` and `device_info`. `on_stats` receives the device's STATS as dicts
     {t, cpu_percent, rss_mb, mem_percent, temp_c, freq_mhz} (sensors None where unreadable) with `t` on this host's time.perf_counter() clock.
     """
+    from heiti.nodes.devices.client import DeviceClient, RemoteSession
+
     bundle = pack_model(Path(model.path), model.model_format)
     client = DeviceClient(target, on_stats)
     try:
@@ -192,6 +206,10 @@ def _sidecars(path: Path, model_format: str) -> list[Path]:
 def pack_model(path: Path, model_format: str) -> UploadBundle:
     """A model file as is, or a folder / a file with side files packed as a deterministic tar
     (sorted, zero times and owners), so the same model always has the same SHA-256."""
+    import tarfile
+
+    from heiti.nodes.devices.client import DeviceError
+
     path = Path(path)
     if not path.exists():
         raise DeviceError(f"model {path} does not exist")

@@ -18,28 +18,16 @@ import importlib.util
 import shutil
 import time
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-import numpy as np
 from heiti.engine.context import Cancelled, RunContext
-from heiti.engine.measurements import MeasurementsFile, TargetInfo, TimeSeries
 from heiti.engine.node import In, Node, NodeError, Out
 from heiti.engine.payloads import DatasetHandle, Measurements, ModelArtifact, TargetHandle
-from heiti.nodes.runtimes.environment import environment_info
-from heiti.nodes.runtimes.loop import measure_sampled
-from heiti.nodes.runtimes.measure import (
-    MAX_STORED_LATENCIES,
-    classification_quality,
-    drift_warning,
-    latency_drift,
-    latency_stats,
-    latency_windows,
-    thin_latencies,
-)
-from heiti.nodes.runtimes.modelfacts import model_facts, model_gzip_bytes, model_size_bytes
-from heiti.nodes.runtimes.outputs import class_scores, keep_outputs, model_task
-from heiti.nodes.runtimes.sampler import UNITS
 from pydantic import BaseModel, ConfigDict, Field
+
+if TYPE_CHECKING:  # listing the kinds imports neither numpy nor the measuring machinery
+    import numpy as np
+    from heiti.engine.measurements import MeasurementsFile, TimeSeries
 
 #: the runtime kinds live in this module; its submodules (loop, back-ends, agreement) need not load for listing
 NODE_MODULES: tuple[str, ...] = ()
@@ -153,7 +141,22 @@ class RuntimeNode(Node):
     def _measure(self, ctx: RunContext, session: Any, model: ModelArtifact, dataset: DatasetHandle,
                  x: np.ndarray, y: np.ndarray | None, target: TargetHandle | None,
                  remote: bool, stats_seen: list[dict[str, Any]]) -> MeasurementsFile:
+        import numpy as np
+        from heiti.engine.measurements import MeasurementsFile, TargetInfo
+        from heiti.nodes.runtimes import measure
         from heiti.nodes.runtimes.backends import session_steps
+        from heiti.nodes.runtimes.environment import environment_info
+        from heiti.nodes.runtimes.loop import measure_sampled
+        from heiti.nodes.runtimes.measure import (
+            classification_quality,
+            drift_warning,
+            latency_drift,
+            latency_stats,
+            latency_windows,
+            thin_latencies,
+        )
+        from heiti.nodes.runtimes.modelfacts import model_facts, model_gzip_bytes, model_size_bytes
+        from heiti.nodes.runtimes.outputs import class_scores, keep_outputs, model_task
 
         p = self.params
         _check_shape(session, x, p.batch_size, self.runtime)
@@ -209,7 +212,7 @@ class RuntimeNode(Node):
             compile_time_s=model.meta.compile_seconds(), pipeline=model.meta.as_dict().get("pipeline", []),
             latency_ms=latency_stats(latencies_ms, result.first_ns / NS_PER_MS),
             preprocess_ms=latency_stats(pre_ns / NS_PER_MS),
-            latencies_ms=[round(v, 6) for v in thin_latencies(latencies_ms, MAX_STORED_LATENCIES).tolist()],
+            latencies_ms=[round(v, 6) for v in thin_latencies(latencies_ms, measure.MAX_STORED_LATENCIES).tolist()],
             latency_count=int(latencies_ms.size),
             throughput_per_s=(n_samples * result.completed / len(feeds) / (result.latencies_ns.sum() / 1e9)
                               if result.latencies_ns.sum() else None),
@@ -259,6 +262,8 @@ class RuntimeNode(Node):
 
 # --- helpers ---------------------------------------------------------------------------------------
 def _load_split(dataset: DatasetHandle, split: str, max_samples: int) -> tuple[np.ndarray, np.ndarray | None]:
+    import numpy as np
+
     x, y = dataset.load_split(split, max_samples)
     if len(x) == 0:
         raise NodeError(f"the '{split}' split of {Path(dataset.path).name} is empty")
@@ -266,6 +271,8 @@ def _load_split(dataset: DatasetHandle, split: str, max_samples: int) -> tuple[n
 
 
 def _to_layout(x: np.ndarray, have: str, want: str) -> np.ndarray:
+    import numpy as np
+
     if x.ndim != 4 or have == want:
         return x
     if (have, want) == ("NCHW", "NHWC"):
@@ -277,6 +284,8 @@ def _to_layout(x: np.ndarray, have: str, want: str) -> np.ndarray:
 
 def _batches(x: np.ndarray, batch_size: int) -> tuple[list[np.ndarray], int]:
     """Fixed-size batches; the last one padded with copies of the final sample (returns the pad)."""
+    import numpy as np
+
     batches = [x[i:i + batch_size] for i in range(0, len(x), batch_size)]
     pad = batch_size - len(batches[-1])
     if pad:
@@ -286,6 +295,8 @@ def _batches(x: np.ndarray, batch_size: int) -> tuple[list[np.ndarray], int]:
 
 def _unbatch(outputs: list[list[np.ndarray]], pad: int, n: int) -> list[list[np.ndarray]]:
     """Per-sample outputs (each keeping a batch axis of 1) from per-call ones, padding dropped."""
+    import numpy as np
+
     per_sample: list[list[np.ndarray]] = []
     for call in outputs:
         arrays = [np.asarray(a) for a in call]
@@ -322,6 +333,9 @@ def _check_shape(session: Any, x: np.ndarray, batch_size: int, runtime: str) -> 
 
 def _device_series(samples: list[dict[str, Any]]) -> list[TimeSeries]:
     """The device's STATS samples as time series (source = the device's name)."""
+    from heiti.engine.measurements import TimeSeries
+    from heiti.nodes.runtimes.sampler import UNITS
+
     series: dict[str, TimeSeries] = {}
     for sample in list(samples):
         for key, value in sample.items():

@@ -21,6 +21,7 @@ Docs: docs/tvm.md. Heavy imports stay inside functions (importing tvm takes seco
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 import math
@@ -386,6 +387,31 @@ def _mean_seconds(runner_result: Any) -> float | None:
     return sum(float(s) for s in secs) / len(secs)
 
 
+TVM_LOGGER = "tvm.s_tir.meta_schedule"
+
+
+@contextlib.contextmanager
+def foreign_log_handlers_detached() -> Any:
+    """Let MetaSchedule (re)configure its loggers, then give back the handlers others attached.
+
+    Its create_loggers lists the handlers already on its logger by name in a dictConfig: any handler
+    it did not make itself breaks it ("'NoneType' object has no attribute 'format'" for an unnamed
+    one). pytest 9 attaches its unnamed capture handlers to every non-propagating logger, so the
+    second tuning run in a process failed there.
+    """
+    import logging
+
+    logger = logging.getLogger(TVM_LOGGER)
+    foreign = [h for h in logger.handlers if not (h.get_name() or "").startswith(TVM_LOGGER + ".")]
+    for handler in foreign:
+        logger.removeHandler(handler)
+    try:
+        yield
+    finally:
+        for handler in foreign:
+            logger.addHandler(handler)
+
+
 RECORDS_FILE = "database_tuning_record.json"  # JSONDatabase's records: one JSON array per line
 
 
@@ -515,8 +541,9 @@ def tune(mod: Any, target: Any, folder: Path, *, trials: int = 0, minutes: float
     if remaining_s > 0 and not (cancelled is not None and cancelled()):
         # the costliest tasks first: a time budget may end before the scheduler's first pass is over
         order.extend(sorted(range(len(extracted)), key=lambda i: -float(extracted[i].weight) * (best[i] or 1.0)))
-        contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
-            [extracted[i] for i in order], str(folder), strategy="evolutionary", seed=0)
+        with foreign_log_handlers_detached():
+            contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
+                [extracted[i] for i in order], str(folder), strategy="evolutionary", seed=0)
         per_task = max(8, -(-budget_trials // max(1, len(extracted)))) if trials > 0 else 1_000_000
         ms.tune.tune_tasks(
             tasks=contexts, task_weights=[float(w) for w in weights], work_dir=str(folder),

@@ -135,3 +135,27 @@ def test_a_tuning_failure_inside_tvm_still_builds_the_default_schedules(tmp_path
     x = np.random.default_rng(4).standard_normal((1, 3, 32, 32), dtype=np.float32)
     ref = ort_reference(onnx_model, x)
     np.testing.assert_allclose(run_tvm(model.path, x), ref, rtol=0, atol=tolerance(ref))
+
+
+def test_metaschedule_loggers_configure_again_beside_foreign_handlers(tmp_path):
+    """A second tuning run in one process (pytest 9 hangs unnamed handlers on TVM's logger) must work."""
+    import logging
+
+    from heiti.nodes.tvm_schedule import TVM_LOGGER, foreign_log_handlers_detached
+    from tvm.s_tir.meta_schedule.logging import get_loggers_from_work_dir
+
+    logger = logging.getLogger(TVM_LOGGER)
+    foreign = logging.NullHandler()  # unnamed, like pytest's LogCaptureHandler
+    saved = list(logger.handlers)
+    try:
+        for run in ("first", "second"):
+            logger.addHandler(foreign)
+            with foreign_log_handlers_detached():
+                loggers = get_loggers_from_work_dir(str(tmp_path / run), ["conv2d", "dense"])
+            assert len(loggers) == 2 and (tmp_path / run / "logs").is_dir()
+            assert foreign in logger.handlers  # given back to whoever attached it
+    finally:
+        for handler in list(logger.handlers):
+            logger.removeHandler(handler)
+        for handler in saved:
+            logger.addHandler(handler)

@@ -228,6 +228,14 @@ def rewrite(mod: Any) -> tuple[Any, Int8Stats]:
             if zp_x:
                 x16 = relax.op.subtract(x16, relax.const(np.int16(zp_x), "int16"))
             x16 = self.builder_.emit(x16, "int8_x")
+            if kind == "conv2d" and int(call.attrs.groups) == 1 and ints.shape[str(call.attrs.kernel_layout).index("I")] % 2:
+                # an odd input channel count (an RGB image) gets a zero channel: the AVX2 kernel
+                # multiplies channel pairs; zeros add nothing, so the result is unchanged
+                i_axis, c_axis = str(call.attrs.kernel_layout).index("I"), str(call.attrs.data_layout).index("C")
+                ints = np.concatenate([ints, np.zeros_like(np.take(ints, [0], axis=i_axis))], axis=i_axis)
+                width = [0] * (2 * len(_shape(x_q) or []))
+                width[2 * c_axis + 1] = 1
+                x16 = self.builder_.emit(relax.op.nn.pad(x16, width, pad_value=0.0), "int8_x_even")
             w16 = relax.const(ints.astype(np.int16), "int16")
             if kind == "conv2d":
                 a = call.attrs
@@ -508,21 +516,26 @@ def schedule_int16_task(task_mod: Any, lanes: int = 8, strict: bool = False) -> 
         # elementwise consumers: inline all into the last, which then runs per output tile
         blocks = _all_blocks(sch)
         index = [sch.get(b).same_as(stmt) for b in blocks].index(True)
-        pads = [sch.get(b) for b in sch.get_producers(block)]
+        pads = {sch.get(b).name_hint for b in sch.get_producers(block)}
         for b in blocks[:index]:  # elementwise producers of the epilogue (a residual's dequantize)
-            if not any(sch.get(b).same_as(p) for p in pads):
+            if sch.get(b).name_hint not in pads:
                 sch.compute_inline(b)
         after = blocks[index + 1:]
         for b in after[:-1]:
             sch.compute_inline(b)
         epilogue = _all_blocks(sch)[-1] if after else None
-        # register tile: 2 x 8 output channels x up to 4 pixels = 8 accumulators (measured against
-        # 8x1, 12x1, 12x2 and 16x4 on ResNet/MobileNetV2 convs: as fast or faster)
-        t_oc = 2 if oc % (2 * lanes) == 0 else 1
-        pix = extents[n_spatial - 2]
-        t_px = max(d for d in range(1, min(pix, 8 // t_oc) + 1) if pix % d == 0)
         spatial = loops[:n_spatial]
         reduction = loops[n_spatial:]
+        pix = extents[n_spatial - 2]
+
+        def pixels(t_oc: int) -> int:
+            return max(d for d in range(1, min(pix, 8 // t_oc) + 1) if pix % d == 0)
+
+        # the largest register tile of <= 8 accumulators (pixels x vectors of 8 channels), two
+        # vectors when it ties: 2 x 4 beat 1 x 8, 1 x 12, 2 x 6 and 4 x 4 on ResNet/MobileNetV2
+        # convs; a 7-wide map takes 1 x 7 (2 x 1 left the loop shuffling weights for each pixel)
+        t_oc = max((t for t in (2, 1) if oc % (t * lanes) == 0), key=lambda t: (t * pixels(t), t))
+        t_px = pixels(t_oc)
         oc_o, oc_t, oc_i = sch.split(spatial[-1], [None, t_oc, lanes])
         px_o, px_i = sch.split(spatial[-2], [None, t_px])
         rc_o, rc_i = sch.split(reduction[-1], [None, 2])

@@ -565,6 +565,7 @@ def schedule_int16_task(task_mod: Any, lanes: int = 8, strict: bool = False) -> 
         sch.tensorize(rc_i, intrin)
         sch.unroll(px_i)
         sch.unroll(oc_t)
+        sch.enter_postproc()  # the marker tuning expects on seed traces (tvm_schedule.drop_unreplayable_records)
         return sch
     except Exception:  # noqa: BLE001 - any shape this schedule does not fit: the generic default applies
         if strict:

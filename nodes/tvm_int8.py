@@ -103,7 +103,6 @@ def rewrite(mod: Any) -> tuple[Any, Int8Stats]:
         """An integer accumulator this rewrite emitted: acc * scale[c] is the float conv output."""
 
         acc: Any  # relax Var, int32
-        epilogue: Any  # the float expression returned in place of the conv
         scale: np.ndarray  # s_x * s_w per output channel (float64)
         axis: int  # output channel axis
         shape: list[int]
@@ -113,6 +112,7 @@ def rewrite(mod: Any) -> tuple[Any, Int8Stats]:
         def __init__(self, module: Any) -> None:
             super().__init__(module)
             self.accs: list[_Acc] = []
+            self.centred: list[tuple[Any, int, Any]] = []  # (x_q, zp_x, int16 var)
 
         # --- constant evaluation (numpy) of the operands' chains -------------------------------------
         def _bound(self, expr: Any) -> Any:
@@ -197,9 +197,8 @@ def rewrite(mod: Any) -> tuple[Any, Int8Stats]:
             act = self._activation(call.args[0])
             weight = self._qconst(call.args[1])
             if act is None or weight is None:
-                if self._bound(call.args[0]) is not None and any(
-                        getattr(self._bound(a), "op", None) is not None
-                        and getattr(self._bound(a).op, "name", "") == "relax.dequantize" for a in call.args[:2]):
+                if any(getattr(getattr(self._bound(a), "op", None), "name", "") == "relax.dequantize"
+                       for a in call.args[:2]):
                     stats.skipped.append(f"{kind}: activation or weight is not a dequantised int tensor/constant")
                 return None
             x_q, s_x, zp_x = act
@@ -224,10 +223,13 @@ def rewrite(mod: Any) -> tuple[Any, Int8Stats]:
             if s_w is None:
                 stats.skipped.append(f"{kind}: weight scale varies along an axis other than the output channel")
                 return None
-            x16 = relax.op.astype(x_q, "int16")
-            if zp_x:
-                x16 = relax.op.subtract(x16, relax.const(np.int16(zp_x), "int16"))
-            x16 = self.builder_.emit(x16, "int8_x")
+            x16 = next((v for q, zp, v in self.centred if q.same_as(x_q) and zp == zp_x), None)
+            if x16 is None:  # x_q - zp_x once per activation, however many convs read it
+                x16 = relax.op.astype(x_q, "int16")
+                if zp_x:
+                    x16 = relax.op.subtract(x16, relax.const(np.int16(zp_x), "int16"))
+                x16 = self.builder_.emit(x16, "int8_x")
+                self.centred.append((x_q, zp_x, x16))
             if kind == "conv2d" and int(call.attrs.groups) == 1 and ints.shape[str(call.attrs.kernel_layout).index("I")] % 2:
                 # an odd input channel count (an RGB image) gets a zero channel: the AVX2 kernel
                 # multiplies channel pairs; zeros add nothing, so the result is unchanged
@@ -252,9 +254,8 @@ def rewrite(mod: Any) -> tuple[Any, Int8Stats]:
             scale = s_x * s_w.astype(np.float64)
             epilogue = relax.op.multiply(relax.op.astype(acc, "float32"),
                                          relax.const(self._along(scale, out_axis, len(out_shape)).astype(np.float32)))
-            epilogue = self.builder_.normalize(epilogue)
-            self.accs.append(_Acc(acc, epilogue, scale, out_axis, out_shape))
-            return epilogue
+            self.accs.append(_Acc(acc, scale, out_axis, out_shape))
+            return self.builder_.normalize(epilogue)
 
         @staticmethod
         def _along(vector: np.ndarray, axis: int, rank: int) -> np.ndarray:

@@ -394,6 +394,7 @@ def choose(requested: str, target: Any) -> tuple[str, str]:
 
 # --- an AVX2 integer kernel: int16 pairs -> int32 with vpmaddwd ------------------------------------
 INTRIN_AVX2 = "heiti_dot_2x8_i16i16i32_avx2"
+INTRIN_AVX2_PACKED = "heiti_dot_8x2_i16i16i32_avx2"  # weights interleaved in pairs: no shuffle
 _registered: set[str] = set()
 
 
@@ -443,7 +444,35 @@ def register_intrinsics() -> str:
                           [0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15]),
                 dtype="int32x8")
 
+    @T.prim_func(s_tir=True)
+    def desc_packed(a: T.handle, b: T.handle, c: T.handle) -> None:
+        A = T.match_buffer(a, (2,), "int16", offset_factor=1)
+        B = T.match_buffer(b, (8, 2), "int16", offset_factor=1)
+        C = T.match_buffer(c, (8,), "int32", offset_factor=1)
+        with T.sblock("root"):
+            T.reads(C[0:8], A[0:2], B[0:8, 0:2])
+            T.writes(C[0:8])
+            for k, i in T.grid(2, 8):
+                with T.sblock("update"):
+                    vi, vk = T.axis.remap("SR", [i, k])
+                    C[vi] = C[vi] + T.cast(A[vk], "int32") * T.cast(B[vi, vk], "int32")
+
+    @T.prim_func(s_tir=True)
+    def impl_packed(a: T.handle, b: T.handle, c: T.handle) -> None:
+        A = T.match_buffer(a, (2,), "int16", offset_factor=1)
+        B = T.match_buffer(b, (8, 2), "int16", offset_factor=1)
+        C = T.match_buffer(c, (8,), "int32", offset_factor=1)
+        with T.sblock("root"):
+            T.reads(C[0:8], A[0:2], B[0:8, 0:2])
+            T.writes(C[0:8])
+            C[T.ramp(T.int32(0), 1, 8)] = C.vload([0], "int32x8") + T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id("llvm.x86.avx2.pmadd.wd"),
+                T.reinterpret(T.broadcast(T.reinterpret(A.vload([0], "int16x2"), dtype="int32"), 8),
+                              dtype="int16x16"),
+                B.vload([0, 0], "int16x16"), dtype="int32x8")
+
     TensorIntrin.register(INTRIN_AVX2, desc, impl)
+    TensorIntrin.register(INTRIN_AVX2_PACKED, desc_packed, impl_packed)
     _registered.add(INTRIN_AVX2)
     return INTRIN_AVX2
 
@@ -475,9 +504,12 @@ def _int16_reduction(sch: Any) -> Any | None:
     return found
 
 
+def _region_buffer(region: Any) -> Any:
+    return getattr(region, "buffer", None) or getattr(region, "source", None)
+
+
 def _region_dtype(region: Any) -> str:
-    buffer = getattr(region, "buffer", None) or getattr(region, "source", None)
-    return str(getattr(buffer, "dtype", ""))
+    return str(getattr(_region_buffer(region), "dtype", ""))
 
 
 def _all_blocks(sch: Any) -> list[Any]:
@@ -487,6 +519,20 @@ def _all_blocks(sch: Any) -> list[Any]:
 
 def schedule_int16_task(task_mod: Any, lanes: int = 8, strict: bool = False) -> Any | None:
     """A schedule tensorizing the int16 x int16 -> int32 reduction with vpmaddwd, or None.
+
+    First with the weights repacked per call into channel pairs ([.., I/2, O, 2], so a weight
+    vector is one load), else reading them in place (two loads and a shuffle): the repack was as
+    fast or faster on every conv measured (a 3x3 64->64 conv 177 us vs 248 us), weights included.
+    """
+    for packed in (True, False):
+        sch = _schedule_int16(task_mod, lanes, packed, strict and not packed)
+        if sch is not None:
+            return sch
+    return None
+
+
+def _schedule_int16(task_mod: Any, lanes: int, packed: bool, strict: bool) -> Any | None:
+    """schedule_int16_task with or without the weight repack.
 
     Loops (NHWC conv: n, h, w, oc, ry, rx, rc; matmul: i, j, k): the output channel splits into
     tiles of 8 lanes (x2 when it divides), the pixel before it into a register tile of <= 8
@@ -528,6 +574,18 @@ def schedule_int16_task(task_mod: Any, lanes: int = 8, strict: bool = False) -> 
         spatial = loops[:n_spatial]
         reduction = loops[n_spatial:]
         pix = extents[n_spatial - 2]
+        cache = None
+        if packed:
+            reads = list(sch.get(block).reads)
+            w_index = next(i for i, r in enumerate(reads) if _region_dtype(r) == "int16"
+                           and [int(v) for v in _region_buffer(r).shape][-2:] == [rc, oc])
+            cache = sch.cache_read(block, w_index, "global")
+            sch.transform_layout(block, ("read", w_index),
+                                 lambda *i: (*i[:-2], i[-2] // 2, i[-1], i[-2] % 2))
+            c_loops = sch.get_loops(cache)
+            if len(c_loops) > 1:
+                sch.parallel(sch.fuse(*c_loops[:-1]))
+            intrin = INTRIN_AVX2_PACKED
 
         def pixels(t_oc: int) -> int:
             return max(d for d in range(1, min(pix, 8 // t_oc) + 1) if pix % d == 0)
@@ -554,6 +612,8 @@ def schedule_int16_task(task_mod: Any, lanes: int = 8, strict: bool = False) -> 
                     _, vec = sch.split(inner, [None, lanes])
                     sch.vectorize(vec)
         for producer in sch.get_producers(block):  # the padding: parallel over rows, vectorised channels
+            if cache is not None and sch.get(producer).name_hint == sch.get(cache).name_hint:
+                continue
             if "if_then_else" not in str(sch.get(producer).body):  # a 1x1 conv's "padding" is a copy
                 sch.compute_inline(producer)
                 continue

@@ -93,6 +93,10 @@ class TVMCompile(Node):
     cost model) starting from the default schedules; records go to a database per target shared by
     all models (`tuning_db`, default ~/.cache/heiti/tvm-tuning/<target>), so a re-compile or a model
     sharing layers reuses them.
+
+    int8: a quantised model (QDQ ONNX, full-int8 TFLite) gets integer conv2d/matmul kernels (int32
+    accumulation, exact requantisation; vpmaddwd on AVX2) instead of float maths on dequantised
+    values; "auto" does so on AVX2 targets, where it was measured faster (heiti.nodes.tvm_int8).
     """
 
     kind = "compile.tvm"

@@ -379,8 +379,8 @@ def choose(requested: str, target: Any) -> tuple[str, str]:
     """("integer" | "float", why) for compile.tvm's int8 param on this target.
 
     auto picks integer kernels where they were measured to pay: x86 with AVX2, where the int16
-    convolutions run on vpmaddwd (MobileNetV2 QDQ 2.1-2.4x, ResNet-style 1.2-2.2x faster than
-    float maths on dequantised values, and faster than fp32; docs/tvm.md). Elsewhere (ARM,
+    convolutions run on vpmaddwd (MobileNetV2 QDQ 2.3-2.6x, ResNet-style 1.8-2.7x faster than
+    float maths on dequantised values, 1.5-2.2x faster than fp32; docs/tvm.md). Elsewhere (ARM,
     RISC-V, x86 without AVX2) the integer convolutions would be the generic int32-multiply loops,
     which were slower than float FMAs on x86 and are not measured on those CPUs: float stays.
     """

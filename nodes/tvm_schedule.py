@@ -252,9 +252,9 @@ def schedule_task(task_mod: Any, target: Any, heuristic: TileHeuristic) -> Any |
     from tvm.s_tir import meta_schedule as ms
 
     light_tensor_intrin(target)
-    from heiti.nodes import tvm_int8  # int16 -> int32 reductions (integer kernels): vpmaddwd on AVX2
+    from heiti.nodes import tvm_int8_avx2  # int16 -> int32 reductions (integer kernels): vpmaddwd on AVX2
 
-    if tvm_int8.has_avx2(target) and (sch := tvm_int8.schedule_int16_task(task_mod)) is not None:
+    if tvm_int8_avx2.has_avx2(target) and (sch := tvm_int8_avx2.schedule_int16_task(task_mod)) is not None:
         return sch
     context = ms.TuneContext(mod=task_mod, target=target, space_generator="post-order-apply",
                              task_name="default", rand_state=1)

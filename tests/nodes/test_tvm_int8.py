@@ -136,10 +136,11 @@ def test_default_schedule_runs_int_convs_on_vpmaddwd(qdq_cnn):
     from heiti.nodes import tvm_int8
     from heiti.nodes import tvm_schedule as ts
     from heiti.nodes.compilers import resolve_target
+    from heiti.nodes.tvm_int8_avx2 import has_avx2
     from tvm.relax.frontend.onnx import from_onnx
 
     target, _ = resolve_target("host")
-    if not tvm_int8.has_avx2(target):
+    if not has_avx2(target):
         pytest.skip("no AVX2 on this CPU: the integer convolutions use the generic schedule")
     mod, _ = tvm_int8.rewrite(from_onnx(onnx.load(str(qdq_cnn)), shape_dict={"x": list(SHAPE)}))
     mod = ts.prepare(mod, target)
@@ -312,10 +313,11 @@ def test_full_int8_tflite_agrees_with_litert(tmp_path):
 def test_auto_picks_integer_kernels_only_where_measured_faster():
     from heiti.nodes import tvm_int8
     from heiti.nodes.compilers import resolve_target
+    from heiti.nodes.tvm_int8_avx2 import has_avx2
 
     host, _ = resolve_target("host")
     arm, _ = resolve_target("aarch64")
     assert tvm_int8.choose("auto", arm)[0] == "float"  # no vpmaddwd kernel there: float maths
-    assert tvm_int8.choose("auto", host)[0] == ("integer" if tvm_int8.has_avx2(host) else "float")
+    assert tvm_int8.choose("auto", host)[0] == ("integer" if has_avx2(host) else "float")
     assert tvm_int8.choose("integer", arm) == ("integer", "requested")
     assert tvm_int8.choose("float", host) == ("float", "requested")

@@ -137,16 +137,18 @@ def _warm_up_waiting(graph: Graph, checked: ValidationResult, launcher: Any, pen
     """Idle workers make the imports of nodes still waiting for their inputs (a framework takes
     seconds to import), so those nodes start at once when their inputs arrive.
 
-    Not while a measurement runs or waits to run (warming would disturb it), and not for a node
-    whose upstream node is running: it will most likely follow in that worker, imports and all.
+    Not while a measurement runs or waits to run (warming would disturb it), and not for the first
+    waiting child of a running node: it will most likely follow in that worker, imports and all
+    (its siblings will not: they are warmed elsewhere).
     """
     if not hasattr(launcher, "warm") or any(excl for _, _, excl in running.values()):
         return
     waiting = [n for n in pending if not upstream[n] <= result.states.keys()]
     if len(waiting) < len(pending):  # a ready node waits for a slot or for quiet: keep workers free
         return
+    heirs = {next((n for n in waiting if parent in upstream[n]), None) for parent in running}
     for node_id in waiting:
-        if upstream[node_id] & running.keys() or launcher.warmed_or_warming(node_id):
+        if node_id in heirs or launcher.warmed_or_warming(node_id):
             continue
         wired = frozenset(e.dst[1] for e in graph.edges_into(node_id))
         imports = list(checked.classes[node_id].warm_up_imports(checked.params[node_id], wired))

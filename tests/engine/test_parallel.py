@@ -221,3 +221,18 @@ def test_a_failed_warm_up_is_tried_once_and_the_node_still_runs(preg, tmp_path):
     assert result.status == "ok", result.errors
     failures = [e for e in events if e.type == "node_log" and e.node == "bad" and "could not import ahead" in e.message]
     assert len(failures) == 1 and "no_such_module_here" in failures[0].message
+
+
+def test_the_second_child_of_a_running_node_is_warmed_in_the_other_worker(preg, tmp_path):
+    g = Graph(name="fan")
+    g.add_node("ptest.stamp", "slow", {"delay": 1.5})
+    g.add_node("ptest.stamp", "first", {"delay": 0.1})
+    g.add_node("ptest.warm", "second", {"delay": 0.1})
+    g.connect(("slow", "out"), ("first", "x"))
+    g.connect(("slow", "out"), ("second", "x"))
+    result = _run(preg, g, tmp_path, "r", jobs=2, use_cache=False)
+    assert result.status == "ok", result.errors
+    slow = result.outputs["slow"]["out"].value
+    _start, _end, pid, before, imported_at = result.outputs["second"]["out"].value
+    assert before and imported_at < slow[1]  # imported while its parent still ran
+    assert pid != slow[2]

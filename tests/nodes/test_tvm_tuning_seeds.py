@@ -114,7 +114,7 @@ def test_a_tuning_failure_inside_tvm_still_builds_the_default_schedules(tmp_path
     from heiti.nodes import tvm_schedule as ts
     from heiti.nodes.compilers import TVMCompile
 
-    from tests.nodes.test_tvm_schedule import Ctx, ort_reference, run_tvm, tolerance
+    from tests.nodes.test_tvm_schedule import Ctx, assert_agrees, ort_reference, run_tvm
 
     def abort(*args, **kwargs):
         raise tvm.error.InternalError("Check failed: old_outputs.size() == new_outputs.size() (4 vs. 6)")
@@ -134,7 +134,7 @@ def test_a_tuning_failure_inside_tvm_still_builds_the_default_schedules(tmp_path
     assert len(warnings) == 1 and "default schedules" in warnings[0]
     x = np.random.default_rng(4).standard_normal((1, 3, 32, 32), dtype=np.float32)
     ref = ort_reference(onnx_model, x)
-    np.testing.assert_allclose(run_tvm(model.path, x), ref, rtol=0, atol=tolerance(ref))
+    assert_agrees(onnx_model, x, run_tvm(model.path, x), ref)
 
 
 def test_metaschedule_loggers_configure_again_beside_foreign_handlers(tmp_path):

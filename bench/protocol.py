@@ -154,7 +154,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="smaller transfers, fewer calls")
     args = parser.parse_args()
-    from heiti.engine import protocol
+    from heiti.nodes.devices import protocol
 
     print(f"CRC-32 from {protocol.crc32.__module__ or 'zlib'} (install zlib-ng for the fast one)")
     with tempfile.TemporaryDirectory(prefix="heiti-bench-") as name:

@@ -16,18 +16,23 @@ optimize.onnx_quantize does: uint8 activations, int8 weights per tensor, 16 rand
 inputs) and three more engines run it: ONNX Runtime int8, TVM "int8-float" (float maths on
 dequantised values, what TVM's importer gives) and TVM "int8" (integer kernels,
 heiti.nodes.tvm_int8); their max difference is to ONNX Runtime int8, with the output step.
-Latency is measured in one process, in interleaved rounds (every engine once per round); each
-figure is the median over rounds of the engine's median call, and the ratio to ONNX Runtime is
-the median over rounds of the per-round ratio, so a busy shared machine's drift cancels out. The
-load average is printed with the figures.
+Every engine runs in its own worker process (spawned; TVM is compiled in the coordinator first),
+as the product's runtime nodes each measure alone: with all engines in one process, their thread
+pools (ONNX Runtime and TVM spin-wait after a call) disturbed each other and two-thread ratios
+moved wildly. The coordinator interleaves rounds (every engine once per round, `--calls` calls,
+a `--pause` between engines while the other workers block on their pipes); each figure is the
+median over rounds of the engine's median call, and the ratio to ONNX Runtime is the median
+over rounds of the per-round ratio, so a busy shared machine's drift cancels out. The load
+average is printed with the figures.
 
     .venv/bin/python bench/tvm_vs_ort.py [--models mobilenetv2,resnet] [--threads 2]
-        [--tune-minutes 0] [--tuning-db DIR] [--skip-none] [--rounds 9] [--int8]
+        [--tune-minutes 0] [--tuning-db DIR] [--skip-none] [--rounds 9] [--calls 10] [--pause 0.3] [--int8]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
 import sys
@@ -169,98 +174,185 @@ def compile_tvm(onnx_path: Path, shape: tuple[int, ...], input_name: str, mode: 
     return path, info
 
 
-def engines(models: dict[str, Any], name: str, x: np.ndarray, threads: int, args: argparse.Namespace,
-            folder: Path) -> tuple[dict[str, Callable[[], Any]], dict[str, Any], dict[str, Any]]:
-    """name -> a call running one inference; outputs; compile/convert info."""
-    import onnxruntime as ort
+# --- engines: each in its own worker process ------------------------------------------------------
+def _open_engine(spec: dict[str, Any], x: np.ndarray) -> tuple[Callable[[], Any], Callable[[], np.ndarray]]:
+    """In the worker: (one timed inference, the output) for an engine spec."""
+    kind, path, threads = spec["kind"], spec["path"], spec["threads"]
+    if kind == "onnxruntime":
+        import onnxruntime as ort
 
-    m = models[name]
-    calls: dict[str, Callable[[], Any]] = {}
-    outputs: dict[str, Any] = {}
-    info: dict[str, Any] = {}
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.log_severity_level = 3
-    t0 = time.perf_counter()
-    session = ort.InferenceSession(str(m["onnx"]), so, providers=["CPUExecutionProvider"])
-    info["onnxruntime"] = {"compile_s": round(time.perf_counter() - t0, 2)}
-    feed = {session.get_inputs()[0].name: x}
-    calls["onnxruntime"] = lambda: session.run(None, feed)
-    outputs["onnxruntime"] = lambda: session.run(None, feed)[0]
-
-    try:
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = threads
+        so.log_severity_level = 3
+        session = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+        feed = {session.get_inputs()[0].name: x}
+        return (lambda: session.run(None, feed)), (lambda: session.run(None, feed)[0])
+    if kind == "openvino":
         import openvino as ov
 
-        t0 = time.perf_counter()
-        compiled = ov.Core().compile_model(str(m["onnx"]), "CPU", {"INFERENCE_PRECISION_HINT": "f32",
-                                                                    "INFERENCE_NUM_THREADS": threads})
+        compiled = ov.Core().compile_model(path, "CPU", {"INFERENCE_PRECISION_HINT": "f32",
+                                                         "INFERENCE_NUM_THREADS": threads})
         request = compiled.create_infer_request()
-        info["openvino"] = {"compile_s": round(time.perf_counter() - t0, 2)}
-        calls["openvino"] = lambda: request.infer([x])
-        outputs["openvino"] = lambda: next(iter(request.infer([x]).values()))
-    except Exception as err:  # noqa: BLE001 - a missing engine is a line in the output, not a crash
-        print(f"  openvino skipped: {err}")
-
-    try:
+        return (lambda: request.infer([x])), (lambda: next(iter(request.infer([x]).values())))
+    if kind == "litert":
         from ai_edge_litert.interpreter import Interpreter
 
-        t0 = time.perf_counter()
-        interpreter = Interpreter(model_path=str(m["tflite"]), num_threads=threads)
+        interpreter = Interpreter(model_path=path, num_threads=threads)
         interpreter.allocate_tensors()
-        info["litert"] = {"compile_s": round(time.perf_counter() - t0, 2)}
-        i_in = interpreter.get_input_details()[0]["index"]
         i_out = interpreter.get_output_details()[0]["index"]
-        interpreter.set_tensor(i_in, np.ascontiguousarray(x.transpose(0, 2, 3, 1)))
-        calls["litert"] = interpreter.invoke
+        interpreter.set_tensor(interpreter.get_input_details()[0]["index"], np.ascontiguousarray(x.transpose(0, 2, 3, 1)))
 
-        def litert_out() -> Any:
+        def litert_out() -> np.ndarray:
             interpreter.invoke()
             return interpreter.get_tensor(i_out)
 
-        outputs["litert"] = litert_out
-    except Exception as err:  # noqa: BLE001
-        print(f"  litert skipped: {err}")
+        return interpreter.invoke, litert_out
+    if kind == "tvm":  # as the product's TVM runtime backend: pool size set before TVM starts
+        os.environ["TVM_NUM_THREADS"] = str(threads)
+        import tvm
+        from tvm.runtime.vm import VirtualMachine
 
-    import tvm
-    from tvm.runtime.vm import VirtualMachine
+        tvm.get_global_func("runtime.config_threadpool")(1, threads)
+        device = tvm.cpu(0)
+        main = VirtualMachine(tvm.runtime.load_module(path), device)["main"]
+        xt = tvm.runtime.tensor(x, device)
 
-    tvm.get_global_func("runtime.config_threadpool")(1, threads)
+        def tvm_out() -> np.ndarray:
+            r = main(xt)
+            return r.numpy() if hasattr(r, "numpy") else r[0].numpy()
+
+        return (lambda: main(xt)), tvm_out
+    raise ValueError(f"unknown engine kind {kind!r}")
+
+
+def _worker(spec: dict[str, Any], x: np.ndarray, conn: Any) -> None:
+    """A worker process: opens one engine, then answers the coordinator until told to stop.
+
+    Messages in: ("run", K) -> K call times in ns; ("output",) -> the output array; ("stop",).
+    While idle it blocks on the pipe, so its thread pool goes quiet and does not disturb the
+    engine being measured.
+    """
+    try:
+        t0 = time.perf_counter()
+        call, output = _open_engine(spec, x)
+        conn.send(("ready", round(time.perf_counter() - t0, 2)))
+    except Exception as err:  # noqa: BLE001 - a missing engine is a line in the output, not a crash
+        conn.send(("error", f"{type(err).__name__}: {str(err)[:300]}"))
+        return
+    while True:
+        message = conn.recv()
+        if message[0] == "run":
+            times = []
+            for _ in range(int(message[1])):
+                t = time.perf_counter_ns()
+                call()
+                times.append(time.perf_counter_ns() - t)
+            conn.send(times)
+        elif message[0] == "output":
+            conn.send(np.asarray(output()))
+        else:
+            return
+
+
+class Engine:
+    """The coordinator's handle on one worker process."""
+
+    def __init__(self, name: str, spec: dict[str, Any], x: np.ndarray) -> None:
+        import multiprocessing as mp
+
+        context = mp.get_context("spawn")
+        self.name = name
+        self.conn, child = context.Pipe()
+        self.process = context.Process(target=_worker, args=(spec, x, child), daemon=True)
+        self.process.start()
+        child.close()
+
+    def ready(self) -> str | float:
+        """Open time in seconds, or the error text."""
+        status, value = self.conn.recv()
+        return value if status == "ready" else str(value)
+
+    def run(self, calls: int) -> list[int]:
+        self.conn.send(("run", calls))
+        return self.conn.recv()
+
+    def output(self) -> np.ndarray:
+        self.conn.send(("output",))
+        return self.conn.recv()
+
+    def stop(self) -> None:
+        with contextlib.suppress(OSError):
+            self.conn.send(("stop",))
+        self.process.join(timeout=10)
+        if self.process.is_alive():
+            self.process.terminate()
+
+
+def engine_specs(models: dict[str, Any], name: str, x: np.ndarray, threads: int, args: argparse.Namespace,
+                 folder: Path) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+    """name -> engine spec (what a worker opens); compile/convert info. TVM compiles here, once."""
+    m = models[name]
+    specs: dict[str, dict[str, Any]] = {"onnxruntime": {"kind": "onnxruntime", "path": str(m["onnx"])},
+                                        "openvino": {"kind": "openvino", "path": str(m["onnx"])},
+                                        "litert": {"kind": "litert", "path": str(m["tflite"])}}
+    info: dict[str, Any] = {}
     modes = [*(["none"] if not args.skip_none else []), "default", *(["tuned"] if args.tune_minutes > 0 else [])]
-    device = tvm.cpu(0)
-    xt = tvm.runtime.tensor(x, device)
     for mode in modes:
         path, tinfo = compile_tvm(m["onnx"], x.shape, m["input"], mode, folder, args.tune_minutes,
                                   Path(args.tuning_db).expanduser(), args.retune)
-        vm = VirtualMachine(tvm.runtime.load_module(str(path)), device)
-        main = vm["main"]
         info[f"tvm-{mode}"] = tinfo
-        calls[f"tvm-{mode}"] = lambda main=main: main(xt)
-        outputs[f"tvm-{mode}"] = lambda main=main: (lambda r: r.numpy() if hasattr(r, "numpy") else r[0].numpy())(main(xt))
+        specs[f"tvm-{mode}"] = {"kind": "tvm", "path": str(path)}
         print(f"  tvm-{mode}: {tinfo}", flush=True)
     if args.int8:
         qdq, info["step"] = quantise_qdq(m["onnx"], x.shape, m["input"])
-        session8 = ort.InferenceSession(str(qdq), so, providers=["CPUExecutionProvider"])
-        calls["ort-int8"] = lambda: session8.run(None, feed)
-        outputs["ort-int8"] = lambda: session8.run(None, feed)[0]
+        specs["ort-int8"] = {"kind": "onnxruntime", "path": str(qdq)}
         for kind, label in (("float", "tvm-int8-float"), ("integer", "tvm-int8")):
             path, tinfo = compile_tvm(qdq, x.shape, m["input"], "default", folder, 0, Path(args.tuning_db), False, kind)
-            vm = VirtualMachine(tvm.runtime.load_module(str(path)), device)
-            main = vm["main"]
             info[label] = tinfo
-            calls[label] = lambda main=main: main(xt)
-            outputs[label] = lambda main=main: main(xt).numpy()
+            specs[label] = {"kind": "tvm", "path": str(path)}
             print(f"  {label}: {tinfo}", flush=True)
-    return calls, outputs, info
+    for spec in specs.values():
+        spec["threads"] = threads
+    return specs, info
 
 
-def median_call_ms(call: Callable[[], Any], n: int) -> float:
-    times = []
-    for _ in range(n):
-        t = time.perf_counter_ns()
-        call()
-        times.append(time.perf_counter_ns() - t)
-    return statistics.median(times) / 1e6
+def measure(specs: dict[str, dict[str, Any]], x: np.ndarray, args: argparse.Namespace,
+            info: dict[str, Any]) -> tuple[dict[str, list[float]], dict[str, np.ndarray]]:
+    """Per-round median call (ms) of every engine, each in its own process, rounds interleaved.
+
+    In a round every engine runs its calls alone while the other workers block on their pipes;
+    `--pause` seconds between engines let the previous engine's pool stop spinning (ONNX Runtime
+    and TVM spin-wait after a call). That is how the product's runtime nodes measure: one at a time.
+    """
+    engines: dict[str, Engine] = {}
+    try:
+        for k, spec in specs.items():  # opened one at a time: a compile does not disturb another's warm-up
+            engine = Engine(k, spec, x)
+            opened = engine.ready()
+            if isinstance(opened, str):
+                print(f"  {k} skipped: {opened}")
+                engine.stop()
+                continue
+            info.setdefault(k, {}).setdefault("compile_s", opened)
+            engines[k] = engine
+        outputs = {k: e.output() for k, e in engines.items()}
+        for e in engines.values():  # warm-up
+            e.run(3)
+        per: dict[str, list[float]] = {k: [] for k in engines}
+        for r in range(args.rounds):
+            order = list(engines) if r % 2 == 0 else list(reversed(engines))
+            for k in order:
+                time.sleep(args.pause)
+                n = 2 if k == "tvm-none" else args.calls
+                per[k].append(statistics.median(engines[k].run(n)) / 1e6)
+        return per, outputs
+    finally:
+        for e in engines.values():
+            e.stop()
+
+
+def _load() -> str:
+    return "{:.1f} {:.1f} {:.1f}".format(*os.getloadavg())
 
 
 def main() -> None:
@@ -269,6 +361,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--calls", type=int, default=10, help="calls per engine per round")
+    parser.add_argument("--pause", type=float, default=0.3,
+                        help="seconds between engines in a round (the previous pool stops spinning)")
     parser.add_argument("--tune-minutes", type=float, default=0.0, help="MetaSchedule budget per model; 0 = no tuned row")
     parser.add_argument("--tuning-db", default=str(Path(tempfile.gettempdir()) / "heiti-bench-tvm-tuning"))
     parser.add_argument("--retune", action="store_true")
@@ -281,31 +375,24 @@ def main() -> None:
         models = build_models(folder, names)
         for name in names:
             x = np.random.default_rng(0).standard_normal(models[name]["nchw"], dtype=np.float32)
-            print(f"\n== {name} {models[name]['nchw']} threads={args.threads} (load {os.getloadavg()[0]:.1f})", flush=True)
-            calls, outputs, info = engines(models, name, x, args.threads, args, folder)
-            ref = np.asarray(outputs["onnxruntime"]())
-            ref8 = np.asarray(outputs["ort-int8"]()) if "ort-int8" in outputs else ref
-            diffs = {k: float(np.abs(np.asarray(f()).reshape(ref.shape) - (ref8 if "int8" in k and k != "ort-int8" else ref)).max())
-                     for k, f in outputs.items()}
-            for call in calls.values():  # warm-up
-                for _ in range(3):
-                    call()
-            per: dict[str, list[float]] = {k: [] for k in calls}
-            for r in range(args.rounds):
-                order = list(calls) if r % 2 == 0 else list(reversed(calls))
-                for k in order:
-                    n = 2 if k == "tvm-none" else args.calls
-                    per[k].append(median_call_ms(calls[k], n))
+            print(f"\n== {name} {models[name]['nchw']} threads={args.threads} (load {_load()})", flush=True)
+            specs, info = engine_specs(models, name, x, args.threads, args, folder)
+            print(f"  measuring: {args.rounds} rounds x {args.calls} calls, each engine in its own process "
+                  f"(load {_load()})", flush=True)
+            per, outputs = measure(specs, x, args, info)
+            ref = np.asarray(outputs["onnxruntime"])
+            ref8 = np.asarray(outputs["ort-int8"]) if "ort-int8" in outputs else ref
+            diffs = {k: float(np.abs(np.asarray(v).reshape(ref.shape) - (ref8 if "int8" in k and k != "ort-int8" else ref)).max())
+                     for k, v in outputs.items()}
             ratios = {k: statistics.median(a / b for a, b in zip(v, per["onnxruntime"], strict=True)) for k, v in per.items()}
-            print(f"  load average after: {os.getloadavg()[0]:.1f}; |ORT output| max {np.abs(ref).max():.3g}"
+            print(f"  load average after: {_load()}; |ORT output| max {np.abs(ref).max():.3g}"
                   + (f"; int8 output step {info['step']:.3g} (int8 rows: max |diff| to ORT int8)" if "step" in info else ""))
             print(f"  {'engine':14} {'median ms':>10} {'x ORT':>7} {'compile s':>10} {'max |diff|':>11}")
-            for k in calls:
+            for k in per:
                 comp = info.get(k, {}).get("compile_s")
                 extra = f"  tuned {info[k].get('tune_s')} s, {info[k].get('trials')} trials" if k == "tvm-tuned" else ""
                 print(f"  {k:14} {statistics.median(per[k]):10.2f} {ratios[k]:7.2f} {comp if comp is not None else '':>10} "
                       f"{diffs[k]:11.2e}{extra}")
-
 
 if __name__ == "__main__":
     main()

@@ -12,17 +12,18 @@ the oldest link still without HELLO making room when all places are taken, bound
 client that never reads meets a full socket, then a write timeout), a few error replies per second
 per link, HTTP and endless noise closing the link, LOAD options checked by a schema, and native
 code (TVM modules) loaded only for a client that presented the token, or with --allow-native.
+
+This module accepts links and holds what they share; server_link.py is one link's request loop,
+server_models.py its UPLOAD_MODEL and LOAD requests, server_limits.py the limits and rate limits.
 """
 
 from __future__ import annotations
 
-import hmac
 import os
 import platform
 import select
 import shutil
 import signal
-import sys
 import tempfile
 import threading
 import time
@@ -30,18 +31,26 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-from heiti.nodes.devices.model_store import DEFAULT_PARTIAL_TTL, ModelStore, StoreError, extract_flat
+from heiti.nodes.devices.model_store import DEFAULT_PARTIAL_TTL, ModelStore
 from heiti.nodes.devices.protocol import (
     DEFAULT_MAX_PAYLOAD,
-    PRE_HELLO_MAX_PAYLOAD,
     VERSION,
     Channel,
     ErrorCode,
-    Message,
     MsgType,
-    ProtocolError,
     error_fields,
 )
+from heiti.nodes.devices.server_limits import (  # noqa: F401 - names this module has always offered
+    ERROR_BURST,
+    ERROR_RATE,
+    MAX_ERRORS_IN_A_ROW,
+    MAX_GARBAGE,
+    MAX_LINKS,
+    NATIVE_RUNTIMES,
+)
+from heiti.nodes.devices.server_limits import say as _say
+from heiti.nodes.devices.server_link import Link as _Link
+from heiti.nodes.devices.server_models import _link_tvm_archive  # noqa: F401 - tests link archives through it
 from heiti.nodes.devices.stats import StatsSampler
 from heiti.nodes.devices.transport import (
     LinkClosed,
@@ -53,74 +62,6 @@ from heiti.nodes.devices.transport import (
     listen_tcp,
     parse_address,
 )
-
-MAX_LINKS = 8
-#: bytes before the first valid frame after which a TCP link is closed (it is no client of ours)
-MAX_GARBAGE = 64 * 1024
-#: protocol errors in a row (no valid frame between) after which a TCP link is closed
-MAX_ERRORS_IN_A_ROW = 64
-#: error replies to bad frames: this many per second per link, bursts of ERROR_BURST
-ERROR_RATE, ERROR_BURST = 5.0, 10
-#: runtimes whose models are native code run inside this process
-NATIVE_RUNTIMES = frozenset({"tvm"})
-_STORE_CODES = {"bad_request": ErrorCode.BAD_REQUEST, "mismatch": ErrorCode.UPLOAD_MISMATCH,
-                "unsafe": ErrorCode.UNSAFE_ARCHIVE, "too_large": ErrorCode.TOO_LARGE, "no_model": ErrorCode.NO_MODEL}
-
-
-class _Bucket:
-    """A token bucket: `take` is True at most `rate` times a second after a burst of `burst`."""
-
-    def __init__(self, rate: float, burst: int) -> None:
-        self.rate, self.burst = rate, burst
-        self.tokens = float(burst)
-        self.stamp = time.monotonic()
-
-    def take(self) -> bool:
-        now = time.monotonic()
-        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
-        self.stamp = now
-        if self.tokens >= 1:
-            self.tokens -= 1
-            return True
-        return False
-
-
-class _LogLimit:
-    """At most `per_window` lines of one kind per `window` s; then a count of what was left out."""
-
-    def __init__(self, per_window: int = 5, window: float = 10.0) -> None:
-        self.per_window, self.window = per_window, window
-        self._kinds: dict[str, list[float | int]] = {}  # kind -> [window start, lines, suppressed]
-        self._lock = threading.Lock()
-
-    def allow(self, kind: str) -> tuple[bool, int]:
-        """(print this line?, lines of this kind left out in the window that just ended)."""
-        now = time.monotonic()
-        with self._lock:
-            state = self._kinds.setdefault(kind, [now, 0, 0])
-            dropped = 0
-            if now - state[0] > self.window:
-                dropped = int(state[2])
-                state[:] = [now, 0, 0]
-            if state[1] < self.per_window:
-                state[1] += 1
-                return True, dropped
-            state[2] += 1
-            return False, dropped
-
-
-_log_limit = _LogLimit()
-
-
-def _say(message: str, kind: str | None = None) -> None:
-    """One line on stderr; lines of a `kind` that a client can provoke at will are rate-limited."""
-    if kind is not None:
-        allowed, dropped = _log_limit.allow(kind)
-        if dropped:
-            print(f"heiti serve: ({dropped} more '{kind}' lines left out)", file=sys.stderr, flush=True)
-        if not allowed:
-            return
-    print(f"heiti serve: {message}", file=sys.stderr, flush=True)
 
 
 class DeviceServer:
@@ -253,361 +194,6 @@ class DeviceServer:
         for link in links:
             link.channel.transport.abort()
 
-
-class _Link:
-    """One client link: authentication state, the open session, and the request loop."""
-
-    def __init__(self, server: DeviceServer, transport: Transport, stream: bool) -> None:
-        self.server = server
-        # a serial line carries boot noise and cannot be closed: no garbage cap, no HTTP check there
-        self.channel = Channel(transport, PRE_HELLO_MAX_PAYLOAD, server.frame_timeout,
-                               max_garbage=None if stream else MAX_GARBAGE, reject_http=not stream)
-        self.stream = stream  # a serial line: never "closes"; a new HELLO starts over
-        self.greeted = False
-        self.authenticated = False  # greeted with the token the server was started with
-        self.session: Any = None
-        self.steps: tuple[Any, Any, Any, Any] = (None, None, None, None)
-        self.loading = False
-        self.monitor = False  # HELLO asked for STATS while idle (heiti monitor)
-        self._stats_sent = 0
-        self._last_garbage_reply = 0.0
-        self._errors = _Bucket(ERROR_RATE, ERROR_BURST)
-        self._errors_in_a_row = 0
-        self._suppressed = 0
-        self._last_request = self.opened = time.monotonic()
-        self._set_greeted(False)
-
-    def _set_greeted(self, greeted: bool) -> None:
-        """Before HELLO a link has a small frame limit and a total time to say it (TCP)."""
-        self.greeted = greeted
-        self.monitor = self.monitor and greeted
-        self.authenticated = greeted and self.server.token is not None
-        self.channel.parser.max_payload = self.server.max_payload if greeted else PRE_HELLO_MAX_PAYLOAD
-        if greeted or self.stream:
-            self.channel.hard_deadline = None
-        else:
-            self.channel.hard_deadline = time.monotonic() + self.server.hello_timeout
-
-    @property
-    def name(self) -> str:
-        return self.channel.transport.name
-
-    def run(self) -> None:
-        with self.server._links_lock:
-            self.server._links.add(self)
-        try:
-            self._loop()
-        except LinkTimeout as err:
-            if self.greeted:
-                _say(f"{self.name}: link ended ({err})", kind="link ended")
-            else:
-                _say(f"{self.name}: no HELLO within {self.server.hello_timeout:g}s, closing", kind="no HELLO")
-        except LinkClosed as err:
-            _say(f"{self.name}: link ended ({err})", kind="link ended")
-        except Exception as err:  # noqa: BLE001 - a link's failure must never reach the server
-            _say(f"{self.name}: link failed: {type(err).__name__}: {err}", kind="link failed")
-        finally:
-            self._close_session()
-            self.channel.close()
-            with self.server._links_lock:
-                self.server._links.discard(self)
-            self.server._expire_partials()  # a dropped upload's bytes go once their time is up
-
-    def _loop(self) -> None:
-        period = self.server.sampler.period
-        while not self.server.stopped.is_set():
-            self._send_stats()
-            try:
-                msg = self.channel.receive(min(period, 0.5))
-            except ProtocolError as err:
-                if not self._protocol_error(err):
-                    return
-                continue
-            now = time.monotonic()
-            if msg is None:
-                if not self.stream and now - self._last_request > self.server.idle_timeout:
-                    _say(f"{self.name}: idle for {self.server.idle_timeout:g}s, closing", kind="idle")
-                    return
-                continue
-            self._last_request = now
-            self._errors_in_a_row = 0
-            if msg.is_reply:
-                continue  # a client never sends replies; ignore stray ones
-            try:
-                if not self._dispatch(msg):
-                    return
-            except (LinkClosed, LinkTimeout):
-                raise
-            except Exception as err:  # noqa: BLE001 - a request the checks missed: answer, keep serving
-                self._error(msg.seq, ErrorCode.INTERNAL, f"{type(err).__name__}: {err}")
-
-    # --- replies ------------------------------------------------------------------------------------
-    def _reply(self, msg: Message, msg_type: MsgType, fields: dict[str, Any] | None = None, arrays: Any = ()) -> None:
-        self.channel.send(msg_type, fields, arrays, seq=msg.seq, reply=True, timeout=self.server.write_timeout)
-
-    def _error(self, seq: int, code: ErrorCode, message: str) -> None:
-        self.channel.send(MsgType.ERROR, error_fields(code, message), seq=seq, reply=True, timeout=self.server.write_timeout)
-
-    def _protocol_error(self, err: ProtocolError) -> bool:
-        """Answer a bad frame, a few times a second at most; False ends the link."""
-        if not self.stream:
-            self._errors_in_a_row += 1
-            if err.fatal or self._errors_in_a_row > MAX_ERRORS_IN_A_ROW:
-                why = err.message if err.fatal else f"{self._errors_in_a_row} bad frames in a row"
-                _say(f"{self.name}: closing: {why}", kind="not a client")
-                return False
-        now = time.monotonic()
-        if err.code == ErrorCode.GARBAGE:
-            if now - self._last_garbage_reply < 0.2:
-                return True  # one reply per burst of noise, not one per byte
-            self._last_garbage_reply = now
-        if not self._errors.take():
-            self._suppressed += 1  # silence: the replies must not cost more than the noise
-            return True
-        message = err.message
-        if self._suppressed:
-            message += f" ({self._suppressed} more errors not answered)"
-            self._suppressed = 0
-        self._error(err.seq or 0, err.code, message)
-        return True
-
-    def _send_stats(self) -> None:
-        sampler = self.server.sampler
-        if (self.session is None and not self.loading and not self.monitor) or sampler.count == self._stats_sent or sampler.latest is None:
-            return
-        self._stats_sent = sampler.count
-        try:
-            self.channel.send(MsgType.STATS, dict(sampler.latest), timeout=self.server.write_timeout)
-        except LinkTimeout:
-            if not self.stream:
-                raise
-            _say(f"{self.name}: nobody reads the line; stopping the session's stats")
-            self.monitor = False
-            self._close_session()
-
-    # --- requests -----------------------------------------------------------------------------------
-    def _dispatch(self, msg: Message) -> bool:
-        """Answer one request; False ends the link."""
-        kind = msg.type
-        if kind == MsgType.HELLO:
-            return self._hello(msg)
-        if not self.greeted:
-            self._error(msg.seq, ErrorCode.HELLO_FIRST, "send HELLO (with the token, if the device has one) first")
-            return True
-        if kind == MsgType.PING:
-            self._reply(msg, MsgType.PING, {"time": time.monotonic()})
-        elif kind == MsgType.BYE:
-            self._close_session()
-            self._reply(msg, MsgType.BYE)
-            if not self.stream:
-                return False
-            self._set_greeted(False)
-        elif kind == MsgType.UPLOAD_MODEL:
-            self._upload(msg)
-        elif kind == MsgType.LOAD:
-            self._load(msg)
-        elif kind == MsgType.INFER:
-            self._infer(msg)
-        else:
-            self._error(msg.seq, ErrorCode.UNKNOWN_TYPE, f"message type {kind} is not a request this device knows")
-        return True
-
-    def _hello(self, msg: Message) -> bool:
-        self._close_session()
-        self._set_greeted(False)
-        token = self.server.token
-        given = msg.fields.get("token") or ""
-        if token is not None and not (isinstance(given, str) and hmac.compare_digest(given.encode(), token.encode())):
-            self._error(msg.seq, ErrorCode.UNAUTHORIZED, "wrong or missing token")
-            _say(f"{self.name}: refused a HELLO with a wrong token", kind="wrong token")
-            return self.stream
-        version = msg.fields.get("protocol")
-        if version != VERSION:
-            self._error(msg.seq, ErrorCode.UNSUPPORTED_VERSION, f"client speaks protocol {version}, device {VERSION}")
-            return True
-        self._set_greeted(True)
-        self.monitor = msg.fields.get("monitor") is True
-        self._reply(msg, MsgType.HELLO, {**self.server.device_info(), "monitor": self.monitor})
-        return True
-
-    def _upload(self, msg: Message) -> None:
-        f, store = msg.fields, self.server.store
-        sha = f.get("sha256")
-        try:
-            size, name, packing = f.get("size"), f.get("name"), f.get("packing", "file")
-            if msg.data is None:
-                complete, offset = store.begin(sha, size, name, packing)
-                self._reply(msg, MsgType.OK, {"complete": complete, "offset": offset})
-                return
-            if name is None:
-                raise StoreError("bad_request", "an upload chunk needs the model's name")
-            complete, _ = store.begin(sha, size, name, packing)
-            if complete:
-                self._reply(msg, MsgType.OK, {"complete": True, "offset": size})
-                return
-            offset = store.append(sha, size, f.get("offset"), msg.data)
-            if offset == size:
-                self._busy(lambda: store.finish(sha, name, packing, size))
-                _say(f"{self.name}: model {sha[:12]}… stored ({size} bytes)", kind="stored")
-                self._reply(msg, MsgType.OK, {"complete": True, "offset": offset})
-            else:
-                self._reply(msg, MsgType.OK, {"complete": False, "offset": offset})
-        except StoreError as err:
-            fields = error_fields(_STORE_CODES.get(err.kind, ErrorCode.BAD_REQUEST), str(err))
-            if isinstance(sha, str) and len(sha) == 64:
-                try:
-                    fields["offset"] = store.offset(sha)
-                except StoreError:
-                    pass
-            self.channel.send(MsgType.ERROR, fields, seq=msg.seq, reply=True, timeout=self.server.write_timeout)
-
-    def _load(self, msg: Message) -> None:
-        from heiti.nodes.devices.load_options import validate_options, with_model_meta
-        from heiti.nodes.runtimes.backends import BackendUnavailable, available_runtimes, open_session
-
-        self._close_session()
-        f = msg.fields
-        runtime = f.get("runtime")
-        if not isinstance(runtime, str):
-            self._error(msg.seq, ErrorCode.BAD_REQUEST, f"runtime must be a name, got {runtime!r}")
-            return
-        if runtime not in available_runtimes():
-            self._error(msg.seq, ErrorCode.RUNTIME_UNAVAILABLE,
-                        f"runtime {runtime!r} is not installed on this device (it has: {', '.join(available_runtimes()) or 'none'})")
-            return
-        if runtime in NATIVE_RUNTIMES and not (self.authenticated or self.server.allow_native):
-            self._error(msg.seq, ErrorCode.NATIVE_REFUSED,
-                        f"{runtime} models are native code: this device loads them only for a client that "
-                        "presented its token (start it with --token) or when started with --allow-native")
-            _say(f"{self.name}: refused to load native code for a client without a token", kind="native refused")
-            return
-        try:
-            options = validate_options(runtime, f.get("options"))
-        except ValueError as err:
-            self._error(msg.seq, ErrorCode.BAD_REQUEST, str(err))
-            return
-        try:
-            path = self.server.store.entry_path(ModelStore.check_sha(f.get("sha256")), f.get("entry"))
-        except StoreError as err:
-            self._error(msg.seq, _STORE_CODES.get(err.kind, ErrorCode.BAD_REQUEST), str(err))
-            return
-        try:
-            options = with_model_meta(runtime, path, options)
-        except ValueError as err:
-            self._error(msg.seq, ErrorCode.BAD_REQUEST, str(err))
-            return
-        started = time.perf_counter()
-        try:
-            session = self._busy(lambda: open_session(runtime, str(_link_tvm_archive(path) if runtime == "tvm" else path), options))
-        except Exception as err:  # noqa: BLE001 - reported to the client
-            code = ErrorCode.RUNTIME_UNAVAILABLE if isinstance(err, BackendUnavailable) else ErrorCode.LOAD_FAILED
-            self._error(msg.seq, code, f"{runtime} could not load {path.name}: {type(err).__name__}: {err}")
-            return
-        self.session = session
-        self.steps = _session_steps(self.session)
-        load_ms = (time.perf_counter() - started) * 1e3
-        _say(f"{self.name}: loaded {path.name} on {runtime} in {load_ms:.0f} ms")
-        self._reply(msg, MsgType.OK, {"inputs": _jsonable(self.session.inputs), "outputs": _jsonable(self.session.outputs),
-                                      "load_ms": load_ms, "time": time.monotonic()})
-        # every session gets at least one device sample, however short its measurement is
-        self.server.sampler.ready.wait(2 * self.server.sampler.period)
-        self._stats_sent = -1
-        self._send_stats()
-
-    def _busy(self, work: Any) -> Any:
-        """Run slow work (a model load, hashing a big upload) in a thread while STATS keep flowing,
-        so that the client's silence timeout does not fire; returns its result or raises its error."""
-        result: dict[str, Any] = {}
-
-        def target() -> None:
-            try:
-                result["value"] = work()
-            except BaseException as err:  # noqa: BLE001 - handed back to the caller
-                result["error"] = err
-
-        worker = threading.Thread(target=target, name="busy", daemon=True)
-        self.loading = True
-        try:
-            worker.start()
-            while worker.is_alive():
-                worker.join(self.server.sampler.period)
-                self._send_stats()
-        finally:
-            self.loading = False
-        if "error" in result:
-            raise result["error"]
-        return result.get("value")
-
-    def _infer(self, msg: Message) -> None:
-        if self.session is None:
-            self._error(msg.seq, ErrorCode.NO_SESSION, "no model loaded on this link; send LOAD first")
-            return
-        prepare, stage, run, finish = self.steps
-        clock = time.perf_counter_ns
-        try:
-            with self.server.infer_lock:
-                start = clock()
-                feed = prepare(msg.arrays)
-                if stage is not None:
-                    stage(feed)
-                t0 = clock()
-                raw = run(feed)  # the call a local measurement times, timed the same way here
-                device_ns = clock() - t0
-                outputs = finish(raw) if finish is not None else raw
-                total_ns = clock() - start
-        except Exception as err:  # noqa: BLE001 - reported to the client
-            self._error(msg.seq, ErrorCode.INFER_FAILED, f"{type(err).__name__}: {err}")
-            return
-        self._reply(msg, MsgType.OUTPUT, {"device_ms": device_ns / 1e6, "device_total_ms": total_ns / 1e6}, outputs)
-
-    def _close_session(self) -> None:
-        session, self.session = self.session, None
-        if session is not None:
-            try:
-                session.close()
-            except Exception as err:  # noqa: BLE001
-                _say(f"{self.name}: closing the session failed: {err}")
-
-
-def _session_steps(session: Any) -> tuple[Any, Any, Any, Any]:
-    """(prepare, stage, run, finish) as the host's measurement loop splits them; run-only otherwise."""
-    try:
-        from heiti.nodes.runtimes.backends import session_steps
-    except ImportError:
-        return (lambda inputs: inputs), None, session.run, None
-    return session_steps(session)
-
-
-def _link_tvm_archive(path: Path) -> Path:
-    """A TVM module cross-compiled as a .tar of object files is linked here, on the device it was
-    built for, with this device's C compiler (once: the .so is kept beside the archive)."""
-    if path.suffix != ".tar":
-        return path
-    linked = path.with_name(path.stem + ".linked.so")
-    if linked.exists():
-        return linked
-    objects = path.with_name(path.stem + ".objects")
-    shutil.rmtree(objects, ignore_errors=True)
-    partial = linked.with_suffix(".partial.so")
-    try:
-        try:
-            files = extract_flat(path, objects, max_bytes=path.stat().st_size)
-        except StoreError as err:
-            raise ValueError(f"the TVM archive is refused: {err}") from None
-        from tvm.support import cc
-
-        cc.create_shared(str(partial), sorted(str(f) for f in files))
-        os.replace(partial, linked)
-    finally:
-        shutil.rmtree(objects, ignore_errors=True)
-        partial.unlink(missing_ok=True)
-    return linked
-
-
-def _jsonable(value: Any) -> Any:
-    import json
-
-    return json.loads(json.dumps(value, default=str))
 
 
 def _stop_on_sigterm() -> None:

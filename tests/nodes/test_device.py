@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from heiti.engine.payloads import ModelArtifact
+from heiti.nodes.devices import server_limits
 from heiti.nodes.devices.protocol import ErrorCode, MsgType
 from heiti.nodes.devices.server import main
 from heiti.nodes.devices.targets import DeviceError, open_remote_session, pack_model
@@ -106,7 +107,9 @@ def test_archive_with_path_traversal_or_links_is_refused(server: ServerThread, t
     assert not (server.server.store.root.parent / "evil.txt").exists()
 
 
-def test_wrong_token_is_refused_and_the_right_one_accepted(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_wrong_token_is_refused_and_the_right_one_accepted(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(server_limits, "_log_limit", server_limits.LogLimit())  # no earlier test's lines count
     running = ServerThread(tmp_path / "device", token="s3cret")
     model = ModelArtifact(path=make_onnx(tmp_path / "m.onnx", (1, 4)), model_format="onnx")
     try:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from heiti.nodes.devices import server_limits
 from heiti.nodes.devices.model_store import ModelStore, StoreError, extract_flat
 from heiti.nodes.devices.protocol import (
     MAGIC,
@@ -303,7 +304,10 @@ def test_error_replies_cannot_swamp_a_serial_line(tmp_path: Path) -> None:
             time.sleep(0.2)
 
 
-def test_wrong_tokens_are_logged_a_few_times_not_once_each(tmp_path: Path, capfd: pytest.CaptureFixture) -> None:
+def test_wrong_tokens_are_logged_a_few_times_not_once_each(tmp_path: Path, capfd: pytest.CaptureFixture,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    # a fresh 10 s window: an earlier test's wrong-token line must not open it and let it end mid-test
+    monkeypatch.setattr(server_limits, "_log_limit", server_limits.LogLimit())
     running = ServerThread(tmp_path / "device", token="s3cret")
     try:
         capfd.readouterr()

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from heiti.nodes.devices import board as boards
+from heiti.nodes.devices import board_host as host  # where check_host looks things up
 
 GRAPH = Path(__file__).resolve().parents[2] / "resources" / "graphs" / "digits_board.json"
 ON_BOARD = ["ort_board", "tvm_board", "litert_board"]
@@ -21,10 +22,10 @@ ON_BOARD = ["ort_board", "tvm_board", "litert_board"]
 
 # --- host checks (fast) ------------------------------------------------------------------------------------
 def test_missing_qemu_names_the_packages_to_install(monkeypatch):
-    monkeypatch.setattr(boards.os, "geteuid", lambda: 0)
-    monkeypatch.setattr(boards.sys, "platform", "linux")
-    monkeypatch.setattr(boards.shutil, "which", lambda name: None)
-    monkeypatch.setattr(boards.Path, "exists", lambda self: False)
+    monkeypatch.setattr(host.os, "geteuid", lambda: 0)
+    monkeypatch.setattr(host.sys, "platform", "linux")
+    monkeypatch.setattr(host.shutil, "which", lambda name: None)
+    monkeypatch.setattr(host.Path, "exists", lambda self: False)
     with pytest.raises(boards.BoardError) as err:
         boards.check_host(boards.ARCHES["aarch64"])
     assert "qemu-user-static is not installed" in str(err.value)
@@ -32,17 +33,17 @@ def test_missing_qemu_names_the_packages_to_install(monkeypatch):
 
 
 def test_missing_bootstrapper_names_the_packages_to_install(monkeypatch):
-    monkeypatch.setattr(boards.os, "geteuid", lambda: 0)
-    monkeypatch.setattr(boards.sys, "platform", "linux")
-    monkeypatch.setattr(boards.shutil, "which", lambda name: "/usr/bin/x" if name.startswith("qemu") else None)
+    monkeypatch.setattr(host.os, "geteuid", lambda: 0)
+    monkeypatch.setattr(host.sys, "platform", "linux")
+    monkeypatch.setattr(host.shutil, "which", lambda name: "/usr/bin/x" if name.startswith("qemu") else None)
     with pytest.raises(boards.BoardError) as err:
         boards.check_host(boards.ARCHES["aarch64"])
     assert "debootstrap" in str(err.value) and "mmdebstrap" in err.value.hint
 
 
 def test_not_root_is_a_clear_error(monkeypatch):
-    monkeypatch.setattr(boards.os, "geteuid", lambda: 1000)
-    monkeypatch.setattr(boards.sys, "platform", "linux")
+    monkeypatch.setattr(host.os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(host.sys, "platform", "linux")
     with pytest.raises(boards.BoardError, match="needs root"):
         boards.check_host(boards.ARCHES["aarch64"])
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hmac
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from heiti.nodes.devices.protocol import (
     PRE_HELLO_MAX_PAYLOAD,
@@ -32,14 +32,12 @@ from heiti.nodes.devices.server_limits import say as _say
 from heiti.nodes.devices.server_models import ModelRequests
 from heiti.nodes.devices.transport import LinkClosed, LinkTimeout, Transport
 
-if TYPE_CHECKING:
-    from heiti.nodes.devices.server import DeviceServer
-
 
 class Link(ModelRequests):
     """One client link: authentication state, the open session, and the request loop."""
 
-    def __init__(self, server: DeviceServer, transport: Transport, stream: bool) -> None:
+    def __init__(self, server: Any, transport: Transport, stream: bool) -> None:
+        # `server` is the server.DeviceServer that accepted the link (not imported: server imports this)
         self.server = server
         # a serial line carries boot noise and cannot be closed: no garbage cap, no HTTP check there
         self.channel = Channel(transport, PRE_HELLO_MAX_PAYLOAD, server.frame_timeout,

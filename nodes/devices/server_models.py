@@ -10,16 +10,12 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from heiti.nodes.devices.model_store import ModelStore, StoreError, extract_flat
-from heiti.nodes.devices.protocol import ErrorCode, Message, MsgType, error_fields
+from heiti.nodes.devices.protocol import Channel, ErrorCode, Message, MsgType, error_fields
 from heiti.nodes.devices.server_limits import NATIVE_RUNTIMES
 from heiti.nodes.devices.server_limits import say as _say
-
-if TYPE_CHECKING:
-    from heiti.nodes.devices.protocol import Channel
-    from heiti.nodes.devices.server import DeviceServer
 
 _STORE_CODES = {"bad_request": ErrorCode.BAD_REQUEST, "mismatch": ErrorCode.UPLOAD_MISMATCH,
                 "unsafe": ErrorCode.UNSAFE_ARCHIVE, "too_large": ErrorCode.TOO_LARGE, "no_model": ErrorCode.NO_MODEL}
@@ -29,7 +25,7 @@ class ModelRequests:
     """UPLOAD_MODEL and LOAD; the link supplies channel, server, session and the reply helpers."""
 
     # set by server_link.Link, as are _reply, _error, _busy, _send_stats and _close_session
-    server: DeviceServer
+    server: Any  # server.DeviceServer (not imported: it imports this module)
     channel: Channel
     session: Any
     steps: tuple[Any, Any, Any, Any]

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from heiti.engine import DatasetHandle, In, ModelArtifact, Node, NodeError, Out
 from heiti.nodes.keras_env import import_keras, load_keras
+from heiti.nodes.keras_onnx import tf_function_to_onnx
 from heiti.nodes.model_io import onnx_io, tflite_io
 from heiti.nodes.models import step_meta
 from pydantic import BaseModel, ConfigDict, Field
@@ -191,34 +192,6 @@ class KerasToTFLite(Node):
         return {"model": art}
 
 
-def _tf_function_to_onnx(function: Any, spec: Any, opset: int, inputs_as_nchw: list[str] | None) -> Any:
-    """tf2onnx's conversion, first without its per-optimizer safety copies, then with them.
-
-    tf2onnx deep-copies the whole graph before each of its ~12 optimizers (×3 passes) so that one
-    failing optimizer can be skipped: 1.3 s of a 5.5 s MobileNetV2 conversion. TF2ONNX_CATCH_ERRORS
-    set to anything but "true" turns the copies off; if an optimizer then fails, the conversion is
-    repeated the careful way, so the result never depends on the shortcut.
-    """
-    import tf2onnx
-
-    def convert() -> Any:
-        return tf2onnx.convert.from_function(function, input_signature=[spec], opset=opset,
-                                             inputs_as_nchw=inputs_as_nchw)[0]
-
-    saved = os.environ.get("TF2ONNX_CATCH_ERRORS")
-    os.environ["TF2ONNX_CATCH_ERRORS"] = "false"
-    try:
-        return convert()
-    except Exception:  # noqa: BLE001 - an optimizer that failed without its safety net: retry with it
-        os.environ.pop("TF2ONNX_CATCH_ERRORS", None)
-        return convert()
-    finally:
-        if saved is None:
-            os.environ.pop("TF2ONNX_CATCH_ERRORS", None)
-        else:
-            os.environ["TF2ONNX_CATCH_ERRORS"] = saved
-
-
 # --- Keras -> ONNX ------------------------------------------------------------------------------------
 class KerasToOnnx(Node):
     """Convert a Keras model to ONNX with tf2onnx (traced as a tf.function with a fixed signature)."""
@@ -251,7 +224,7 @@ class KerasToOnnx(Node):
         path = ctx.workdir / "model.onnx"
         ctx.progress(0.3, "tracing and converting")
         rank4 = len(spec.shape) == 4
-        proto = _tf_function_to_onnx(function, spec, p.opset, [f"{name}:0"] if p.nchw_input and rank4 else None)
+        proto = tf_function_to_onnx(function, spec, p.opset, [f"{name}:0"] if p.nchw_input and rank4 else None)
         onnx.save(proto, str(path))
         onnx.checker.check_model(proto)
         inputs, outputs = onnx_io(proto)

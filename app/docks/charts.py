@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pyqtgraph as pg
 from heiti.engine.events import NodeMetric
+from heiti.engine.measurements import MeasurementsFile
 from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import (
     QFileDialog,
@@ -34,7 +35,7 @@ REDRAW_MS = 50  # ~20 Hz
 MAX_SAMPLES = 200_000
 SYMBOLS_BELOW = 30
 PLOTS = [  # key, title, unit, x axis
-    ("latency", "Latency per inference", "ms", "inference"),
+    ("latency", "Latency per inference", "ms", "call"),
     ("cpu", "CPU", "%", "s"),
     ("memory", "Memory (RSS)", "MB", "s"),
     ("temp", "CPU temperature", "°C", "s"),
@@ -76,6 +77,16 @@ def plot_for(metric: str) -> str:
     if "acc" in name:
         return "accuracy"
     return "other"
+
+
+def _kept_calls(data: MeasurementsFile) -> list[int]:
+    """The call index of each stored latency: a long run keeps one call per stretch of calls
+    (latencies_ms plus latency_count), so plotting them at 0..N would squeeze the x axis."""
+    from heiti.nodes.runtimes.measure import thinned_calls
+
+    kept = len(data.latencies_ms)
+    count = data.latency_count or kept  # older files: every call is there
+    return thinned_calls(max(count, kept), kept).tolist() if kept else []
 
 
 @dataclass
@@ -227,8 +238,8 @@ class ChartsDock(QWidget):
             node = data.node or path.stem
             if node in live:
                 continue
-            events = [NodeMetric(node=node, name="latency_ms", value=v, x=float(i))
-                      for i, v in enumerate(data.latencies_ms)]
+            events = [NodeMetric(node=node, name="latency_ms", value=v, x=float(call))
+                      for call, v in zip(_kept_calls(data), data.latencies_ms, strict=True)]
             for ts in data.resources:
                 if any(part in ts.name for part in NOT_CHARTED) or len(ts.t) != len(ts.values):
                     continue

@@ -85,15 +85,22 @@ def thin_latencies(latencies: Sequence[float] | np.ndarray, limit: int = MAX_STO
     values are an unbiased sample of the distribution the histograms show.
     """
     arr = np.asarray(latencies)
-    limit = int(limit)
+    calls = thinned_calls(arr.size, limit, seed)
+    return arr if calls.size == arr.size else arr[calls]
+
+
+def thinned_calls(count: int, limit: int = MAX_STORED_LATENCIES, seed: int = 0) -> np.ndarray:
+    """The call indices (ascending) that `thin_latencies` keeps of `count` calls: every one up to
+    `limit`, else one seeded draw per stratum. A reader of a measurements file gets each kept
+    latency's call back from `latency_count` and how many were kept; nothing more is stored."""
+    count, limit = int(count), int(limit)
     if limit < 1:
         raise ValueError(f"limit must be at least 1, got {limit}")
-    if arr.size <= limit:
-        return arr
-    bounds = np.arange(limit + 1, dtype=np.int64) * arr.size // limit
+    if count <= limit:
+        return np.arange(count, dtype=np.int64)
+    bounds = np.arange(limit + 1, dtype=np.int64) * count // limit
     sizes = np.diff(bounds)
-    picks = bounds[:-1] + np.minimum((np.random.default_rng(seed).random(limit) * sizes).astype(np.int64), sizes - 1)
-    return arr[picks]
+    return bounds[:-1] + np.minimum((np.random.default_rng(seed).random(limit) * sizes).astype(np.int64), sizes - 1)
 
 #: calls per window at least: the median of m calls has a standard error of about 1.25·σ/√m, so
 #: with m = 50 and a per-call spread σ of 15 % of the median (small models on a quiet CPU) two

@@ -11,7 +11,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from heiti.nodes.devices.board_host import BoardError, check_host, emulator_version
 from heiti.nodes.devices.board_host import alive as _alive
@@ -20,6 +20,9 @@ from heiti.nodes.devices.board_host import port_free as _port_free
 from heiti.nodes.devices.board_host import say as _say
 from heiti.nodes.devices.board_host import tail as _tail
 from heiti.nodes.devices.board_image import NOBODY, BoardImage
+
+if TYPE_CHECKING:
+    from heiti.engine.payloads import TargetHandle
 
 DEFAULT_PORT = 7080
 HELLO_TIMEOUT_S = 300.0
@@ -85,8 +88,7 @@ class Board(BoardImage):
         return self.status(probe=False) | {"device": info, "up_s": state["up_s"]}
 
     def _wait_for_hello(self, proc: subprocess.Popen, port: int, timeout_s: float) -> dict[str, Any]:
-        from heiti.engine.payloads import TargetHandle
-        from heiti.nodes.devices.client import DeviceClient, DeviceError
+        from heiti.nodes.devices.client import DeviceError, device_hello
 
         deadline = time.monotonic() + timeout_s
         while True:
@@ -94,15 +96,8 @@ class Board(BoardImage):
                 raise BoardError(f"heiti serve in the board exited with {proc.returncode}:\n{_tail(self.log)}",
                                  f"the full log is {self.log}")
             if not _port_free(port):
-                client = DeviceClient(TargetHandle(kind="tcp", address=f"127.0.0.1:{port}",
-                                                   options={"timeout_s": 30, "retries": 0}))
-                try:
-                    client.with_retries("connecting", lambda: None)
-                    return dict(client.device_info)
-                except DeviceError:
-                    pass
-                finally:
-                    client.close()
+                with contextlib.suppress(DeviceError):
+                    return device_hello(_board_target(f"127.0.0.1:{port}"))
             if time.monotonic() > deadline:
                 raise BoardError(f"heiti serve in the board did not answer within {timeout_s:.0f} s:\n{_tail(self.log)}",
                                  f"the full log is {self.log}")
@@ -147,17 +142,18 @@ class Board(BoardImage):
         return out
 
 
+def _board_target(address: str) -> TargetHandle:
+    """The board's server as a target: 30 s of patience (Python is emulated there), no retries."""
+    from heiti.engine.payloads import TargetHandle
+
+    return TargetHandle(kind="tcp", address=address, options={"timeout_s": 30, "retries": 0})
+
 
 def _hello(address: str) -> dict[str, Any] | str:
-    from heiti.engine.payloads import TargetHandle
-    from heiti.nodes.devices.client import DeviceClient, DeviceError
+    from heiti.nodes.devices.client import DeviceError, device_hello
 
-    client = DeviceClient(TargetHandle(kind="tcp", address=address, options={"timeout_s": 30, "retries": 0}))
     try:
-        client.with_retries("connecting", lambda: None)
-        return dict(client.device_info)
+        return device_hello(_board_target(address))
     except DeviceError as err:
         return f"no answer: {err}"
-    finally:
-        client.close()
 

@@ -115,6 +115,11 @@ class DeviceClient:
         self.device_info = reply.fields
         return self.device_info
 
+    def hello(self) -> dict[str, Any]:
+        """Connect, with the target's retries, unless connected: a copy of the device's HELLO fields."""
+        self.with_retries("connecting", lambda: None)
+        return dict(self.device_info)
+
     def drop(self) -> None:
         if self.channel is not None:
             self.channel.close()
@@ -342,3 +347,12 @@ class RemoteSession:
             self._closed = True
             self._client.close()
             self._bundle.cleanup()
+
+
+def device_hello(target: TargetHandle) -> dict[str, Any]:
+    """Say HELLO, then BYE: the device's description (raises DeviceError when it does not answer)."""
+    client = DeviceClient(target)
+    try:
+        return client.hello()
+    finally:
+        client.close()

@@ -39,8 +39,7 @@ def probe(target: TargetHandle, pings: int = PINGS) -> dict[str, Any]:
     """HELLO, then `pings` PINGs: the device's description plus `rtt_ms` (median, min, max)."""
     client = DeviceClient(target)
     try:
-        client.with_retries("connecting", lambda: None)
-        info = dict(client.device_info)
+        info = client.hello()
         rtts = []
         for _ in range(pings):
             started = time.perf_counter()

@@ -63,8 +63,7 @@ def _probe(ctx: RunContext, handle: TargetHandle) -> TargetHandle:
 
     client = DeviceClient(handle)
     try:
-        client.with_retries("connecting", lambda: None)
-        info = dict(client.device_info)
+        info = client.hello()
     except DeviceError as err:
         raise DeviceError(f"{err}. Is `heiti serve` running on the device?", err.code) from None
     finally:

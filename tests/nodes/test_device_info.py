@@ -12,7 +12,7 @@ from argparse import Namespace
 from pathlib import Path
 
 import pytest
-from heiti.nodes.devices.client import DeviceClient, DeviceError
+from heiti.nodes.devices.client import DeviceClient, DeviceError, device_hello
 from heiti.nodes.devices.info import main, parse_device_address
 from heiti.nodes.devices.protocol import VERSION, Channel, MsgType
 from heiti.nodes.devices.server import DeviceServer
@@ -55,6 +55,17 @@ def test_device_info_over_tcp_through_the_cli(server: ServerThread) -> None:
     assert 0 < info["rtt_ms"]["min"] <= info["rtt_ms"]["median"] <= info["rtt_ms"]["max"] < 5000
     text = cli("device", "info", f"tcp://{server.address}")
     assert text.returncode == 0 and "round trip" in text.stdout and "runtimes" in text.stdout
+
+
+def test_device_hello_describes_the_device_then_says_bye(server: ServerThread) -> None:
+    info = device_hello(tcp_target(server.address))
+    assert info["protocol"] == VERSION and info["hostname"] == socket.gethostname()
+    deadline = time.monotonic() + 5
+    while server.server._links and time.monotonic() < deadline:  # BYE ends the link on the device
+        time.sleep(0.02)
+    assert not server.server._links
+    with pytest.raises(DeviceError, match="connecting failed"):
+        device_hello(tcp_target(f"127.0.0.1:{free_port()}", timeout_s=1.0, retries=0))
 
 
 def test_device_info_fails_clearly_when_nobody_is_there() -> None:

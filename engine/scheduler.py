@@ -21,7 +21,15 @@ from heiti.engine.events import NodeSkipped, NodeStarted
 from heiti.engine.graph import Graph
 from heiti.engine.states import NodeState
 from heiti.engine.validate import ValidationResult
-from heiti.engine.workers import CANCEL_GRACE_S, Handle, ProcessLauncher, decode_ports, make_job
+from heiti.engine.workers import (
+    CANCEL_GRACE_S,
+    Handle,
+    ProcessLauncher,
+    class_ref,
+    decode_ports,
+    encode_ports,
+    make_job,
+)
 
 if TYPE_CHECKING:
     from heiti.engine.executor import Executor, RunResult
@@ -135,7 +143,8 @@ def _warm_up_waiting(graph: Graph, checked: ValidationResult, launcher: Any, pen
                      upstream: dict[str, set[str]], running: dict[str, tuple[Handle, Any, bool]],
                      result: RunResult) -> None:
     """Idle workers make the imports of nodes still waiting for their inputs (a framework takes
-    seconds to import), so those nodes start at once when their inputs arrive.
+    seconds to import) and, for a node that has `prepare_ahead`, its own preparation with the inputs
+    it already has (a runtime reads its dataset), so those nodes start at once when their inputs arrive.
 
     Not while a measurement runs or waits to run (warming would disturb it), and not for the first
     waiting child of a running node: it will most likely follow in that worker, imports and all
@@ -150,10 +159,28 @@ def _warm_up_waiting(graph: Graph, checked: ValidationResult, launcher: Any, pen
     for node_id in waiting:
         if node_id in heirs or launcher.warmed_or_warming(node_id):
             continue
+        cls = checked.classes[node_id]
         wired = frozenset(e.dst[1] for e in graph.edges_into(node_id))
-        imports = list(checked.classes[node_id].warm_up_imports(checked.params[node_id], wired))
-        if imports and not launcher.warm(node_id, imports):
+        imports = list(cls.warm_up_imports(checked.params[node_id], wired))
+        prepare = _preparation(graph, cls, checked.params[node_id], node_id, result)
+        if (imports or prepare) and not launcher.warm(node_id, imports, prepare):
             return  # no idle worker left
+
+
+def _preparation(graph: Graph, cls: Any, params: Any, node_id: str, result: RunResult) -> dict[str, Any] | None:
+    """For a node that prepares ahead (`prepare_ahead`), its class, params and the single-value
+    inputs whose sources are done, as a job carries them; None otherwise."""
+    if not callable(getattr(cls, "prepare_ahead", None)):
+        return None
+    ref = class_ref(cls)
+    if ref is None:
+        return None
+    inputs = {e.dst[1]: result.outputs[e.src[0]][e.src[1]] for e in graph.edges_into(node_id)
+              if e.src[0] in result.outputs and not cls.inputs[e.dst[1]].multiple}
+    if not inputs:
+        return None
+    return {"module": ref[0], "qualname": ref[1], "params": params.model_dump(mode="json"),
+            "inputs": encode_ports(inputs)}
 
 
 def _launch(executor: Executor, launcher: Any, node_id: str, prep: Any, out_dir: Path, t0: float,

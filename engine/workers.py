@@ -130,15 +130,19 @@ def _adopt_environment(job: dict[str, Any]) -> None:
             sys.path.append(entry)
 
 
+def _node_class(job: dict[str, Any]) -> type[Node]:
+    obj: Any = importlib.import_module(job["module"])
+    for part in job["qualname"].split("."):
+        obj = getattr(obj, part)
+    return obj  # type: ignore[no-any-return]
+
+
 def execute_job(job: dict[str, Any], send: Callable[[dict[str, Any]], None],
                 cancelled: Callable[[], bool]) -> dict[str, Any]:
     """Run the node a job describes; its events go to `send`; returns the result message."""
     _adopt_environment(job)
     try:
-        obj: Any = importlib.import_module(job["module"])
-        for part in job["qualname"].split("."):
-            obj = getattr(obj, part)
-        cls: type[Node] = obj
+        cls = _node_class(job)
         node = cls(cls.Params.model_validate(job["params"]))
         inputs = decode_ports(job["inputs"])
     except Exception as err:  # noqa: BLE001 - reported as this node's failure
@@ -181,6 +185,18 @@ def warm_up(imports: list[str]) -> str:
     return ""
 
 
+def prepare_ahead(job: dict[str, Any]) -> str:
+    """A waiting node's own preparation with the inputs it already has (`prepare_ahead(params,
+    inputs)` on its class, e.g. a runtime reading its dataset): "" or what went wrong. As for the
+    imports, a failure is not the node's: it does the work itself when it runs."""
+    try:
+        cls = _node_class(job)
+        cls.prepare_ahead(cls.Params.model_validate(job["params"]), decode_ports(job["inputs"]))  # type: ignore[attr-defined]
+    except Exception as err:  # noqa: BLE001 - see above
+        return f"preparing ahead: {type(err).__name__}: {err}"
+    return ""
+
+
 def worker_main(conn: Connection, cancel_event: Any) -> None:
     """Entry point of a worker process: runs the jobs it is sent, one at a time, until the pipe closes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the parent decides
@@ -202,7 +218,10 @@ def worker_main(conn: Connection, cancel_event: Any) -> None:
                 _adopt_environment(message)  # a plug-in's module may need the run's path or env
                 started = time.perf_counter()
                 error = warm_up(message["warm"])
-                send({"warmed": message["node"], "seconds": time.perf_counter() - started, "error": error})
+                if not error and message.get("prepare"):
+                    error = prepare_ahead(message["prepare"])
+                send({"warmed": message["node"], "seconds": time.perf_counter() - started, "error": error,
+                      "prepared": bool(message.get("prepare")) and not error})
                 continue
             send(execute_job(message, send, cancel_event.is_set))
     finally:
@@ -346,14 +365,17 @@ class ProcessLauncher:
             pass  # the worker died since its last node: poll() sees the end-of-file
         return handle
 
-    def warm(self, node_id: str, imports: list[str]) -> bool:
-        """Have an idle worker (or a new one, while under `size`) make a waiting node's imports."""
+    def warm(self, node_id: str, imports: list[str], prepare: dict[str, Any] | None = None) -> bool:
+        """Have an idle worker (or a new one, while under `size`) make a waiting node's imports and,
+        with `prepare` (the node's class, params and the inputs it has, as in a job), its own
+        preparation (`prepare_ahead`)."""
         idle = [w for w in self.workers if w.handle is None and w.warming is None and w.process.is_alive()]
         if not idle and len(self.workers) >= self.size:
             return False
         worker = min(idle, key=lambda w: w.last_used) if idle else self._spawn()
         try:
-            worker.conn.send_bytes(json.dumps({"warm": imports, "node": node_id, **_environment()}).encode())
+            worker.conn.send_bytes(json.dumps({"warm": imports, "node": node_id, "prepare": prepare,
+                                               **_environment()}).encode())
         except OSError:
             return False
         worker.warming = node_id
@@ -422,7 +444,8 @@ class ProcessLauncher:
                 text = f"could not import ahead in a worker: {message['error']}"
             else:
                 worker.warmed.add(node_id)
-                text = f"imports made ahead in worker {worker.process.pid} in {float(message.get('seconds', 0)):.2f} s"
+                what = "imports made and inputs prepared" if message.get("prepared") else "imports made"
+                text = f"{what} ahead in worker {worker.process.pid} in {float(message.get('seconds', 0)):.2f} s"
             self.bus.emit(NodeLog(node=node_id, level="debug", message=text))
         worker.warming, worker.last_used = None, time.monotonic()
 

@@ -96,7 +96,27 @@ class BadWarmStamp(Stamp):
     warm_imports = ("tests.no_such_module_here",)
 
 
-ALL = [Stamp, ExclusiveStamp, Segfault, Stubborn, WarmStamp, BadWarmStamp]
+#: what `PrepStamp.prepare_ahead` saw, in the worker process that ran it
+PREPARED: dict = {}
+
+
+class PrepStamp(Stamp):
+    """A Stamp with a second input that prepares ahead with what it has; outputs [start, end, pid,
+    what prepare_ahead saw in this process (or None)]."""
+
+    kind = "ptest.prep"
+    inputs = {"x": In(Value, required=False), "data": In(Value, required=False)}
+
+    @classmethod
+    def prepare_ahead(cls, params, inputs):
+        PREPARED.update(ports=sorted(inputs), data=inputs["data"].value, at=time.time(), pid=os.getpid())
+
+    def run(self, ctx, **inputs):
+        out = super().run(ctx, **inputs)["out"].value
+        return {"out": Value(value=[*out, dict(PREPARED) or None])}
+
+
+ALL = [Stamp, ExclusiveStamp, Segfault, Stubborn, WarmStamp, BadWarmStamp, PrepStamp]
 
 
 class BoardStamp(ExclusiveStamp):

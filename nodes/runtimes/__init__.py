@@ -72,6 +72,8 @@ class RuntimeNode(Node):
     #: editor colours ("#rrggbb") of the model formats this runtime stands for
     colours: ClassVar[dict[str, str]] = {}
     exclusive = True  # measures: runs alone, so parallel nodes never disturb its timings
+    #: the input layout its models most often take: the split is prepared ahead in it (nodes.runtimes.ahead)
+    likely_layout: ClassVar[str] = "NCHW"
     Params = RuntimeParams
     outputs = {"measurements": Out(Measurements, description="latency, resources and quality")}
 
@@ -110,16 +112,52 @@ class RuntimeNode(Node):
             return loop
         return (*loop, cls.session.split(":")[0], *cls.warm_imports)
 
+    @classmethod
+    def prepare_ahead(cls, params: RuntimeParams, inputs: dict[str, Any]) -> None:
+        """While the node waits for its model, in the worker that will run it: read the split and
+        lay it out as the model most likely wants it (nodes.runtimes.ahead); `run` takes it."""
+        from heiti.nodes.runtimes import ahead
+
+        dataset = inputs.get("dataset")
+        if not isinstance(dataset, DatasetHandle):
+            return
+        have = dataset.layout or "NCHW"
+        x, y = _load_split(dataset, params.split, params.max_samples)
+        if x.ndim == 4:
+            x, have = _to_layout(x, have, cls.likely_layout), cls.likely_layout
+        ahead.hold(dataset, params.split, params.max_samples, x, y, have)
+
     # --- running ---------------------------------------------------------------------------------
     def run(self, ctx: RunContext, model: ModelArtifact, dataset: DatasetHandle,
             target: TargetHandle | None = None) -> dict[str, Any]:
-        p = self.params
+        from heiti.nodes.runtimes.modelfacts import model_gzip_bytes_soon
+
         model_path = Path(model.path)
         if not model_path.exists():
             raise NodeError(f"model file {model_path} does not exist", "re-run the node that makes it")
+        gzip_bytes = model_gzip_bytes_soon(model_path)  # beside the loading; waited for before timing
+        try:
+            record = self._load_and_measure(ctx, model, dataset, target, gzip_bytes)
+        finally:
+            gzip_bytes_wait(gzip_bytes)  # never left running past the node, even when it fails
+        path = ctx.workdir / "measurements.json"
+        record.save(path)
+        ctx.progress(1.0, "done")
+        return {"measurements": Measurements(path=path, runtime=self.runtime, summary=_summary(record))}
+
+    def _load_and_measure(self, ctx: RunContext, model: ModelArtifact, dataset: DatasetHandle,
+                          target: TargetHandle | None, gzip_bytes: Any) -> MeasurementsFile:
+        from heiti.nodes.runtimes import ahead
+
+        p = self.params
         ctx.progress(0.0, "loading data")
-        x, y = _load_split(dataset, p.split, p.max_samples)
-        x = _to_layout(x, dataset.layout or "NCHW", model.meta.layout or "NCHW")
+        held = ahead.take(dataset, p.split, p.max_samples)  # read while the node waited for its model
+        if held is None:
+            x, y = _load_split(dataset, p.split, p.max_samples)
+            have = dataset.layout or "NCHW"
+        else:
+            x, y, have = held
+        x = _to_layout(x, have, model.meta.layout or "NCHW")
         remote = target is not None and target.kind != "local"
         stats_seen: list[dict[str, Any]] = []
         options = {"threads": p.threads, "batch_size": p.batch_size, "meta": model.meta.as_dict(),
@@ -127,20 +165,16 @@ class RuntimeNode(Node):
         ctx.progress(0.05, f"opening {self.runtime}")
         session = _open(self, model, options, target if remote else None, ctx, stats_seen)
         try:
-            record = self._measure(ctx, session, model, dataset, x, y, target, remote, stats_seen)
+            return self._measure(ctx, session, model, dataset, x, y, target, remote, stats_seen, gzip_bytes)
         finally:
             try:
                 session.close()
             except Exception as err:  # noqa: BLE001 - closing must not hide the measurement
                 ctx.warn(f"closing the {self.runtime} session failed: {err}")
-        path = ctx.workdir / "measurements.json"
-        record.save(path)
-        ctx.progress(1.0, "done")
-        return {"measurements": Measurements(path=path, runtime=self.runtime, summary=_summary(record))}
 
     def _measure(self, ctx: RunContext, session: Any, model: ModelArtifact, dataset: DatasetHandle,
                  x: np.ndarray, y: np.ndarray | None, target: TargetHandle | None,
-                 remote: bool, stats_seen: list[dict[str, Any]]) -> MeasurementsFile:
+                 remote: bool, stats_seen: list[dict[str, Any]], gzip_bytes: Any) -> MeasurementsFile:
         import numpy as np
         from heiti.engine.measurements import MeasurementsFile, TargetInfo
         from heiti.nodes.runtimes import measure
@@ -155,7 +189,7 @@ class RuntimeNode(Node):
             latency_windows,
             thin_latencies,
         )
-        from heiti.nodes.runtimes.modelfacts import model_facts, model_gzip_bytes, model_size_bytes
+        from heiti.nodes.runtimes.modelfacts import model_facts, model_size_bytes
         from heiti.nodes.runtimes.outputs import class_scores, keep_outputs, model_task
 
         p = self.params
@@ -174,6 +208,7 @@ class RuntimeNode(Node):
                 raise NodeError(f"{self.runtime} cannot take the dataset's inputs {list(batch.shape)}: {err}") from err
             pre_ns[i] = time.perf_counter_ns() - t
         del batches
+        gzipped = gzip_bytes()  # nothing of this node's own runs beside the timed calls either
 
         device_ms: list[float] = []  # one per timed call, every pass
         after_call = None
@@ -204,7 +239,7 @@ class RuntimeNode(Node):
             node=ctx.node_id, runtime=self.runtime, label=p.label or ctx.node_id,
             model_format=model.model_format, model_path=str(model.path),
             model_size_bytes=model_size_bytes(model.path), task=model_task(model.meta, dataset.task),
-            model_gzip_bytes=model_gzip_bytes(model.path), model_meta=model_facts(model.meta.as_dict()),
+            model_gzip_bytes=gzipped, model_meta=model_facts(model.meta.as_dict()),
             dataset={"name": dataset.meta.get("name", Path(dataset.path).stem), "split": p.split,
                      "samples": n_samples, "input_shape": list(x.shape[1:]), "class_names": dataset.class_names},
             options={**p.model_dump(), **self.session_options()},
@@ -261,6 +296,14 @@ class RuntimeNode(Node):
 
 
 # --- helpers ---------------------------------------------------------------------------------------
+def gzip_bytes_wait(gzip_bytes: Any) -> None:
+    """Let the background gzip finish (its errors do not matter once the node fails anyway)."""
+    try:
+        gzip_bytes()
+    except Exception:  # noqa: BLE001, S110 - the node's own error is the one to report
+        pass
+
+
 def _load_split(dataset: DatasetHandle, split: str, max_samples: int) -> tuple[np.ndarray, np.ndarray | None]:
     import numpy as np
 
@@ -450,6 +493,7 @@ class LiteRTRun(RuntimeNode):
     session = f"{BACKENDS}.litert:LiteRTSession"
     probe = "ai_edge_litert"
     warm_imports = ("ai_edge_litert.interpreter",)
+    likely_layout = "NHWC"
     dists = ("ai-edge-litert",)
     colours = {"tflite": "#f29d38"}
 
@@ -520,6 +564,7 @@ class KerasRun(RuntimeNode):
     session = f"{BACKENDS}.keras:KerasSession"
     probe = "keras"
     warm_imports = ("heiti.nodes.keras_env:import_keras",)
+    likely_layout = "NHWC"
     dists = ("keras", "tensorflow-cpu", "tensorflow")
     colours = {"keras": "#e0533d"}
 

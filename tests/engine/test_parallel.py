@@ -236,3 +236,25 @@ def test_the_second_child_of_a_running_node_is_warmed_in_the_other_worker(preg, 
     _start, _end, pid, before, imported_at = result.outputs["second"]["out"].value
     assert before and imported_at < slow[1]  # imported while its parent still ran
     assert pid != slow[2]
+
+
+def test_a_waiting_node_prepares_ahead_with_the_inputs_it_has_in_the_worker_that_then_runs_it(preg, tmp_path):
+    g = Graph(name="prep")
+    g.add_node("ptest.stamp", "early", {"delay": 0.0})
+    g.add_node("ptest.stamp", "slow", {"delay": 1.5})
+    g.add_node("ptest.stamp", "next", {"delay": 0.1})
+    g.add_node("ptest.prep", "prep", {"delay": 0.1})
+    g.connect(("early", "out"), ("prep", "data"))
+    g.connect(("slow", "out"), ("next", "x"))
+    g.connect(("next", "out"), ("prep", "x"))
+    events = []
+    result = _run(preg, g, tmp_path, "r", jobs=2, use_cache=False, events=events)
+    assert result.status == "ok", result.errors
+    start, _end, pid, prepared = result.outputs["prep"]["out"].value
+    slow = result.outputs["slow"]["out"].value
+    assert prepared is not None, "prepare_ahead never ran in the worker that ran the node"
+    assert prepared["ports"] == ["data"]  # only what was there: `x` was still being made
+    assert prepared["data"] == result.outputs["early"]["out"].value
+    assert prepared["pid"] == pid != slow[2]
+    assert prepared["at"] < slow[1] < start
+    assert any(e.type == "node_log" and e.node == "prep" and "inputs prepared ahead" in e.message for e in events)

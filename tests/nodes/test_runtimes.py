@@ -319,3 +319,41 @@ def test_cancel_stops_the_loop(tiny, registry, tmp_path):
     assert result.status == "cancelled"
     assert seen and max(seen) < 60_000 - 1
     assert not (tmp_path / "run" / "measurements" / "ort.json").exists()
+
+
+def test_data_prepared_ahead_is_taken_once_and_only_for_the_same_file(tiny, registry, tmp_path):
+    """prepare_ahead (a worker does it while the node waits for its model) holds the split; the run
+    takes it instead of reading the file — shown by blanking the held copy — unless the file changed."""
+    import os
+    import shutil
+
+    from heiti.nodes.runtimes import OnnxRuntimeRun, ahead
+
+    data_path = tmp_path / "digits.npz"
+    shutil.copyfile(tiny.dataset, data_path)
+    params = {**FAST, "max_samples": 30}
+    graph = _graph(tiny, {"ort": ("runtime.onnxruntime", "onnx", {}, params)}, dataset=data_path)
+    handle = DatasetHandle(path=str(data_path), class_names=tiny.class_names, input_shape=[1, 8, 8])
+
+    def predicted_columns(name: str) -> int:
+        result, _ = _run(registry, graph, tmp_path, name=name, cache=False)
+        assert result.status == "ok", result.errors
+        cm = np.array(read_measurements(tmp_path / name / "measurements" / "ort.json").data.classification.confusion_matrix)
+        assert cm.sum() == 30
+        return int((cm.sum(axis=0) > 0).sum())
+
+    OnnxRuntimeRun.prepare_ahead(OnnxRuntimeRun.Params(**params), {"dataset": handle})
+    assert ahead.held() == 1
+    x, _y, layout = next(iter(ahead._held.values()))
+    assert layout == "NCHW" and x.shape[0] == 30
+    x[:] = 0.0  # every sample the same: one predicted class if, and only if, the run used this copy
+    assert predicted_columns("held") == 1
+    assert ahead.held() == 0  # handed over once
+    assert predicted_columns("read") > 1  # read from the file again
+
+    OnnxRuntimeRun.prepare_ahead(OnnxRuntimeRun.Params(**params), {"dataset": handle})
+    next(iter(ahead._held.values()))[0][:] = 0.0
+    st = os.stat(data_path)
+    os.utime(data_path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))  # the file changed since
+    assert predicted_columns("changed") > 1
+    assert ahead.held() == 0

@@ -6,9 +6,11 @@ small (dpi 100) so that a report over many runtimes renders in seconds.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import io
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -46,12 +48,55 @@ def _png(fig: Any) -> bytes:
     return buf.getvalue()
 
 
+class Pending(bytes):
+    """A figure not drawn yet (while `deferred()` collects the plot calls): empty bytes until
+    `deferred` hands each its PNG; `render` writes the figures only after that."""
+
+    call: Callable[[], bytes]
+
+
+_collecting: list[list[Pending]] = []
+
+
+@contextlib.contextmanager
+def deferred() -> Iterator[list[Pending]]:
+    """Within this block the plot functions return `Pending` placeholders and draw nothing; the
+    list they fill is drawn at once (nodes.reports.drawing) by `draw_pending`."""
+    pending: list[Pending] = []
+    _collecting.append(pending)
+    try:
+        yield pending
+    finally:
+        _collecting.remove(pending)
+
+
+def draw_pending(pending: list[Pending]) -> dict[int, bytes | None]:
+    """PNG bytes of each pending figure (None if it failed), keyed by the placeholder's id()."""
+    from heiti.nodes.reports.drawing import draw_all
+
+    return {id(p): png for p, png in zip(pending, draw_all([p.call for p in pending]), strict=True)}
+
+
+def _deferrable(plot: Callable[..., bytes]) -> Callable[..., bytes]:
+    @functools.wraps(plot)
+    def maybe_later(*args: Any, **kwargs: Any) -> bytes:
+        if not _collecting:
+            return plot(*args, **kwargs)
+        placeholder = Pending()
+        placeholder.call = functools.partial(plot, *args, **kwargs)
+        _collecting[-1].append(placeholder)
+        return placeholder
+
+    return maybe_later
+
+
 def _log_scale_wanted(values: Sequence[float]) -> bool:
     positive = [v for v in values if v and v > 0]
     return len(positive) > 1 and max(positive) / min(positive) > 20
 
 
 # --- comparison ---------------------------------------------------------------------------------
+@_deferrable
 def bubble_chart(points: list[dict[str, Any]], quality_name: str, floor: float | None,
                  statistic: str = "mean") -> bytes:
     """Quality (y) against latency (x, the mean or median); bubble area proportional to model size.
@@ -92,6 +137,7 @@ def bubble_chart(points: list[dict[str, Any]], quality_name: str, floor: float |
         return _png(fig)
 
 
+@_deferrable
 def violins(series: list[dict[str, Any]]) -> bytes:
     """Horizontal violins of per-inference latency, one per runtime (top = first)."""
     with _style():
@@ -143,6 +189,7 @@ def _thin(values: np.ndarray, limit: int = 4000) -> np.ndarray:
     return np.sort(values)[:: math.ceil(values.size / limit)]
 
 
+@_deferrable
 def histograms(series: list[dict[str, Any]]) -> bytes:
     """Small multiples: one latency histogram per runtime, with mean and p99 marked."""
     n = len(series)
@@ -177,6 +224,7 @@ def histograms(series: list[dict[str, Any]]) -> bytes:
         return _png(fig)
 
 
+@_deferrable
 def latency_over_calls(series: list[dict[str, Any]]) -> bytes:
     """Each runtime's latency call after call (a running median over a few calls, raw calls as dots):
     shows warm-up, drift, throttling and bursts of interference that a histogram hides.
@@ -213,6 +261,7 @@ def latency_over_calls(series: list[dict[str, Any]]) -> bytes:
         return _png(fig)
 
 
+@_deferrable
 def timelines(panels: list[tuple[str, str, list[dict[str, Any]]]]) -> bytes:
     """Stacked panels (title, y label, series of {label, t, values, color}) sharing the time axis."""
     with _style():
@@ -232,6 +281,7 @@ def timelines(panels: list[tuple[str, str, list[dict[str, Any]]]]) -> bytes:
 
 
 # --- quality --------------------------------------------------------------------------------------
+@_deferrable
 def confusion(matrix: Sequence[Sequence[int]], class_names: Sequence[str]) -> bytes:
     """Counts and row-normalised (sensitivity on the diagonal) side by side."""
     m = np.asarray(matrix, dtype=float)
@@ -267,6 +317,7 @@ def confusion(matrix: Sequence[Sequence[int]], class_names: Sequence[str]) -> by
         return _png(fig)
 
 
+@_deferrable
 def pr_curves(curves: dict[str, dict[str, list[float]]], ap: dict[str, float]) -> bytes:
     """Precision against recall per class at IoU 0.5, with each class's AP in the legend."""
     with _style():
@@ -285,6 +336,7 @@ def pr_curves(curves: dict[str, dict[str, list[float]]], ap: dict[str, float]) -
         return _png(fig)
 
 
+@_deferrable
 def map_vs_threshold(series: list[dict[str, Any]]) -> bytes:
     """mAP@0.5 against the score threshold per runtime and, when the file has it, F1 (with precision
     and recall) beside it; the dot marks each runtime's operating threshold (`best`)."""
@@ -325,6 +377,7 @@ def map_vs_threshold(series: list[dict[str, Any]]) -> bytes:
         return _png(fig)
 
 
+@_deferrable
 def grouped_bars(groups: list[str], series: list[dict[str, Any]], ylabel: str, title: str) -> bytes:
     """Bars per group (e.g. class), one bar per series (runtime) in its colour."""
     n = max(len(series), 1)
@@ -354,6 +407,7 @@ STATE_EDGES = {"done": "#16a34a", "cached": "#0284c7", "failed": "#dc2626", "ski
                "cancelled": "#9ca3af"}
 
 
+@_deferrable
 def graph_picture(nodes: list[dict[str, Any]], edges: list[tuple[str, str]], states: dict[str, str]) -> bytes:
     """Nodes layered left to right by topological generation; arrows for wires; border = state."""
     import networkx as nx

@@ -120,14 +120,33 @@ def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_.") or "item"
 
 
+def _sections_drawn_at_once(report: Report) -> list[Section]:
+    """The sections, their figures drawn all at once (nodes.reports.drawing) once every section
+    has said what to draw. If a figure fails, the sections are built again the ordinary way, so
+    the failure costs its section a note, as it always did."""
+    from heiti.nodes.reports import plots
+    from heiti.nodes.reports.sections import build_sections
+
+    with plots.deferred() as pending:
+        sections = build_sections(report)
+    pngs = plots.draw_pending(pending)
+    figures = [f for f in _figures(sections) if isinstance(f.png, plots.Pending)]
+    if any(pngs.get(id(f.png)) is None for f in figures):
+        return build_sections(report)
+    for figure in figures:
+        figure.png = pngs[id(figure.png)]  # type: ignore[assignment]
+    return sections
+
+
+def _figures(sections: list[Section]) -> list[Figure]:
+    return [block for section in sections for block in section.walk() if isinstance(block, Figure)]
+
+
 def _name_figures(sections: list[Section]) -> list[Figure]:
-    figures, taken = [], set()
-    for section in sections:
-        for block in section.walk():
-            if isinstance(block, Figure):
-                block.name = _unique(slug(block.name), taken)
-                taken.add(block.name)
-                figures.append(block)
+    figures, taken = _figures(sections), set()
+    for figure in figures:
+        figure.name = _unique(slug(figure.name), taken)
+        taken.add(figure.name)
     return figures
 
 
@@ -144,13 +163,12 @@ def _environment():
 
 def render(report: Report, out_html: Path, sections: list[Section] | None = None) -> Rendered:
     """Write the HTML page, its Markdown twin, the PNGs and copies of the raw measurements."""
-    from heiti.nodes.reports.sections import build_sections
-
     started = time.perf_counter()
     out_html = Path(out_html)
     out_html.parent.mkdir(parents=True, exist_ok=True)
     files = out_html.with_name(out_html.stem + "_files")
-    sections = sections if sections is not None else build_sections(report)
+    if sections is None:
+        sections = _sections_drawn_at_once(report)
     figures = _name_figures(sections)
 
     if files.exists():

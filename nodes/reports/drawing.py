@@ -1,0 +1,123 @@
+"""The report's figures drawn at the same time, in forked copies of the process.
+
+A report's figures are independent, each a second or less of matplotlib on one core (the demo's
+eleven: 4.9 s one after the other). matplotlib is not thread-safe, so they are drawn in processes:
+`render` collects the plot calls (`plots.deferred`), and `draw_all` forks helpers (up to the cores
+this process may use) that share the calls by taking figure numbers from one pipe, and send back
+PNG bytes only (through a temporary file) — nothing is pickled. The parent draws too, and draws
+again a figure a helper could not deliver; a figure that fails is None, and `render` then builds
+the sections the ordinary way, so the error is handled (and shown) as it always was.
+
+Forking is only done from a single-threaded process (a Heiti worker, the CLI); in the editor the
+report runs on a thread beside Qt, and the figures are drawn one after the other there.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import tempfile
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
+
+_HEADER = struct.Struct("<iq")  # figure number, PNG length (-1: failed)
+_TOKEN = struct.Struct("<i")
+_MAX_FIGURES = 4096  # their numbers fit a pipe's buffer, written before any helper reads
+
+
+def _helpers_wanted(count: int) -> int:
+    if count < 2 or count > _MAX_FIGURES or not hasattr(os, "fork"):
+        return 0
+    if threading.active_count() > 1 or threading.current_thread() is not threading.main_thread():
+        return 0  # forking beside other threads could copy a lock one of them holds
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cores = os.cpu_count() or 1
+    return max(0, min(cores, count) - 1)
+
+
+def draw_all(calls: Sequence[Callable[[], bytes]]) -> list[bytes | None]:
+    """Each call's PNG bytes, in order, drawn by this process and forked helpers at once; None
+    for a call that raised (the caller draws it again where its error is handled)."""
+    helpers = _helpers_wanted(len(calls))
+    if not helpers:
+        return [_try(call) for call in calls]
+    tokens_r, tokens_w = os.pipe()
+    os.write(tokens_w, b"".join(_TOKEN.pack(i) for i in range(len(calls))))  # well under a pipe's buffer
+    results: list[tuple[Any, int]] = []  # (the helper's file, its pid)
+    for _ in range(helpers):
+        # a file, not a pipe: a helper never waits for the parent to read (the parent is drawing too)
+        out = tempfile.TemporaryFile()
+        pid = os.fork()
+        if pid == 0:  # a helper: draw what it takes, write it, leave without running anything else
+            code = 0
+            try:
+                os.close(tokens_w)
+                _serve(calls, tokens_r, out.fileno())
+            except BaseException:  # noqa: BLE001 - the parent draws whatever did not arrive
+                code = 1
+            finally:
+                os._exit(code)
+        results.append((out, pid))
+    os.close(tokens_w)  # the helpers hold no write end either: an empty pipe now reads as the end
+    pngs: list[bytes | None] = [None] * len(calls)
+    try:
+        while token := _read_exactly(tokens_r, _TOKEN.size):
+            (index,) = _TOKEN.unpack(token)
+            pngs[index] = _try(calls[index])
+    finally:
+        os.close(tokens_r)
+        for out, pid in results:
+            os.waitpid(pid, 0)
+            out.seek(0)
+            _collect(out.fileno(), pngs)
+            out.close()
+    return [png if png is not None else _try(call) for png, call in zip(pngs, calls, strict=True)]
+
+
+def _try(call: Callable[[], bytes]) -> bytes | None:
+    try:
+        return call()
+    except Exception:  # noqa: BLE001 - reported as None: the caller redraws it the ordinary way
+        return None
+
+
+def _serve(calls: Sequence[Callable[[], bytes]], tokens: int, out: int) -> None:
+    while token := _read_exactly(tokens, _TOKEN.size):
+        (index,) = _TOKEN.unpack(token)
+        try:
+            png = calls[index]()
+        except Exception:  # noqa: BLE001 - the parent draws it again and shows the error
+            os.write(out, _HEADER.pack(index, -1))
+            continue
+        _write_all(out, _HEADER.pack(index, len(png)) + png)
+
+
+def _collect(fd: int, pngs: list[bytes | None]) -> None:
+    while header := _read_exactly(fd, _HEADER.size):
+        index, size = _HEADER.unpack(header)
+        if size < 0:
+            continue
+        data = _read_exactly(fd, size)
+        if len(data) == size:
+            pngs[index] = data
+
+
+def _read_exactly(fd: int, size: int) -> bytes:
+    """`size` bytes, or fewer at the end of the pipe (b"" when it was already over)."""
+    parts, got = [], 0
+    while got < size:
+        chunk = os.read(fd, size - got)
+        if not chunk:
+            break
+        parts.append(chunk)
+        got += len(chunk)
+    return b"".join(parts)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]

@@ -1,0 +1,101 @@
+"""The report's figures drawn at once in forked helpers: same pictures, every figure, failures
+handled as before, no fork beside other threads."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import pytest
+from heiti.nodes.reports import drawing
+from heiti.nodes.reports.render import render, report_from_runs
+
+from tests.report_samples import CLASSIFICATION_SPECS, write_sample_run
+
+CORES = len(os.sched_getaffinity(0))
+
+
+def _busy(tag: int, seconds: float = 0.15):
+    def call() -> bytes:
+        end = time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            pass
+        return f"{tag}:{os.getpid()};".encode() * 1000  # bigger than a pipe's buffer over a few calls
+
+    return call
+
+
+def _tag_pid(png: bytes) -> tuple[str, int]:
+    tag, pid = png.split(b";")[0].decode().split(":")
+    return tag, int(pid)
+
+
+@pytest.mark.skipif(CORES < 2, reason="one core: nothing to share")
+def test_calls_are_shared_with_a_helper_and_come_back_in_order():
+    pngs = drawing.draw_all([_busy(i) for i in range(8)])
+    assert [_tag_pid(png)[0] for png in pngs] == [str(i) for i in range(8)]
+    drawers = {_tag_pid(png)[1] for png in pngs}
+    assert os.getpid() in drawers and len(drawers) >= 2  # this process and at least one helper
+
+
+def test_a_failing_call_is_none_and_a_call_that_fails_only_in_a_helper_is_drawn_again():
+    parent = os.getpid()
+
+    def fails() -> bytes:
+        raise ValueError("bad data")
+
+    def fails_in_helpers() -> bytes:
+        if os.getpid() != parent:
+            raise RuntimeError("helper only")
+        return b"parent"
+
+    calls = [_busy(0), fails, *[fails_in_helpers] * 3, _busy(5)]
+    pngs = drawing.draw_all(calls)
+    assert pngs[1] is None
+    assert pngs[2:5] == [b"parent"] * 3
+    assert [_tag_pid(pngs[0])[0], _tag_pid(pngs[5])[0]] == ["0", "5"]
+
+
+def test_no_helper_is_forked_beside_another_thread():
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait)
+    other.start()
+    try:
+        pngs = drawing.draw_all([_busy(i, 0.01) for i in range(4)])
+    finally:
+        stop.set()
+        other.join()
+    assert {_tag_pid(png)[1] for png in pngs} == {os.getpid()}
+
+
+def test_the_report_shows_every_figure_drawn_as_one_after_the_other(tmp_path, monkeypatch):
+    write_sample_run(tmp_path / "run", CLASSIFICATION_SPECS, seed=2)
+    report = report_from_runs([tmp_path / "run"])
+    at_once = render(report, tmp_path / "a" / "report.html")
+    monkeypatch.setattr(drawing, "_helpers_wanted", lambda count: 0)
+    serial = render(report_from_runs([tmp_path / "run"]), tmp_path / "b" / "report.html")
+    names = sorted(p.name for p in at_once.files.glob("*.png"))
+    assert names == sorted(p.name for p in serial.files.glob("*.png"))
+    assert len(names) >= 8  # comparison, confusions, latency, resources, drift, ...
+    for name in names:
+        assert (at_once.files / name).read_bytes() == (serial.files / name).read_bytes(), name
+    html = at_once.html.read_text(encoding="utf-8")
+    assert html.count('src="data:image/png;base64,') == len(names)
+    assert "data:image/png;base64,\"" not in html  # no empty placeholder left
+
+
+def test_a_figure_that_fails_costs_its_section_a_note_as_before(tmp_path):
+    import json
+
+    from tests.report_samples import classification_measurements
+
+    run = tmp_path / "run"
+    write_sample_run(run, CLASSIFICATION_SPECS[:2])
+    broken = classification_measurements(CLASSIFICATION_SPECS[2]).model_dump(by_alias=True)
+    broken.update(node="broken", classification={"accuracy": 0.9, "confusion_matrix": [[3, 1], [2]]})
+    (run / "measurements" / "broken.json").write_text(json.dumps(broken))
+    rendered = render(report_from_runs([run]), tmp_path / "out" / "report.html")
+    html = rendered.html.read_text(encoding="utf-8")
+    assert "this section could not be drawn" in html
+    assert '<section id="latency">' in html and "latency_violins.png" in {p.name for p in rendered.files.glob("*.png")}

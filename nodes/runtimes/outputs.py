@@ -13,10 +13,12 @@ report node, where every branch meets, can compare runtimes output by output.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
 from heiti.engine.node import NodeError
+
+if TYPE_CHECKING:  # numpy loads when outputs are handled, not when `heiti run` validates a model file
+    import numpy as np
 
 TASKS = ("classification", "detection", "none")
 #: beyond this many classes the confusion matrix (classes² integers, written to JSON) is unreasonable
@@ -78,6 +80,8 @@ def classification_output_problem(outputs: list[dict[str, Any]]) -> str | None:
 
 
 def _is_int(dtype: Any) -> bool:
+    import numpy as np
+
     try:
         return np.issubdtype(np.dtype(str(dtype)), np.integer)
     except TypeError:
@@ -91,6 +95,8 @@ def class_scores(outputs: list[list[np.ndarray]], n_labels: int) -> np.ndarray:
     float outputs must be class vectors. Several outputs: the first one is scored. Raises a
     NodeError naming the shape otherwise — before anything of size classes² is allocated.
     """
+    import numpy as np
+
     if not outputs or not outputs[0]:
         raise NodeError("the model returned no outputs to score")
     first = [np.asarray(sample[0]) for sample in outputs]
@@ -125,6 +131,8 @@ def save_outputs(path: Path, outputs: list[list[np.ndarray]], max_bytes: int = M
     """Write per-sample outputs to an .npz: `o<k>` stacks output k over samples (a new axis 0)
     when its shape is the same for every sample, else `o<k>_<i>` per sample. Keeps the first
     samples that fit in `max_bytes`; returns how many samples were written."""
+    import numpy as np
+
     per_sample = [sum(np.asarray(a).nbytes for a in sample) for sample in outputs]
     kept = 0
     total = 0
@@ -147,6 +155,8 @@ def save_outputs(path: Path, outputs: list[list[np.ndarray]], max_bytes: int = M
 
 def load_outputs(path: Path) -> list[list[np.ndarray]]:
     """Per-sample outputs as written by `save_outputs` (no pickle)."""
+    import numpy as np
+
     with np.load(path, allow_pickle=False) as data:
         n = int(data["n"])
         keys = set(data.files) - {"n"}

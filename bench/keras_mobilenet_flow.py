@@ -74,20 +74,24 @@ def main() -> None:
             timeline(run / "events.jsonl")
 
 
-def timeline(events: Path) -> None:
-    """Start and end of each node, in seconds from the run's start: where the time went."""
+def timeline(events: Path, steps: bool = True) -> None:
+    """Start and end of each node, in seconds from the run's start: where the time went; with
+    `steps`, the steps inside (the converter's phases, the runtime's progress, work made ahead)."""
     if not events.exists():
         return
     lines = [json.loads(line) for line in events.read_text().splitlines() if line.strip()]
     t0, started = lines[0]["t"], {}
     for e in lines:
+        message = e.get("message", "")
         if e["type"] == "node_started":
             started[e["node"]] = e["t"] - t0
         elif e["type"] in ("node_finished", "node_failed", "node_cached"):
-            print(f"    {e['node']:10s} {started.get(e['node'], 0.0):6.1f} → {e['t'] - t0:6.1f} s  {e['type'][5:]}")
-        elif e["type"] == "node_log" and "ahead" in e.get("message", ""):
-            print(f"    {e['node']:10s}        {e['t'] - t0:6.1f} s  {e['message']}")
-    print(f"    (run_finished at {lines[-1]['t'] - t0:.1f} s)")
+            print(f"    {e['node']:10s} {started.get(e['node'], 0.0):6.2f} → {e['t'] - t0:6.2f} s  {e['type'][5:]}")
+        elif e["type"] == "node_log" and ("ahead" in message or (steps and "phases" in message)):
+            print(f"    {e['node']:10s}          {e['t'] - t0:6.2f} s  {message}")
+        elif steps and e["type"] == "node_progress" and not message.endswith(" calls"):
+            print(f"    {e['node']:10s}          {e['t'] - t0:6.2f} s  {message}")
+    print(f"    (run_finished at {lines[-1]['t'] - t0:.2f} s)")
 
 
 if __name__ == "__main__":

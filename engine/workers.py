@@ -326,7 +326,7 @@ class ProcessLauncher:
 
     def _retire(self, worker: Worker) -> None:
         self.workers.remove(worker)
-        worker.conn.close()  # the worker's loop ends on end-of-file
+        worker.conn.close()  # the worker's loop ends on end-of-file (closing twice is harmless)
         worker.process.join(timeout=5)
         if worker.process.is_alive():
             worker.process.kill()
@@ -499,6 +499,8 @@ class ProcessLauncher:
         for worker in self.workers:
             if worker.warming is not None and worker.process.is_alive():
                 worker.process.kill()
+        for worker in self.workers:  # all told at once: they give their memory back side by side
+            worker.conn.close()
         for worker in list(self.workers):
             self._retire(worker)
         self.running.clear()

@@ -225,9 +225,16 @@ class KerasToOnnx(Node):
         path = ctx.workdir / "model.onnx"
         ctx.progress(0.3, "tracing and converting")
         rank4 = len(spec.shape) == 4
-        proto = tf_function_to_onnx(function, spec, p.opset, [f"{name}:0"] if p.nchw_input and rank4 else None)
+        loaded = time.perf_counter()
+        phases: dict[str, float] = {}
+        proto = tf_function_to_onnx(function, spec, p.opset, [f"{name}:0"] if p.nchw_input and rank4 else None,
+                                    phases=phases)
+        converted = time.perf_counter()
         onnx.save(proto, str(path))
         onnx.checker.check_model(proto)
+        ctx.log("keras_to_onnx phases: " + ", ".join(
+            f"{k} {v:.2f} s" for k, v in {"load": loaded - t0, **phases, "save+check": time.perf_counter() - converted}.items()),
+            level="debug")
         inputs, outputs = onnx_io(proto)
         layout = "NCHW" if p.nchw_input and rank4 else (model.meta.layout or "NHWC")
         art = _artifact(model, ctx, self.kind, t0, path, "onnx", inputs, outputs, layout=layout,

@@ -30,8 +30,14 @@ _TRACE_ATTRS = ("_user_specified_name", "_has_manual_control_dependencies")
 
 
 def tf_function_to_onnx(function: Any, spec: Any, opset: int, inputs_as_nchw: list[str] | None,
-                        shortcuts: bool = True) -> Any:
-    """The ONNX ModelProto of a tf.function with one input, converted by tf2onnx."""
+                        shortcuts: bool = True, phases: dict[str, float] | None = None) -> Any:
+    """The ONNX ModelProto of a tf.function with one input, converted by tf2onnx.
+
+    `phases`, if given, receives the seconds of each step with the shortcuts: trace, freeze,
+    grappler, optimizers and the rest of tf2onnx (its TF -> ONNX graph translation).
+    """
+    import time
+
     import tf2onnx
 
     def convert() -> Any:
@@ -40,33 +46,59 @@ def tf_function_to_onnx(function: Any, spec: Any, opset: int, inputs_as_nchw: li
 
     if not shortcuts:
         return convert()
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
     try:
-        with _shortcuts():
-            return convert()
+        function.get_concrete_function(spec)  # traced once here (timed), tf2onnx then finds it traced
+        timings["trace"] = time.perf_counter() - started
+        with _shortcuts(timings):
+            proto = convert()
     except Exception:  # noqa: BLE001 - a shortcut that does not fit this graph: the plain way decides
         return convert()
+    total = time.perf_counter() - started
+    if phases is not None:
+        phases.update(timings)
+        phases["tf2onnx_rest"] = total - sum(timings.values())
+    return proto
 
 
 @contextlib.contextmanager
-def _shortcuts() -> Iterator[None]:
+def _shortcuts(timings: dict[str, float]) -> Iterator[None]:
     from tf2onnx import tf_loader
     from tf2onnx.optimizer.optimizer_base import GraphOptimizerBase
 
     saved_env = os.environ.get("TF2ONNX_CATCH_ERRORS")
     saved_freeze = tf_loader.convert_variables_to_constants_v2
     saved_optimize = GraphOptimizerBase.optimize
+    saved_grappler = tf_loader.tf_optimize
     os.environ["TF2ONNX_CATCH_ERRORS"] = "false"
-    tf_loader.convert_variables_to_constants_v2 = _freeze
-    GraphOptimizerBase.optimize = _deferring(saved_optimize)
+    tf_loader.convert_variables_to_constants_v2 = _timed(_freeze, timings, "freeze")
+    tf_loader.tf_optimize = _timed(saved_grappler, timings, "grappler")
+    GraphOptimizerBase.optimize = _timed(_deferring(saved_optimize), timings, "optimizers")
     try:
         yield
     finally:
         GraphOptimizerBase.optimize = saved_optimize
+        tf_loader.tf_optimize = saved_grappler
         tf_loader.convert_variables_to_constants_v2 = saved_freeze
         if saved_env is None:
             os.environ.pop("TF2ONNX_CATCH_ERRORS", None)
         else:
             os.environ["TF2ONNX_CATCH_ERRORS"] = saved_env
+
+
+def _timed(function: Any, timings: dict[str, float], name: str) -> Any:
+    import time
+
+    def timed(*args: Any, **kwargs: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return function(*args, **kwargs)
+        finally:
+            timings[name] = timings.get(name, 0.0) + time.perf_counter() - started
+
+    timed.__module__ = __name__
+    return timed
 
 
 def _deferring(optimize: Any) -> Any:

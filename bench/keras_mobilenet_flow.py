@@ -7,7 +7,7 @@ saved as .keras, and 200 random 224×224×3 images in an .npz, both made in a se
 before the clock starts. Timed: `heiti run --jobs N --no-cache` from start to exit; the heiti
 process's peak RSS is sampled every 50 ms.
 
-    .venv/bin/python bench/keras_mobilenet_flow.py [--jobs 2] [--inferences 200] [--compare]
+    .venv/bin/python bench/keras_mobilenet_flow.py [--jobs 2] [--inferences 200] [--compare] [--runs 5] [--steps]
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -57,6 +58,8 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--inferences", type=int, default=200)
     parser.add_argument("--compare", action="store_true", help="also run --jobs 1 on the same files")
+    parser.add_argument("--runs", type=int, default=1, help="timed runs of each --jobs (median and best printed)")
+    parser.add_argument("--steps", action="store_true", help="print the steps inside each node too")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="heiti-bench-mobilenet-") as tmp:
         folder = Path(tmp)
@@ -67,14 +70,21 @@ def main() -> None:
         path.write_text(json.dumps(graph(folder, args.inferences)))
         print(f"model and images built; {os.cpu_count()} cores; {load()}", flush=True)
         for jobs in [args.jobs, *([1] if args.compare and args.jobs != 1 else [])]:
-            run = folder / f"run-j{jobs}"
-            seconds, peak_mb, code = timed_run(path, run, ["--jobs", str(jobs), "--no-cache"])
-            print(f"heiti run --jobs {jobs}: {seconds:.2f} s (goal <= 13.4 s; Kenning 26.9 s → "
-                  f"{seconds / 26.9:.2f}×), heiti process peak {peak_mb:.0f} MB (goal <= 600), exit {code}   ({load()})")
-            timeline(run / "events.jsonl")
+            times = []
+            for i in range(args.runs):
+                run = folder / f"run-j{jobs}-{i}"
+                seconds, peak_mb, code = timed_run(path, run, ["--jobs", str(jobs), "--no-cache"])
+                times.append(seconds)
+                print(f"heiti run --jobs {jobs}: {seconds:.2f} s (goal <= 13.4 s; Kenning 26.9 s → "
+                      f"{seconds / 26.9:.2f}×), heiti process peak {peak_mb:.0f} MB (goal <= 600), exit {code}   "
+                      f"({load()})", flush=True)
+                timeline(run / "events.jsonl", steps=args.steps)
+            if len(times) > 1:
+                print(f"--jobs {jobs}, {len(times)} runs: median {statistics.median(times):.2f} s, best {min(times):.2f} s, "
+                      f"worst {max(times):.2f} s", flush=True)
 
 
-def timeline(events: Path, steps: bool = True) -> None:
+def timeline(events: Path, steps: bool = False) -> None:
     """Start and end of each node, in seconds from the run's start: where the time went; with
     `steps`, the steps inside (the converter's phases, the runtime's progress, work made ahead)."""
     if not events.exists():

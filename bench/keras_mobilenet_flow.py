@@ -7,7 +7,7 @@ saved as .keras, and 200 random 224×224×3 images in an .npz, both made in a se
 before the clock starts. Timed: `heiti run --jobs N --no-cache` from start to exit; the heiti
 process's peak RSS is sampled every 50 ms.
 
-    .venv/bin/python bench/keras_mobilenet_flow.py [--jobs 2] [--inferences 200] [--compare] [--runs 5] [--steps]
+    .venv/bin/python bench/keras_mobilenet_flow.py [--jobs 2] [--inferences 200] [--compare] [--runs 5] [--steps] [--cached]
 """
 
 from __future__ import annotations
@@ -60,6 +60,8 @@ def main() -> None:
     parser.add_argument("--compare", action="store_true", help="also run --jobs 1 on the same files")
     parser.add_argument("--runs", type=int, default=1, help="timed runs of each --jobs (median and best printed)")
     parser.add_argument("--steps", action="store_true", help="print the steps inside each node too")
+    parser.add_argument("--cached", action="store_true",
+                        help="also a run that fills a cache and a re-run served by it (the share of a full run)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="heiti-bench-mobilenet-") as tmp:
         folder = Path(tmp)
@@ -82,6 +84,12 @@ def main() -> None:
             if len(times) > 1:
                 print(f"--jobs {jobs}, {len(times)} runs: median {statistics.median(times):.2f} s, best {min(times):.2f} s, "
                       f"worst {max(times):.2f} s", flush=True)
+        if args.cached:
+            cache = ["--jobs", str(args.jobs), "--cache", str(folder / "cache")]
+            full, _, _ = timed_run(path, folder / "run-fill", cache)
+            again, _, code = timed_run(path, folder / "run-cached", cache)
+            print(f"cache filled in {full:.2f} s; cached re-run {again:.2f} s = {again / full:.1%} of it "
+                  f"(goal <= 5%), exit {code}   ({load()})", flush=True)
 
 
 def timeline(events: Path, steps: bool = False) -> None:

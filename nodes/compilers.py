@@ -245,6 +245,7 @@ class TVMCompile(Node):
 
     def _schedule(self, ctx: Any, mod: Any, target: Any, tuning: bool) -> tuple[Any, dict[str, Any]]:
         """Fused TIR with a schedule per function: default (heuristic), tuned records first when tuning."""
+        from heiti.nodes import tvm_pipeline
         from heiti.nodes import tvm_schedule as ts
 
         p = self.params
@@ -252,9 +253,11 @@ class TVMCompile(Node):
         if p.schedule == "none" and not tuning:
             return mod, info  # tvm.compile's default pipeline: legalize, fuse, no schedule
         ctx.progress(0.2, "preparing (layout, constants, fusion)")
-        mod = ts.prepare(mod, target, p.layout)
+        leftovers = tvm_pipeline.LeftoverStats()
+        mod = ts.prepare(mod, target, p.layout, stats=leftovers)
         database, stats = ts.default_schedule_database(mod, target)
-        info.update(tasks=stats.tasks, scheduled=stats.scheduled, schedule_s=round(stats.seconds, 3))
+        info.update(tasks=stats.tasks, scheduled=stats.scheduled, schedule_s=round(stats.seconds, 3),
+                    rewritten=leftovers.as_dict())
         if stats.failed:
             info["unscheduled"] = stats.failed[:20]
             ctx.log(f"no default schedule for {len(stats.failed)} function(s): {', '.join(stats.failed[:5])}", "warning")

@@ -103,6 +103,7 @@ def test_block_compiled_by_the_node_agrees_with_onnxruntime(block, tmp_path):
                           outputs=[{"name": "y", "shape": [1, 10], "dtype": "float32"}])
     built = TVMCompile({}).run(Ctx(tmp_path), model=model)["model"]
     assert built.meta["tvm_schedule"]["scheduled"] == built.meta["tvm_schedule"]["tasks"]
+    assert built.meta["tvm_schedule"]["rewritten"] == {"clips": 4, "pads": 1}
     session = ort.InferenceSession(str(block), providers=["CPUExecutionProvider"])
     x = np.random.default_rng(1).standard_normal(SHAPE, dtype=np.float32)
     for threads in (1, 2):

@@ -10,6 +10,7 @@ import contextlib
 import functools
 import io
 import math
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -55,36 +56,49 @@ class Pending(bytes):
     call: Callable[[], bytes]
 
 
-_collecting: list[list[Pending]] = []
+_local = threading.local()  # what this thread collects: another thread's plots are drawn at once
+
+
+def _collecting() -> list[list[Pending]]:
+    if not hasattr(_local, "stack"):
+        _local.stack = []
+    return _local.stack  # type: ignore[no-any-return]
 
 
 @contextlib.contextmanager
 def deferred() -> Iterator[list[Pending]]:
-    """Within this block the plot functions return `Pending` placeholders and draw nothing; the
-    list they fill is drawn at once (nodes.reports.drawing) by `draw_pending`."""
+    """Within this block the plot functions called by this thread return `Pending` placeholders
+    and draw nothing; the list they fill is drawn at once (nodes.reports.drawing) by `draw_pending`."""
     pending: list[Pending] = []
-    _collecting.append(pending)
+    _collecting().append(pending)
     try:
         yield pending
     finally:
-        _collecting.remove(pending)
+        _collecting().remove(pending)
+
+
+#: rough relative cost of a figure (measured on the demo report): the costly ones are handed out
+#: first, so that no process is left drawing a big one alone at the end
+_COST = {"graph_picture": 3, "histograms": 3, "timelines": 2, "latency_over_calls": 2, "violins": 2}
 
 
 def draw_pending(pending: list[Pending]) -> dict[int, bytes | None]:
     """PNG bytes of each pending figure (None if it failed), keyed by the placeholder's id()."""
     from heiti.nodes.reports.drawing import draw_all
 
-    return {id(p): png for p, png in zip(pending, draw_all([p.call for p in pending]), strict=True)}
+    order = sorted(pending, key=lambda p: -_COST.get(p.call.func.__name__, 1))  # stable: page order within a cost
+    return {id(p): png for p, png in zip(order, draw_all([p.call for p in order]), strict=True)}
 
 
 def _deferrable(plot: Callable[..., bytes]) -> Callable[..., bytes]:
     @functools.wraps(plot)
     def maybe_later(*args: Any, **kwargs: Any) -> bytes:
-        if not _collecting:
+        stack = _collecting()
+        if not stack:
             return plot(*args, **kwargs)
         placeholder = Pending()
         placeholder.call = functools.partial(plot, *args, **kwargs)
-        _collecting[-1].append(placeholder)
+        stack[-1].append(placeholder)
         return placeholder
 
     return maybe_later

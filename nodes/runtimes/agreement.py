@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
 from heiti.engine.measurements import Agreement
+
+if TYPE_CHECKING:  # numpy loads when outputs are compared, not when a cached report is published
+    import numpy as np
 
 #: runtimes that run the model in the framework it was written in (the preferred reference)
 NATIVE = ("torch", "keras")
@@ -62,6 +64,8 @@ def outputs_path(entry: Any) -> Path | None:
 def compare_outputs(out: list[list[np.ndarray]], ref: list[list[np.ndarray]], *, classes: bool,
                     tolerance: float = DEFAULT_TOLERANCE, reference: str = "") -> Agreement:
     """Agreement of per-sample outputs `out` with `ref` (the first min(len) samples of each)."""
+    import numpy as np
+
     n = min(len(out), len(ref))
     agreement = Agreement(reference=reference, samples=n)
     if n == 0:
@@ -116,6 +120,8 @@ def compare_outputs(out: list[list[np.ndarray]], ref: list[list[np.ndarray]], *,
 
 def _cosine(x: np.ndarray, y: np.ndarray) -> float | None:
     """Cosine similarity; None when exactly one side is all zeros (no direction to compare)."""
+    import numpy as np
+
     nx, ny = float(np.linalg.norm(x)), float(np.linalg.norm(y))
     if nx == 0 or ny == 0:
         return 1.0 if nx == ny else None
@@ -123,6 +129,7 @@ def _cosine(x: np.ndarray, y: np.ndarray) -> float | None:
 
 
 def _is_class_output(entry: Any, sample: list[np.ndarray]) -> bool:
+    import numpy as np
     from heiti.nodes.runtimes.outputs import class_count
 
     if entry.data.task != "classification" or not sample:

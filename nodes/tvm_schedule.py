@@ -93,19 +93,20 @@ class TileHeuristic:
     def register_tile(self, extents: list[int]) -> dict[int, int]:
         """{position in `extents`: inner tile} for the moving spatial axes, the last one vectorised.
 
-        The largest output tile of vectors x pixels that fits the accumulator budget: enough
-        independent FMA chains to hide the FMA latency (2 pipes x 4 cycles on Zen 3: 8 chains).
-        The vector tile grows to several vectors where the pixel axes cannot: on a 7x7 map the
-        former "<= 2 vectors, then pixels" rule left a 2-vector x 1-pixel tile (2 chains, latency
-        bound: 13 GFLOP/s on MobileNetV2's last 1x1 convs); now 8 vectors x 1 pixel. A budget of
-        14 accumulators (7 pixels x 2 vectors) measured slower on most of MobileNetV2's tasks:
-        the tile accumulates in the output buffer, and LLVM keeps only small tiles in registers.
+        A tile of vectors x pixels within the accumulator budget with enough independent FMA
+        chains to hide the FMA latency (2 pipes x 4 cycles on Zen 3: 8), and among those near
+        the most the extents allow (>= 3/4) the fewest loads per FMA. The vector tile grows to
+        several vectors where the pixel axes cannot: on a 7x7 map the former "<= 2 vectors, then
+        pixels" rule left a 2-vector x 1-pixel tile (2 chains, latency bound: 13 GFLOP/s on
+        MobileNetV2's last 1x1 convs); now 8 vectors x 1 pixel. A budget of 14 accumulators
+        measured slower on most of MobileNetV2's tasks: the tile accumulates in the output buffer,
+        and LLVM keeps only small tiles in registers.
         """
         vec = len(extents) - 1
         n_vec = extents[vec]
         if n_vec % self.lanes:
             return {vec: _best_divisor(n_vec, 2 * self.lanes, self.lanes)}
-        best: tuple[int, int, int, int] = (0, 0, 0, 0)  # (accumulators, vectors, pixels w, pixels h)
+        candidates: list[tuple[int, int, int, int]] = []  # (accumulators, vectors, pixels w, pixels h)
         w_ext = extents[vec - 1] if vec >= 1 else 1
         h_ext = extents[vec - 2] if vec >= 2 else 1
         for v in _divisors(n_vec // self.lanes):
@@ -117,9 +118,14 @@ class TileHeuristic:
                         # a tile over all channels and several pixels: the postprocessor fuses them
                         # into one vector loop, whose lanes then index different pixels (gathers)
                         continue
-                    acc = v * tw * th
-                    if acc <= self.accumulators and (acc, v) > best[:2]:
-                        best = (acc, v, tw, th)
+                    if v * tw * th <= self.accumulators:
+                        candidates.append((v * tw * th, v, tw, th))
+        most = max(c[0] for c in candidates)
+        # near-full tiles, then the fewest loads per FMA: a conv loads P input broadcasts and V
+        # weight vectors for V x P FMAs, (V + P) / (V P); 8 vectors x 1 pixel streams the weights
+        # once per pixel (ResNet-style 3x3 convs 1.7x slower than 2 x 4), ties: more pixels
+        best = min((c for c in candidates if 4 * c[0] >= 3 * most),
+                   key=lambda c: ((c[1] + c[2] * c[3]) / c[0], -c[2] * c[3], -c[0]))
         _, v, tw, th = best
         tile = {vec: v * self.lanes}
         if vec >= 1:
@@ -173,6 +179,10 @@ class TileHeuristic:
         groups: list[list[tuple[Any, int, int]]] = []
         group: list[tuple[Any, int, int]] = []
         block_names: dict[Any, str] = {}
+        # padding is inlined into depthwise/grouped convs only: a full conv broadcasts one input
+        # value per FMA row, so the bounds test is paid per scalar (ResNet-style 3x3 convs 5% slower)
+        grouped = any(inst.kind.name == "GetSBlock" and str(inst.attrs[0]).startswith(GROUPED_CONV_BLOCKS)
+                      for inst in trace.insts)
         for inst in trace.insts:
             kind = inst.kind.name
             if kind == "SamplePerfectTile":
@@ -189,7 +199,7 @@ class TileHeuristic:
                 block_names[inst.outputs[0]] = str(inst.attrs[0])
             if kind == "SampleComputeLocation":  # a random location can recompute a producer per tile
                 padding = block_names.get(inst.inputs[0]) in PADDING_BLOCKS
-                dec[inst] = INLINE if padding and self.inline_padding else self.compute_location
+                dec[inst] = INLINE if padding and grouped and self.inline_padding else self.compute_location
             if kind == "SampleCategorical":
                 candidates = [int(c) for c in inst.attrs[0]]
                 if self.unroll in candidates and len(candidates) == 4:
@@ -226,6 +236,7 @@ def with_cores(target: Any, default: int = 4) -> Any:
 
 
 PADDING_BLOCKS = ("pad_temp", "PadInput", "data_pad")  # TOPI's names for a conv's zero padding
+GROUPED_CONV_BLOCKS = ("group_conv2d", "depth_conv2d")  # TOPI's depthwise / grouped conv blocks
 INLINE = -2  # SampleComputeLocation's decision for "compute_inline" (-1: the root, >= 0: a loop)
 
 

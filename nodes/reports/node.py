@@ -24,7 +24,7 @@ class ReportNode(Node):
     """
 
     kind = "report.html"
-    warm_imports = ("heiti.nodes.reports.render", "heiti.nodes.reports.plots", "matplotlib.figure",
+    warm_imports = ("heiti.nodes.reports.render:warm", "heiti.nodes.reports.plots", "matplotlib.figure",
                     "matplotlib.backends.backend_agg", "jinja2")
     title = "Compare report"
     category = "Reports"

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import base64
+import functools
 import re
 import shutil
 import time
@@ -150,7 +151,17 @@ def _name_figures(sections: list[Section]) -> list[Figure]:
     return figures
 
 
+def warm() -> None:
+    """Compile the page templates ahead (a report node's warm-up): ~0.1 s less when the report runs."""
+    env = _environment()
+    for name in ("report.html.j2", "report.md.j2"):
+        env.get_template(name)
+
+
+@functools.lru_cache(maxsize=1)
 def _environment():
+    """One environment per process: jinja keeps the compiled templates (and checks their files'
+    times, so an edited template is read again)."""
     import jinja2
 
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)), undefined=jinja2.StrictUndefined,

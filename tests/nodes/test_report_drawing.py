@@ -115,3 +115,15 @@ def test_collecting_plot_calls_is_per_thread():
         other.join()
     assert isinstance(mine, plots.Pending) and pending == [mine]
     assert not isinstance(got["png"], plots.Pending) and got["png"].startswith(b"\x89PNG")
+
+
+def test_the_report_warm_up_compiles_its_templates():
+    from heiti.engine.workers import warm_up
+    from heiti.nodes.reports import render as render_module
+    from heiti.nodes.reports.node import ReportNode
+
+    render_module._environment.cache_clear()
+    assert warm_up(list(ReportNode.warm_up_imports(None))) == ""
+    assert render_module._environment.cache_info().currsize == 1
+    cached = render_module._environment().cache
+    assert cached is not None and len(cached) == 2  # both page templates compiled, before any report

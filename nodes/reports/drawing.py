@@ -15,15 +15,18 @@ report runs on a thread beside Qt, and the figures are drawn one after the other
 from __future__ import annotations
 
 import os
+import signal
 import struct
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 _HEADER = struct.Struct("<iq")  # figure number, PNG length (-1: failed)
 _TOKEN = struct.Struct("<i")
 _MAX_FIGURES = 4096  # their numbers fit a pipe's buffer, written before any helper reads
+HELPER_GRACE_S = 10.0
 
 
 def _helpers_wanted(count: int) -> int:
@@ -63,14 +66,18 @@ def draw_all(calls: Sequence[Callable[[], bytes]]) -> list[bytes | None]:
         results.append((out, pid))
     os.close(tokens_w)  # the helpers hold no write end either: an empty pipe now reads as the end
     pngs: list[bytes | None] = [None] * len(calls)
+    started = time.monotonic()
     try:
         while token := _read_exactly(tokens_r, _TOKEN.size):
             (index,) = _TOKEN.unpack(token)
             pngs[index] = _try(calls[index])
     finally:
         os.close(tokens_r)
+        # a helper gets as long again as this process took, and HELPER_GRACE_S more; one that hangs
+        # (a lock some native thread held when it was forked) is killed and its figures drawn here
+        deadline = time.monotonic() + (time.monotonic() - started) + HELPER_GRACE_S
         for out, pid in results:
-            os.waitpid(pid, 0)
+            _reap(pid, deadline)
             out.seek(0)
             _collect(out.fileno(), pngs)
             out.close()
@@ -82,6 +89,19 @@ def _try(call: Callable[[], bytes]) -> bytes | None:
         return call()
     except Exception:  # noqa: BLE001 - reported as None: the caller redraws it the ordinary way
         return None
+
+
+def _reap(pid: int, deadline: float) -> None:
+    """Wait for a helper until `deadline`, then kill it; a helper already reaped elsewhere is fine."""
+    try:
+        while time.monotonic() < deadline:
+            if os.waitpid(pid, os.WNOHANG)[0]:
+                return
+            time.sleep(0.005)
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    except (ChildProcessError, ProcessLookupError):
+        pass
 
 
 def _serve(calls: Sequence[Callable[[], bytes]], tokens: int, out: int) -> None:

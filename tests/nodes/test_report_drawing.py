@@ -127,3 +127,19 @@ def test_the_report_warm_up_compiles_its_templates():
     assert render_module._environment.cache_info().currsize == 1
     cached = render_module._environment().cache
     assert cached is not None and len(cached) == 2  # both page templates compiled, before any report
+
+
+@pytest.mark.skipif(CORES < 2, reason="one core: no helper")
+def test_a_helper_that_hangs_is_killed_and_its_figures_drawn_here(monkeypatch):
+    parent = os.getpid()
+    monkeypatch.setattr(drawing, "HELPER_GRACE_S", 0.5)
+
+    def hangs_in_helpers() -> bytes:
+        if os.getpid() != parent:
+            time.sleep(3600)
+        return b"drawn here"
+
+    started = time.perf_counter()
+    pngs = drawing.draw_all([hangs_in_helpers, _busy(1, 0.3), hangs_in_helpers])
+    assert time.perf_counter() - started < 5
+    assert pngs[0] == pngs[2] == b"drawn here" and _tag_pid(pngs[1])[0] == "1"

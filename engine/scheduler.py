@@ -176,7 +176,7 @@ def _preparation(graph: Graph, cls: Any, params: Any, node_id: str, result: RunR
     if ref is None:
         return None
     inputs = {e.dst[1]: result.outputs[e.src[0]][e.src[1]] for e in graph.edges_into(node_id)
-              if e.src[0] in result.outputs and not cls.inputs[e.dst[1]].multiple}
+              if e.src[1] in result.outputs.get(e.src[0], {}) and not cls.inputs[e.dst[1]].multiple}
     if not inputs:
         return None
     return {"module": ref[0], "qualname": ref[1], "params": params.model_dump(mode="json"),

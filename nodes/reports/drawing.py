@@ -27,6 +27,8 @@ _HEADER = struct.Struct("<iq")  # figure number, PNG length (-1: failed)
 _TOKEN = struct.Struct("<i")
 _MAX_FIGURES = 4096  # their numbers fit a pipe's buffer, written before any helper reads
 HELPER_GRACE_S = 10.0
+#: processes that drew the last figures in this process (the report says it in its log line)
+last_processes = 0
 
 
 def _helpers_wanted(count: int) -> int:
@@ -44,7 +46,9 @@ def _helpers_wanted(count: int) -> int:
 def draw_all(calls: Sequence[Callable[[], bytes]]) -> list[bytes | None]:
     """Each call's PNG bytes, in order, drawn by this process and forked helpers at once; None
     for a call that raised (the caller draws it again where its error is handled)."""
+    global last_processes
     helpers = _helpers_wanted(len(calls))
+    last_processes = helpers + 1
     if not helpers:
         return [_try(call) for call in calls]
     tokens_r, tokens_w = os.pipe()

@@ -87,7 +87,10 @@ class ReportNode(Node):
             ctx.warn(problem)
         ctx.progress(0.2, "drawing plots")
         rendered = render(report, ctx.workdir / f"{REPORT_NAME}.html")
-        ctx.log(f"report rendered in {rendered.seconds:.1f}s: {len(report.entries)} runtime(s)")
+        from heiti.nodes.reports import drawing
+
+        ctx.log(f"report rendered in {rendered.seconds:.1f}s: {len(report.entries)} runtime(s), figures drawn "
+                f"by {drawing.last_processes} process(es)")
         ctx.progress(1.0, "report written")
         return {"report": ReportArtifact(path=rendered.html, extra={
             "markdown": rendered.markdown.name, "runtimes": len(report.entries),

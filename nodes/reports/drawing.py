@@ -8,8 +8,11 @@ PNG bytes only (through a temporary file) — nothing is pickled. The parent dra
 again a figure a helper could not deliver; a figure that fails is None, and `render` then builds
 the sections the ordinary way, so the error is handled (and shown) as it always was.
 
-Forking is only done from a single-threaded process (a Heiti worker, the CLI); in the editor the
-report runs on a thread beside Qt, and the figures are drawn one after the other there.
+Forking is only done from a process's main thread (a Heiti worker, the CLI); in the editor the
+report runs on a thread beside Qt, and the figures are drawn one after the other there. Other
+threads may exist (OpenVINO keeps an idle thread pool once imported, rich a refresh thread): a lock
+one of them held at the fork could hang a helper, so a helper that outlives the parent's own
+drawing by HELPER_GRACE_S is killed and its figures drawn by the parent.
 """
 
 from __future__ import annotations
@@ -34,8 +37,8 @@ last_processes = 0
 def _helpers_wanted(count: int) -> int:
     if count < 2 or count > _MAX_FIGURES or not hasattr(os, "fork"):
         return 0
-    if threading.active_count() > 1 or threading.current_thread() is not threading.main_thread():
-        return 0  # forking beside other threads could copy a lock one of them holds
+    if threading.current_thread() is not threading.main_thread():
+        return 0  # a report on a worker thread (the editor's, beside Qt): no fork there
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:

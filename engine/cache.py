@@ -13,9 +13,11 @@ import os
 import shutil
 import stat
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
+from heiti.engine.digests import DigestMemo, identity
 from heiti.engine.files import file_sha256
 from heiti.engine.payloads import Payload
 from pydantic import BaseModel
@@ -40,13 +42,13 @@ def _stat_signature(info: os.stat_result) -> str:
     return f"{info.st_size}:{info.st_mtime_ns}"
 
 
-def _file_digest(path: Path, info: os.stat_result) -> str:
+def _file_digest(path: Path, info: os.stat_result, memo: DigestMemo | None = None) -> str:
     from heiti.engine.paths import PathProblem
 
     if info.st_size > CONTENT_HASH_LIMIT:
         return "stat:" + _stat_signature(info)
     try:
-        return file_sha256(path)
+        return memo.sha256(path, info) if memo is not None else file_sha256(path)
     except OSError as err:
         raise PathProblem(f"{path}: cannot read ({err.strerror or err})") from None
 
@@ -81,20 +83,20 @@ def _walk_folder(root: Path) -> list[tuple[str, Path, os.stat_result | None]]:
     return found
 
 
-def hash_path(path: Path) -> str:
+def hash_path(path: Path, memo: DigestMemo | None = None) -> str:
     """sha256 identifying a file or folder named by a path param; PathProblem when unusable.
 
     A file's bytes; a folder's names and file contents, or names, sizes and mtimes when its
     files add up to more than CONTENT_HASH_LIMIT (hashing gigabytes of images on every run would
     cost more than the nodes it saves). Missing paths and special files (FIFOs, devices, /proc)
-    raise with a message naming the path.
+    raise with a message naming the path. `memo` remembers the digests of unchanged files.
     """
     from heiti.engine.paths import check_path
 
     path = Path(path)
     info = check_path(path)
     if stat.S_ISREG(info.st_mode):
-        return _file_digest(path, info)
+        return _file_digest(path, info, memo)
     entries = _walk_folder(path)
     by_content = sum(i.st_size for _, _, i in entries if i is not None) <= CONTENT_HASH_LIMIT
     h = hashlib.sha256(b"content" if by_content else b"stat")
@@ -103,14 +105,15 @@ def hash_path(path: Path) -> str:
         if sub_info is None:
             h.update(b"special or dangling\0")
         elif by_content:
-            h.update(_file_digest(sub, sub_info).encode())
+            h.update(_file_digest(sub, sub_info, memo).encode())
         else:
             h.update(_stat_signature(sub_info).encode())
     return h.hexdigest()
 
 
 def node_key(kind: str, version: int, params: BaseModel, input_keys: dict[str, list[str]],
-             path_params: tuple[str, ...] = (), base_dir: Path | None = None) -> str:
+             path_params: tuple[str, ...] = (), base_dir: Path | None = None,
+             memo: DigestMemo | None = None) -> str:
     """The cache key; raises PathProblem when a path param names nothing usable (that node's failure)."""
     from heiti.engine.paths import resolve
 
@@ -118,7 +121,7 @@ def node_key(kind: str, version: int, params: BaseModel, input_keys: dict[str, l
     for name in path_params:
         value = getattr(params, name, None)
         if value:
-            files[name] = hash_path(resolve(str(value), base_dir))
+            files[name] = hash_path(resolve(str(value), base_dir), memo)
     blob = _canonical({
         "cache_format": CACHE_FORMAT, "kind": kind, "version": version,
         "params": params.model_dump(mode="json"), "inputs": input_keys, "files": files,
@@ -209,7 +212,7 @@ def copy_file(src: Path, dst: Path) -> None:
             return
         except OSError:
             pass
-        shutil.copyfileobj(source, target, 1 << 20)
+    shutil.copyfile(src, dst)  # sendfile on Linux: the bytes never pass through Python
 
 
 def _copy_tree(src: Path, dst: Path, mode: int) -> None:
@@ -223,6 +226,46 @@ def _copy_tree(src: Path, dst: Path, mode: int) -> None:
             target.parent.mkdir(parents=True, exist_ok=True)
             copy_file(path, target)
             os.chmod(target, mode)
+
+
+def _file_names(folder: Path) -> set[str]:
+    return {str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file() and not p.is_symlink()}
+
+
+def _read_seals(path: Path) -> dict[str, str]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+#: how long `_seal` waits for the file-system clock to move past the sealed files' ctimes
+SEAL_WAIT_S = 0.2
+
+
+def _seal(files: Path, seals: Path) -> None:
+    """Record each stored file's identity, then hold the entry back until the clock has ticked.
+
+    The kernel stamps ctime from a coarse clock: a write in the same tick as the seal would keep
+    the sealed ctime. The entry only becomes visible (renamed into place) once a fresh ctime,
+    probed on the seals file itself, is later than every sealed one, so any write after that
+    moves a file's ctime off its seal. If the clock does not move in SEAL_WAIT_S, no seals are
+    kept and every restore hashes the files.
+    """
+    sealed = {str(p.relative_to(files)): p.stat() for p in sorted(files.rglob("*"))
+              if p.is_file() and not p.is_symlink()}
+    seals.write_text(json.dumps({name: identity(info) for name, info in sealed.items()}), encoding="utf-8")
+    latest = max((info.st_ctime_ns for info in sealed.values()), default=0)
+    deadline = time.monotonic() + SEAL_WAIT_S
+    while True:
+        os.chmod(seals, 0o444)  # moves the probe's ctime to the clock's current tick
+        if seals.stat().st_ctime_ns > latest:
+            return
+        if time.monotonic() > deadline:
+            seals.unlink()
+            return
+        time.sleep(0.001)
 
 
 def _manifest(folder: Path) -> dict[str, list[Any]]:
@@ -246,19 +289,29 @@ class ArtifactCache:
         return entry if (entry / "outputs.json").is_file() else None
 
     def verify(self, key: str) -> None:
-        """Raise CorruptEntry unless the entry's files match its manifest exactly."""
+        """Raise CorruptEntry unless the entry's files match its manifest exactly.
+
+        A file still carrying the identity sealed when it was stored (`seals.json`: inode, size,
+        mtime, ctime) has not been written since (see `_seal`) and is not read again; any other
+        file (an entry copied from elsewhere, a file touched since) is hashed.
+        """
         entry = self.entry(key)
         try:
             expected = json.loads((entry / "manifest.json").read_text(encoding="utf-8"))
         except (OSError, ValueError) as err:
             raise CorruptEntry(f"manifest unreadable: {err}") from err
+        seals = _read_seals(entry / "seals.json")
         files = entry / "files"
-        actual = _manifest(files) if files.is_dir() else {}
-        if set(actual) != set(expected):
-            extra, gone = sorted(set(actual) - set(expected)), sorted(set(expected) - set(actual))
+        present = _file_names(files) if files.is_dir() else set()
+        if present != set(expected):
+            extra, gone = sorted(present - set(expected)), sorted(set(expected) - present)
             raise CorruptEntry(f"files differ from the manifest (added {extra[:3]}, missing {gone[:3]})")
         for name, (size, digest) in expected.items():
-            if actual[name] != [size, digest]:
+            path = files / name
+            info = path.stat()
+            if seals.get(name) == identity(info) and info.st_size == size:
+                continue
+            if [info.st_size, file_sha256(path)] != [size, digest]:
                 raise CorruptEntry(f"{name} changed since it was stored")
 
     def drop(self, key: str) -> None:
@@ -306,6 +359,7 @@ class ArtifactCache:
             (tmp / "outputs.json").write_text(json.dumps(record, indent=1), encoding="utf-8")
             for name in ("manifest.json", "outputs.json"):
                 os.chmod(tmp / name, 0o444)
+            _seal(files, tmp / "seals.json")
             os.replace(tmp, entry)
         except OSError:
             shutil.rmtree(tmp, ignore_errors=True)

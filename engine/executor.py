@@ -18,6 +18,7 @@ from typing import Any
 
 from heiti.engine.cache import ArtifactCache, CorruptEntry, clear_folder, node_key
 from heiti.engine.context import Cancelled, CancelToken, RunContext
+from heiti.engine.digests import DigestMemo
 from heiti.engine.events import (
     EventBus,
     JsonlWriter,
@@ -107,6 +108,8 @@ class Executor:
         cluster) runs every node as a Ray task instead."""
         self.registry = registry or default_registry()
         self.cache = ArtifactCache(cache_dir or default_cache_dir()) if use_cache else None
+        #: input files' digests remembered beside the cache (no cache: every run reads them)
+        self.digests = DigestMemo(self.cache.root / "digests.json") if self.cache is not None else None
         self.bus = EventBus()
         self.token = CancelToken()
         self.jobs = max(1, int(jobs))
@@ -126,7 +129,7 @@ class Executor:
             raise InvalidGraph(checked)
         out_dir = Path(out_dir) if out_dir else default_out_dir(graph)
         out_dir.mkdir(parents=True, exist_ok=True)
-        upgraded(graph, self.registry).save(out_dir / "graph.json")  # params as run, kinds' versions stamped
+        upgraded(graph, self.registry).save(out_dir / "graph.json", durable=False)  # as run, versions stamped
         writer = JsonlWriter(out_dir / "events.jsonl")
         unsubscribe = self.bus.subscribe(writer)
         try:
@@ -264,7 +267,9 @@ class Executor:
                                        [(e.src[0], e.dst[0]) for e in graph.edges], result.states, result.errors)
             inputs["run_info"] = info
             input_keys["run_info"] = [info.key()]
-        key = node_key(cls.kind, cls.version, params, input_keys, cls.path_params)
+        key = node_key(cls.kind, cls.version, params, input_keys, cls.path_params, memo=self.digests)
+        if self.digests is not None:
+            self.digests.save()
         if not cls.cacheable or self.cache is None:
             key = f"{key[:16]}{uuid.uuid4().hex[:16]}"  # unique: descendants must re-run too
         keys[node_id] = key

@@ -160,8 +160,8 @@ class Graph(BaseModel):
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n"
 
-    def save(self, path: str | Path) -> None:
-        atomic_write_text(Path(path), self.to_json())
+    def save(self, path: str | Path, durable: bool = True) -> None:
+        atomic_write_text(Path(path), self.to_json(), durable=durable)
 
     def copy_deep(self) -> Graph:
         copied = Graph.model_validate(copy.deepcopy(self.to_dict()))
@@ -297,16 +297,23 @@ def load_graph(path: str | Path) -> Graph:
     return graph
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write a file so that a crash leaves either the old or the new content, never half."""
+def atomic_write_text(path: Path, text: str, durable: bool = True) -> None:
+    """Write a file so that a crash leaves either the old or the new content, never half.
+
+    `durable` also flushes it to disk before and after the rename (a user's document). A run
+    folder's own files pass False: a flush there made ext4 write out every dirty page of the
+    run first (0.15 s per small file after a cached re-run copied 150 MB), and a run folder can
+    be made again.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
+            if durable:
+                handle.flush()
+                os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -314,6 +321,8 @@ def atomic_write_text(path: Path, text: str) -> None:
         except OSError:
             pass
         raise
+    if not durable:
+        return
     try:
         dir_fd = os.open(path.parent, os.O_RDONLY)
         try:

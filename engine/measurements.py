@@ -161,7 +161,8 @@ class MeasurementsFile(_Open):
     def save(self, path: Path) -> None:
         from heiti.engine.graph import atomic_write_text
 
-        atomic_write_text(Path(path), self.model_dump_json(by_alias=True, indent=1, exclude_none=False))
+        atomic_write_text(Path(path), self.model_dump_json(by_alias=True, indent=1, exclude_none=False),
+                          durable=False)  # a run folder's file
 
 
 class MeasurementsReadResult(BaseModel):

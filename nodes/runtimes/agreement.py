@@ -185,4 +185,4 @@ def merge_into_measurements(run_dir: Path, agreements: dict[str, dict[str, Any]]
         except (OSError, ValueError):
             continue
         raw["agreement"] = agreement
-        atomic_write_text(target, json.dumps(raw, indent=1))
+        atomic_write_text(target, json.dumps(raw, indent=1), durable=False)  # a run folder's file

@@ -160,9 +160,14 @@ class TVMCompile(Node):
             raise NodeError(f"tuning measures candidates on the CPU it builds for; {p.target} is not this machine",
                             "set tune_trials and tune_minutes to 0 for cross targets, or tune on the device")
         mod, int8_info = self._int8(ctx, mod, target)
+        inputs = [{"name": item["name"], "shape": shapes[item["name"]], "dtype": item.get("dtype", "float32"),
+                   **({"quantization": item["quantization"]} if "quantization" in item else {})}
+                  for item in model.inputs]
         t_build = time.perf_counter()
         try:
-            executable, info = self._schedule_and_build(ctx, mod, target, tuning)
+            executable, info, fallback = self._schedule_and_build(ctx, mod, target, tuning)
+            if fallback is not None:
+                executable = self._keep_faster(ctx, target, executable, fallback, info, inputs)
         except Exception as err:  # noqa: BLE001 - a TVM failure in tuning or in a tuned kernel
             if not tuning or isinstance(err, Cancelled | NodeError):
                 raise
@@ -171,7 +176,7 @@ class TVMCompile(Node):
             ctx.warn(f"tuning or the tuned build failed in TVM ({str(err)[:300]}); building with the default "
                      "schedules instead")
             t_build = time.perf_counter()
-            executable, info = self._schedule_and_build(ctx, mod, target, False)
+            executable, info, _ = self._schedule_and_build(ctx, mod, target, False)
             info["tuning_failed"] = str(err)[:300]
         path = ctx.workdir / ("model.tar" if cross else "model.so")
         ctx.progress(0.9, "exporting")
@@ -179,9 +184,6 @@ class TVMCompile(Node):
         info["build_s"] = round(time.perf_counter() - t_build, 3)
         seconds = time.perf_counter() - t0
         tune_s = float(info.get("tuning", {}).get("seconds", 0.0))
-        inputs = [{"name": item["name"], "shape": shapes[item["name"]], "dtype": item.get("dtype", "float32"),
-                   **({"quantization": item["quantization"]} if "quantization" in item else {})}
-                  for item in model.inputs]
         compile_s = round(seconds - tune_s, 3)  # tuning time is reported on its own
         meta = step_meta(model, ctx, self.kind, seconds, compile_time_s=compile_s, convert_time_s=compile_s,
                          tune_time_s=round(tune_s, 3), tuned=bool(info.get("tuning")),
@@ -211,13 +213,34 @@ class TVMCompile(Node):
             ctx.log(f"int8: float maths on dequantised values ({why})")
         return mod, info
 
-    def _schedule_and_build(self, ctx: Any, mod: Any, target: Any, tuning: bool) -> tuple[Any, dict[str, Any]]:
+    def _schedule_and_build(self, ctx: Any, mod: Any, target: Any,
+                            tuning: bool) -> tuple[Any, dict[str, Any], Any | None]:
+        """The executable, what was done, and (when tuning) the default-scheduled module to duel."""
         import tvm
 
-        scheduled, info = self._schedule(ctx, mod, target, tuning)
+        scheduled, info, fallback = self._schedule(ctx, mod, target, tuning)
         ctx.progress(0.7, "compiling")
         with tvm.transform.PassContext(opt_level=self.params.opt_level):
-            return tvm.compile(scheduled, target=target), info
+            return tvm.compile(scheduled, target=target), info, fallback
+
+    def _keep_faster(self, ctx: Any, target: Any, tuned: Any, fallback: Any, info: dict[str, Any],
+                     inputs: list[dict[str, Any]]) -> Any:
+        """Build the default-scheduled model too and keep whichever runs faster here (tvm_duel)."""
+        import tvm
+        from heiti.nodes import tvm_duel
+
+        ctx.progress(0.8, "checking the tuned build against the default schedules")
+        with tvm.transform.PassContext(opt_level=self.params.opt_level):
+            default = tvm.compile(fallback, target=target)
+        result = tvm_duel.duel(tuned, default, tvm_duel.sample_inputs(inputs), lambda: ctx.cancelled)
+        info.setdefault("tuning", {})["duel"] = result.as_dict()
+        ctx.log(f"tuned build {result.tuned_ms:.3f} ms, default schedules {result.default_ms:.3f} ms per call: "
+                f"keeping the {'tuned' if result.keep_tuned else 'default'} one")
+        if not result.keep_tuned:
+            info["tuning"]["kept_default"] = True
+            ctx.warn("the tuned build ran slower than the default schedules on this machine; kept the default one")
+            return default
+        return tuned
 
     def _import(self, model: ModelArtifact, shapes: dict[str, list[int]], raw: bool = False) -> Any:
         try:
@@ -243,15 +266,16 @@ class TVMCompile(Node):
             raise NodeError(f"TVM cannot import this {model.model_format} model: {text}",
                             import_hint(text, Path(model.path))) from err
 
-    def _schedule(self, ctx: Any, mod: Any, target: Any, tuning: bool) -> tuple[Any, dict[str, Any]]:
-        """Fused TIR with a schedule per function: default (heuristic), tuned records first when tuning."""
+    def _schedule(self, ctx: Any, mod: Any, target: Any, tuning: bool) -> tuple[Any, dict[str, Any], Any | None]:
+        """Fused TIR with a schedule per function: default (heuristic), tuned records first when
+        tuning; then also the default-scheduled module (for `_keep_faster`)."""
         from heiti.nodes import tvm_pipeline
         from heiti.nodes import tvm_schedule as ts
 
         p = self.params
         info: dict[str, Any] = {"schedule": p.schedule, "layout": p.layout, "version": ts.SCHEDULE_VERSION}
         if p.schedule == "none" and not tuning:
-            return mod, info  # tvm.compile's default pipeline: legalize, fuse, no schedule
+            return mod, info, None  # tvm.compile's default pipeline: legalize, fuse, no schedule
         ctx.progress(0.2, "preparing (layout, constants, fusion)")
         leftovers = tvm_pipeline.LeftoverStats()
         mod = ts.prepare(mod, target, p.layout, stats=leftovers)
@@ -279,10 +303,11 @@ class TVMCompile(Node):
                               "cost_model": result.cost_model, "database": str(folder),
                               "estimated_ms": result.best_ms, "estimated_default_ms": result.default_ms,
                               "history": result.history[-200:]}
-            database = ts.tuned_database(folder, database)
-        elif p.schedule == "none":
-            return mod, info
-        return ts.apply_database(mod, target, database, p.opt_level), info
+            default_mod = ts.apply_database(mod, target, database, p.opt_level)
+            return ts.apply_database(mod, target, ts.tuned_database(folder, database), p.opt_level), info, default_mod
+        if p.schedule == "none":
+            return mod, info, None
+        return ts.apply_database(mod, target, database, p.opt_level), info, None
 
 
 class OpenVINOCompile(Node):

@@ -23,11 +23,13 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from heiti.engine.context import Cancelled, RunContext
 from heiti.engine.node import In, Node, NodeError, Out
 from heiti.engine.payloads import DatasetHandle, Measurements, ModelArtifact, TargetHandle
+from heiti.nodes.runtimes.batching import check_shape, load_split, split_batches, to_layout, unbatch
+from heiti.nodes.runtimes.session import detection_quality, device_series, open_session, summary
 from pydantic import BaseModel, ConfigDict, Field
 
 if TYPE_CHECKING:  # listing the kinds imports neither numpy nor the measuring machinery
     import numpy as np
-    from heiti.engine.measurements import MeasurementsFile, TimeSeries
+    from heiti.engine.measurements import MeasurementsFile
 
 #: the runtime kinds live in this module; its submodules (loop, back-ends, agreement) need not load for listing
 NODE_MODULES: tuple[str, ...] = ()
@@ -122,9 +124,9 @@ class RuntimeNode(Node):
         if not isinstance(dataset, DatasetHandle):
             return
         have = dataset.layout or "NCHW"
-        x, y = _load_split(dataset, params.split, params.max_samples)
+        x, y = load_split(dataset, params.split, params.max_samples)
         if x.ndim == 4:
-            x, have = _to_layout(x, have, cls.likely_layout), cls.likely_layout
+            x, have = to_layout(x, have, cls.likely_layout), cls.likely_layout
         ahead.hold(dataset, params.split, params.max_samples, x, y, have)
 
     # --- running ---------------------------------------------------------------------------------
@@ -143,7 +145,7 @@ class RuntimeNode(Node):
         path = ctx.workdir / "measurements.json"
         record.save(path)
         ctx.progress(1.0, "done")
-        return {"measurements": Measurements(path=path, runtime=self.runtime, summary=_summary(record))}
+        return {"measurements": Measurements(path=path, runtime=self.runtime, summary=summary(record))}
 
     def _load_and_measure(self, ctx: RunContext, model: ModelArtifact, dataset: DatasetHandle,
                           target: TargetHandle | None, gzip_bytes: Any) -> MeasurementsFile:
@@ -153,17 +155,17 @@ class RuntimeNode(Node):
         ctx.progress(0.0, "loading data")
         held = ahead.take(dataset, p.split, p.max_samples)  # read while the node waited for its model
         if held is None:
-            x, y = _load_split(dataset, p.split, p.max_samples)
+            x, y = load_split(dataset, p.split, p.max_samples)
             have = dataset.layout or "NCHW"
         else:
             x, y, have = held
-        x = _to_layout(x, have, model.meta.layout or "NCHW")
+        x = to_layout(x, have, model.meta.layout or "NCHW")
         remote = target is not None and target.kind != "local"
         stats_seen: list[dict[str, Any]] = []
         options = {"threads": p.threads, "batch_size": p.batch_size, "meta": model.meta.as_dict(),
                    "inputs": model.inputs, "outputs": model.outputs, **self.session_options()}
         ctx.progress(0.05, f"opening {self.runtime}")
-        session = _open(self, model, options, target if remote else None, ctx, stats_seen)
+        session = open_session(self, model, options, target if remote else None, ctx, stats_seen)
         try:
             return self._measure(ctx, session, model, dataset, x, y, target, remote, stats_seen, gzip_bytes)
         finally:
@@ -193,9 +195,9 @@ class RuntimeNode(Node):
         from heiti.nodes.runtimes.outputs import class_scores, keep_outputs, model_task
 
         p = self.params
-        _check_shape(session, x, p.batch_size, self.runtime)
+        check_shape(session, x, p.batch_size, self.runtime)
         prepare, stage, run_call, finish = session_steps(session)
-        batches, pad = _batches(x, p.batch_size)
+        batches, pad = split_batches(x, p.batch_size)
         ctx.progress(0.08, "preparing inputs")
         feeds, pre_ns = [], np.zeros(len(batches), dtype=np.int64)
         for i, batch in enumerate(batches):
@@ -264,7 +266,7 @@ class RuntimeNode(Node):
                                        device=dict(getattr(session, "device_info", {}) or {}))
             if not valid.size:
                 record.warnings.append("the device reported no timing of its own")
-            record.resources += _device_series(stats_seen)
+            record.resources += device_series(stats_seen)
 
         drifted = drift_warning(record.latency_drift, windows, p.drift_tolerance)
         if drifted:
@@ -273,9 +275,9 @@ class RuntimeNode(Node):
             record.warnings.append("this TVM module is untuned (default schedules): set tune_trials on compile.tvm "
                                    "to let MetaSchedule search for fast kernels before comparing speed")
         t = time.perf_counter_ns()
-        outputs = _unbatch(result.outputs, pad, n_samples)
+        outputs = unbatch(result.outputs, pad, n_samples)
         if record.task == "detection" and dataset.task == "detection":
-            record.detection = _detection_quality(dataset, p.split, outputs, model.meta)
+            record.detection = detection_quality(dataset, p.split, outputs, model.meta)
         elif record.task == "classification" and y is not None:
             names = list(model.meta.class_names or dataset.class_names)
             record.classification = classification_quality(y, class_scores(outputs, len(names)), names)
@@ -302,158 +304,6 @@ def gzip_bytes_wait(gzip_bytes: Any) -> None:
         gzip_bytes()
     except Exception:  # noqa: BLE001, S110 - the node's own error is the one to report
         pass
-
-
-def _load_split(dataset: DatasetHandle, split: str, max_samples: int) -> tuple[np.ndarray, np.ndarray | None]:
-    import numpy as np
-
-    x, y = dataset.load_split(split, max_samples)
-    if len(x) == 0:
-        raise NodeError(f"the '{split}' split of {Path(dataset.path).name} is empty")
-    return np.ascontiguousarray(x, dtype=np.float32), y
-
-
-def _to_layout(x: np.ndarray, have: str, want: str) -> np.ndarray:
-    import numpy as np
-
-    if x.ndim != 4 or have == want:
-        return x
-    if (have, want) == ("NCHW", "NHWC"):
-        return np.ascontiguousarray(x.transpose(0, 2, 3, 1))
-    if (have, want) == ("NHWC", "NCHW"):
-        return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
-    raise NodeError(f"cannot turn layout {have} into {want}")
-
-
-def _batches(x: np.ndarray, batch_size: int) -> tuple[list[np.ndarray], int]:
-    """Fixed-size batches; the last one padded with copies of the final sample (returns the pad)."""
-    import numpy as np
-
-    batches = [x[i:i + batch_size] for i in range(0, len(x), batch_size)]
-    pad = batch_size - len(batches[-1])
-    if pad:
-        batches[-1] = np.concatenate([batches[-1], np.repeat(batches[-1][-1:], pad, axis=0)])
-    return batches, pad
-
-
-def _unbatch(outputs: list[list[np.ndarray]], pad: int, n: int) -> list[list[np.ndarray]]:
-    """Per-sample outputs (each keeping a batch axis of 1) from per-call ones, padding dropped."""
-    import numpy as np
-
-    per_sample: list[list[np.ndarray]] = []
-    for call in outputs:
-        arrays = [np.asarray(a) for a in call]
-        batch = arrays[0].shape[0] if arrays and arrays[0].ndim else 1
-        for j in range(batch):
-            per_sample.append([a[j:j + 1] if a.ndim and a.shape[0] == batch else a for a in arrays])
-    return per_sample[:n]
-
-
-def _check_shape(session: Any, x: np.ndarray, batch_size: int, runtime: str) -> None:
-    inputs = getattr(session, "inputs", None) or []
-    if not inputs or not inputs[0].get("shape"):
-        return
-    shape = inputs[0]["shape"]
-    want = [batch_size, *x.shape[1:]]
-    if len(shape) != len(want):
-        raise NodeError(f"{runtime}: the model takes inputs of shape {shape}, the dataset gives {want}",
-                        "check the model's layout (meta 'layout') and the dataset's input shape")
-    def fits(dims: list[int]) -> bool:
-        return all(have is None or have == need for have, need in zip(shape[1:], dims, strict=True))
-
-    if shape[0] is not None and shape[0] != batch_size:
-        raise NodeError(f"{runtime}: the model's batch size is fixed at {shape[0]}, the run needs "
-                        f"{batch_size} (inputs {want}, model {shape})", "set batch_size to the model's batch")
-    if not fits(want[1:]):
-        other = None
-        if len(want) == 4:
-            swapped = {"NHWC": [want[2], want[3], want[1]], "NCHW": [want[3], want[1], want[2]]}
-            other = next((name for name, dims in swapped.items() if fits(dims)), None)
-        raise NodeError(f"{runtime}: the model takes inputs of shape {shape}, the dataset gives {want}",
-                        f"the model looks {other}: set its meta 'layout' to {other}" if other
-                        else "resize the dataset to the model's input")
-
-
-def _device_series(samples: list[dict[str, Any]]) -> list[TimeSeries]:
-    """The device's STATS samples as time series (source = the device's name)."""
-    from heiti.engine.measurements import TimeSeries
-    from heiti.nodes.runtimes.sampler import UNITS
-
-    series: dict[str, TimeSeries] = {}
-    for sample in list(samples):
-        for key, value in sample.items():
-            if key in ("x", "source"):
-                continue
-            ts = series.setdefault(key, TimeSeries(name=key, unit=UNITS.get(key, ""), source=sample["source"]))
-            ts.t.append(round(sample["x"], 4))
-            ts.values.append(round(value, 3))
-    return list(series.values())
-
-
-def _summary(record: MeasurementsFile) -> dict[str, Any]:
-    summary: dict[str, Any] = {"samples": record.dataset.get("samples", 0)}
-    if record.latency_ms:
-        summary.update(mean_ms=round(record.latency_ms.mean, 4), p99_ms=round(record.latency_ms.p99, 4))
-    if record.classification:
-        summary["accuracy"] = round(record.classification.accuracy, 4)
-    if record.detection:
-        summary["map50"] = round(record.detection.map50, 4)
-    if record.model_size_bytes:
-        summary["size_bytes"] = record.model_size_bytes
-    return summary
-
-
-def _detection_quality(dataset: DatasetHandle, split: str, outputs: list[list[np.ndarray]],
-                       meta: dict[str, Any]) -> Any:
-    try:
-        from heiti.nodes.detection import evaluate_detection
-    except ImportError as err:
-        raise NodeError(f"detection quality needs nodes.detection.evaluate_detection: {err}") from err
-    return evaluate_detection(dataset, split, outputs, meta)
-
-
-def _open(node: RuntimeNode, model: ModelArtifact, options: dict[str, Any], target: TargetHandle | None,
-          ctx: RunContext, stats_seen: list[dict[str, Any]]) -> Any:
-    """A session in process, or on the target's device; every failure becomes a NodeError."""
-    runtime = node.runtime
-    name = Path(model.path).name
-    if target is not None:
-        try:
-            from heiti.nodes.devices.targets import open_remote_session
-        except ImportError as err:
-            raise NodeError(f"running on a {target.kind} target needs nodes.devices.targets, which is not "
-                            f"available here: {err}") from err
-        device: dict[str, str] = {"name": target.address or target.kind}
-
-        def on_stats(stats: dict[str, Any]) -> None:
-            """A device STATS sample ({t on this host's perf_counter clock, cpu_percent, ...})."""
-            t = stats.get("t")
-            x = float(t) - ctx.t0 if isinstance(t, int | float) else time.perf_counter() - ctx.t0
-            values = {k: float(v) for k, v in stats.items() if k not in ("t", "device_t")
-                      and isinstance(v, int | float) and not isinstance(v, bool)}
-            stats_seen.append({"x": x, "source": device["name"], **values})
-            for key, value in values.items():
-                ctx.metric(key, value, x=x, source=device["name"])
-
-        try:
-            session = open_remote_session(target, runtime, model, options, on_stats)
-        except NodeError:
-            raise
-        except Exception as err:  # noqa: BLE001 - link or device errors, shown as they are
-            raise NodeError(f"could not open {runtime} on {target.kind} {target.address}: {err}") from err
-        info = getattr(session, "device_info", None) or {}
-        device["name"] = str(info.get("name") or info.get("hostname") or device["name"])
-        return session
-    from heiti.nodes.runtimes.backends import BackendUnavailable, load_session
-
-    try:
-        return load_session(type(node), str(model.path), options)
-    except BackendUnavailable as err:
-        raise NodeError(str(err), "install the framework or run on a device that has it") from err
-    except Exception as err:  # noqa: BLE001 - a corrupt or foreign file: say which and why
-        first_line = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
-        raise NodeError(f"{runtime} could not load {name}: {first_line}",
-                        "the file may be truncated, corrupt, or not a " + model.model_format + " model") from err
 
 
 # --- the node kinds --------------------------------------------------------------------------------

@@ -71,6 +71,7 @@ class DigestMemo:
         if self.path is None or not self._dirty:
             return
         items = list(self._known.items())[-MAX_ENTRIES:]
+        tmp = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(prefix=".digests.", dir=self.path.parent)
@@ -79,7 +80,5 @@ class DigestMemo:
             os.replace(tmp, self.path)
             self._dirty = False
         except OSError:
-            try:
+            if tmp is not None and os.path.exists(tmp):
                 os.unlink(tmp)
-            except (OSError, UnboundLocalError):
-                pass

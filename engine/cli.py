@@ -90,6 +90,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from heiti.engine import startup
     from heiti.engine.console import RunView
     from heiti.engine.executor import Executor, InvalidGraph
     from heiti.engine.workers import ClusterUnavailable, start_fork_server
@@ -125,6 +126,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         executor.cancel()
 
     previous = signal.signal(signal.SIGINT, on_sigint)
+    startup.started()
     try:
         with view:
             result = executor.run(graph, Path(args.out) if args.out else None)
@@ -344,5 +346,16 @@ def main(argv: list[str] | None = None) -> int:
     return int(args.func(args))
 
 
+def entry() -> int:
+    """The `heiti` console command: `main` with the start-up collector policy of engine.startup."""
+    from heiti.engine import startup
+
+    startup.begin()
+    try:
+        return main()
+    finally:
+        startup.ending()
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(entry())

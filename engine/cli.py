@@ -90,7 +90,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from heiti.engine import startup
+    from heiti.engine import collector
     from heiti.engine.console import RunView
     from heiti.engine.executor import Executor, InvalidGraph
     from heiti.engine.workers import ClusterUnavailable, start_fork_server
@@ -126,7 +126,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         executor.cancel()
 
     previous = signal.signal(signal.SIGINT, on_sigint)
-    startup.started()
+    collector.started()
     try:
         with view:
             result = executor.run(graph, Path(args.out) if args.out else None)
@@ -347,14 +347,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def entry() -> int:
-    """The `heiti` console command: `main` with the start-up collector policy of engine.startup."""
-    from heiti.engine import startup
+    """The `heiti` console command: `main` with the start-up collector policy of engine.collector."""
+    from heiti.engine import collector
 
-    startup.begin()
+    collector.begin()
     try:
         return main()
     finally:
-        startup.ending()
+        collector.ending()
 
 
 if __name__ == "__main__":

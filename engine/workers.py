@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+from heiti.engine import collector
 from heiti.engine.context import Cancelled, RunContext
 from heiti.engine.events import Event, EventBus, NodeLog, event_from_dict
 from heiti.engine.node import Node, NodeError
@@ -218,6 +219,7 @@ def worker_main(conn: Connection, cancel_event: Any) -> None:
                 _adopt_environment(message)  # a plug-in's module may need the run's path or env
                 started = time.perf_counter()
                 error = warm_up(message["warm"])
+                collector.settle()
                 if not error and message.get("prepare"):
                     error = prepare_ahead(message["prepare"])
                 send({"warmed": message["node"], "seconds": time.perf_counter() - started, "error": error,
@@ -280,7 +282,7 @@ def _context(preload: list[str]) -> Any:
     global _preloaded
     ctx = mp.get_context(START_METHOD)
     if not _preloaded:  # the server starts once per process; later lists would be ignored
-        ctx.set_forkserver_preload(["heiti.engine.workers", "heiti.engine.worker_preload", *sorted(set(preload))])
+        ctx.set_forkserver_preload(["heiti.engine.worker_preload", *sorted(set(preload))])
         _preloaded = True
     return ctx
 

@@ -15,7 +15,8 @@ import time
 from typing import Any
 
 from heiti.engine.events import EventBus, event_from_dict
-from heiti.engine.workers import ClusterUnavailable, Handle, execute_job
+from heiti.engine.jobs import execute_job
+from heiti.engine.workers import ClusterUnavailable, Handle
 
 
 def import_ray() -> Any:

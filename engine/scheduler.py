@@ -19,17 +19,10 @@ from typing import TYPE_CHECKING, Any
 
 from heiti.engine.events import NodeSkipped, NodeStarted
 from heiti.engine.graph import Graph
+from heiti.engine.jobs import class_ref, decode_ports, encode_ports, make_job
 from heiti.engine.states import NodeState
 from heiti.engine.validate import ValidationResult
-from heiti.engine.workers import (
-    CANCEL_GRACE_S,
-    Handle,
-    ProcessLauncher,
-    class_ref,
-    decode_ports,
-    encode_ports,
-    make_job,
-)
+from heiti.engine.workers import CANCEL_GRACE_S, Handle, ProcessLauncher
 
 if TYPE_CHECKING:
     from heiti.engine.executor import Executor, RunResult

@@ -6,7 +6,7 @@ from heiti.engine import collector
 
 collector.begin()
 
-import heiti.engine.workers  # noqa: E402,F401 - what each worker runs
+import heiti.engine.jobs  # noqa: E402,F401 - what each worker runs
 from heiti.engine.registry import default_registry  # noqa: E402
 
 default_registry()

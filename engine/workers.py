@@ -1,10 +1,8 @@
 """Runs one node outside the executor's process, so that a native crash, an out-of-memory kill or a
 framework that never lets go of its memory is that node's problem alone.
 
-A job is plain JSON: the node's class (module and name), params, inputs in the cache's payload form,
-its folders and the parent's environment. The child sends back, over its own pipe, the node's events
-as they happen and, last, one result message with the outputs in the same JSON form. Nothing is
-unpickled from a node: only JSON crosses. One pipe per child (not a shared queue) means a child
+A job is plain JSON (engine.jobs: what it holds, and what the worker does with it); only JSON
+crosses, nothing is unpickled from a node. One pipe per child (not a shared queue) means a child
 killed in the middle of a write cannot block its siblings, and the pipe's end-of-file tells the
 parent the child is gone.
 
@@ -17,220 +15,29 @@ grown past WORKER_RSS_LIMIT is retired after its node, which gives its memory ba
 
 from __future__ import annotations
 
-import importlib
 import json
 import multiprocessing as mp
-import os
 import signal
-import sys
-import threading
 import time
-import traceback
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
-from pathlib import Path
 from typing import Any
 
 import psutil
-from heiti.engine import collector
-from heiti.engine.context import Cancelled, RunContext
 from heiti.engine.events import Event, EventBus, NodeLog, event_from_dict
-from heiti.engine.node import Node, NodeError
-from heiti.engine.payloads import Payload
+from heiti.engine.jobs import parent_environment, worker_main
 
 START_METHOD = "forkserver"
 #: seconds a cancelled worker gets to stop by itself before it is terminated
 CANCEL_GRACE_S = 5.0
 #: a worker that holds more than this after a node is retired (its memory goes back to the system)
 WORKER_RSS_LIMIT = 1536 * 2**20
-_ENV_SKIP = ("PWD", "OLDPWD", "SHLVL", "_")
 
 
 class ClusterUnavailable(Exception):
     """Nodes cannot be sent where they were asked to run (Ray missing, cluster unreachable)."""
 
 
-# --- payloads as JSON ---------------------------------------------------------------------------
-def encode_value(value: Any) -> Any:
-    """One port value (a payload, a list of them for `multiple` ports, or plain JSON) as JSON."""
-    if isinstance(value, Payload):
-        return {"type": type(value).__name__, "data": value.model_dump(mode="json")}
-    if isinstance(value, list):
-        return {"items": [encode_value(v) for v in value]}
-    return {"type": None, "data": value}
-
-
-def decode_value(data: dict[str, Any]) -> Any:
-    if "items" in data:
-        return [decode_value(v) for v in data["items"]]
-    cls = Payload.registry.get(data["type"]) if data.get("type") else None
-    return cls.model_validate(data["data"]) if cls else data["data"]
-
-
-def encode_ports(values: dict[str, Any]) -> dict[str, Any]:
-    return {port: encode_value(v) for port, v in values.items()}
-
-
-def decode_ports(data: dict[str, Any]) -> dict[str, Any]:
-    return {port: decode_value(v) for port, v in data.items()}
-
-
-# --- the job ------------------------------------------------------------------------------------
-def class_ref(cls: type[Node]) -> tuple[str, str] | None:
-    """(module, qualified name) when a child can import the class by name, else None."""
-    try:
-        obj: Any = importlib.import_module(cls.__module__)
-        for part in cls.__qualname__.split("."):
-            obj = getattr(obj, part)
-    except (ImportError, AttributeError):
-        return None
-    return (cls.__module__, cls.__qualname__) if obj is cls else None
-
-
-def make_job(node_id: str, cls: type[Node], params: Any, inputs: dict[str, Any], workdir: Path,
-             out_dir: Path, run_t0: float) -> dict[str, Any]:
-    ref = class_ref(cls)
-    if ref is None:
-        raise ValueError(f"{cls.kind}: its class cannot be imported by name, so it cannot run in a worker")
-    return {
-        "node": node_id, "module": ref[0], "qualname": ref[1],
-        "params": params.model_dump(mode="json"), "inputs": encode_ports(inputs),
-        "workdir": str(workdir), "out_dir": str(out_dir), "run_t0": run_t0,
-        **_environment(),
-    }
-
-
-def _environment() -> dict[str, Any]:
-    """The parent's present environment, folder and import path, for a worker to adopt."""
-    return {"env": {k: v for k, v in os.environ.items() if k not in _ENV_SKIP},
-            "cwd": os.getcwd(), "sys_path": list(sys.path)}
-
-
-class _EventToken:
-    """The CancelToken interface over a flag another process sets."""
-
-    def __init__(self, is_set: Callable[[], bool]) -> None:
-        self._is_set = is_set
-
-    def cancel(self) -> None:  # a node cannot cancel the whole run from a worker
-        pass
-
-    @property
-    def cancelled(self) -> bool:
-        return self._is_set()
-
-
-def _adopt_environment(job: dict[str, Any]) -> None:
-    """The fork server started earlier than this run: take the parent's present env, cwd, path."""
-    os.environ.update(job.get("env", {}))
-    if os.path.isdir(job.get("cwd", "")):
-        os.chdir(job["cwd"])
-    for entry in job.get("sys_path", []):
-        if entry not in sys.path:
-            sys.path.append(entry)
-
-
-def _node_class(job: dict[str, Any]) -> type[Node]:
-    obj: Any = importlib.import_module(job["module"])
-    for part in job["qualname"].split("."):
-        obj = getattr(obj, part)
-    return obj  # type: ignore[no-any-return]
-
-
-def execute_job(job: dict[str, Any], send: Callable[[dict[str, Any]], None],
-                cancelled: Callable[[], bool]) -> dict[str, Any]:
-    """Run the node a job describes; its events go to `send`; returns the result message."""
-    _adopt_environment(job)
-    try:
-        cls = _node_class(job)
-        node = cls(cls.Params.model_validate(job["params"]))
-        inputs = decode_ports(job["inputs"])
-    except Exception as err:  # noqa: BLE001 - reported as this node's failure
-        return {"result": "failed", "error_type": type(err).__name__, "message": f"worker could not load the node: {err}",
-                "traceback": traceback.format_exc()}
-    bus = EventBus()
-    bus.subscribe(lambda event: send({"event": event.to_dict()}))
-    workdir, out_dir = Path(job["workdir"]), Path(job["out_dir"])
-    workdir.mkdir(parents=True, exist_ok=True)
-    ctx = RunContext(job["node"], workdir, out_dir, bus, _EventToken(cancelled), run_t0=job["run_t0"])  # type: ignore[arg-type]
-    try:
-        outputs = node.run(ctx, **inputs) or {}
-        missing = [p for p in cls.outputs if p not in outputs]
-        if missing:
-            raise NodeError(f"{cls.kind} produced no value for output(s) {', '.join(missing)}")
-        node.publish(out_dir, job["node"], outputs)
-        return {"result": "done", "outputs": encode_ports(outputs)}
-    except (Cancelled, KeyboardInterrupt):
-        return {"result": "cancelled"}
-    except Exception as err:  # noqa: BLE001 - isolate the failure to this node
-        tb = "" if isinstance(err, NodeError) else traceback.format_exc()
-        return {"result": "failed", "error_type": type(err).__name__, "message": str(err) or type(err).__name__,
-                "traceback": tb}
-
-
-def warm_up(imports: list[str]) -> str:
-    """Make a node's imports ahead of its run ("module" or "module:function"); "" or the first error.
-
-    A failure here is not the node's failure: the node imports again when it runs and reports
-    whatever goes wrong then, in its own words.
-    """
-    for item in imports:
-        module, _, function = item.partition(":")
-        try:
-            loaded = importlib.import_module(module)
-            if function:
-                getattr(loaded, function)()
-        except Exception as err:  # noqa: BLE001 - see above
-            return f"{item}: {type(err).__name__}: {err}"
-    return ""
-
-
-def prepare_ahead(job: dict[str, Any]) -> str:
-    """A waiting node's own preparation with the inputs it already has (`prepare_ahead(params,
-    inputs)` on its class, e.g. a runtime reading its dataset): "" or what went wrong. As for the
-    imports, a failure is not the node's: it does the work itself when it runs."""
-    try:
-        cls = _node_class(job)
-        cls.prepare_ahead(cls.Params.model_validate(job["params"]), decode_ports(job["inputs"]))  # type: ignore[attr-defined]
-    except Exception as err:  # noqa: BLE001 - see above
-        return f"preparing ahead: {type(err).__name__}: {err}"
-    return ""
-
-
-def worker_main(conn: Connection, cancel_event: Any) -> None:
-    """Entry point of a worker process: runs the jobs it is sent, one at a time, until the pipe closes."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the parent decides
-    lock = threading.Lock()  # resource samplers emit metrics from their own threads
-
-    def send(message: dict[str, Any]) -> None:
-        data = json.dumps(message, default=str).encode()
-        with lock:
-            conn.send_bytes(data)
-
-    try:
-        while True:
-            try:
-                job_text = conn.recv_bytes()
-            except (EOFError, OSError):
-                return
-            message = json.loads(job_text)
-            if "warm" in message:
-                _adopt_environment(message)  # a plug-in's module may need the run's path or env
-                started = time.perf_counter()
-                error = warm_up(message["warm"])
-                collector.settle()
-                if not error and message.get("prepare"):
-                    error = prepare_ahead(message["prepare"])
-                send({"warmed": message["node"], "seconds": time.perf_counter() - started, "error": error,
-                      "prepared": bool(message.get("prepare")) and not error})
-                continue
-            send(execute_job(message, send, cancel_event.is_set))
-    finally:
-        conn.close()
-
-
-# --- the parent's side ----------------------------------------------------------------------------
 @dataclass
 class Handle:
     """A node running somewhere else; `result` is set once it is over."""
@@ -377,7 +184,7 @@ class ProcessLauncher:
         worker = min(idle, key=lambda w: w.last_used) if idle else self._spawn()
         try:
             worker.conn.send_bytes(json.dumps({"warm": imports, "node": node_id, "prepare": prepare,
-                                               **_environment()}).encode())
+                                               **parent_environment()}).encode())
         except OSError:
             return False
         worker.warming = node_id

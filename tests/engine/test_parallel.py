@@ -99,7 +99,8 @@ def test_a_worker_killed_while_idle_is_not_given_a_node(preg, tmp_path):
     import signal
 
     from heiti.engine.events import EventBus
-    from heiti.engine.workers import ProcessLauncher, make_job
+    from heiti.engine.jobs import make_job
+    from heiti.engine.workers import ProcessLauncher
 
     launcher = ProcessLauncher(EventBus(), size=1)
     try:

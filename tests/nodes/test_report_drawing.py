@@ -142,7 +142,7 @@ def test_collecting_plot_calls_is_per_thread():
 
 
 def test_the_report_warm_up_compiles_its_templates():
-    from heiti.engine.workers import warm_up
+    from heiti.engine.jobs import warm_up
     from heiti.nodes.reports import render as render_module
     from heiti.nodes.reports.node import ReportNode
 

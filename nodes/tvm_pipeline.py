@@ -228,10 +228,13 @@ def rewrite_importer_leftovers(mod: Any) -> tuple[Any, LeftoverStats]:
     return mod, stats
 
 
-def prepare(mod: Any, target: Any, layout: str = "NHWC", stats: LeftoverStats | None = None) -> Any:
+def prepare(mod: Any, target: Any, layout: str = "NHWC", stats: LeftoverStats | None = None,
+            prepack: bool = True) -> Any:
     """Relax module -> fused TIR functions (what MetaSchedule extracts tasks from and schedules).
 
-    `stats`, when given, receives what rewrite_importer_leftovers changed.
+    `stats`, when given, receives what rewrite_importer_leftovers changed. `prepack`: the weights
+    are marked layout-free, so the schedules repack them into the order their loops read them
+    (heiti.nodes.tvm_prepack; tvm_schedule.apply_database folds the repack into the constants).
     """
     import tvm
     from tvm import relax
@@ -248,4 +251,9 @@ def prepare(mod: Any, target: Any, layout: str = "NHWC", stats: LeftoverStats | 
             mod = relax.transform.ConvertLayout({"relax.nn.conv2d": ["NHWC", "HWIO"]})(mod)
         mod, _ = fold_constants_numpy(mod)
     with target:
-        return relax.pipeline.zero_pipeline()(mod)
+        mod = relax.pipeline.zero_pipeline()(mod)
+    if prepack:
+        from heiti.nodes import tvm_prepack
+
+        mod = tvm_prepack.attach(mod)
+    return mod

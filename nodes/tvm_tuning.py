@@ -197,8 +197,11 @@ def tune(mod: Any, target: Any, folder: Path, *, trials: int = 0, minutes: float
     if todo:
         inputs = [ms.builder.BuilderInput(s.mod, target) for _, s in todo]
         built = build.build(inputs)
-        runs = runner.run([ms.runner.RunnerInput(b.artifact_path, "cpu", ms.arg_info.ArgInfo.from_prim_func(
-            s.mod["main"])) for (_, s), b in zip(todo, built, strict=True) if b.error_msg is None])
+        # the arguments as the built kernel takes them: weights in the packed layout (tvm_prepack),
+        # as MetaSchedule's own task scheduler passes them (from_prim_func gave the unpacked shapes
+        # and every seed with a repacked weight failed to run)
+        runs = runner.run([ms.runner.RunnerInput(b.artifact_path, "cpu", ms.arg_info.ArgInfo.from_entry_func(
+            s.mod, remove_preproc=True)) for (_, s), b in zip(todo, built, strict=True) if b.error_msg is None])
         run_iter = iter(runs)
         for (i, s), b in zip(todo, built, strict=True):
             if b.error_msg is not None:
@@ -209,7 +212,7 @@ def tune(mod: Any, target: Any, folder: Path, *, trials: int = 0, minutes: float
                 result.errors.append(str(measured.error_msg)[:500])
                 continue
             database.commit_tuning_record(ms.database.TuningRecord(
-                s.trace, workloads[i], secs, target, ms.arg_info.ArgInfo.from_prim_func(s.mod["main"])))
+                s.trace, workloads[i], secs, target, ms.arg_info.ArgInfo.from_entry_func(s.mod, remove_preproc=True)))
             best[i] = sum(float(x) for x in secs) / len(secs)
     result.default_ms = _weighted_ms(extracted, best)
     result.best_ms = result.default_ms

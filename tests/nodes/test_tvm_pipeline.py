@@ -61,7 +61,8 @@ def prepared(path: Path):
 
     target, _ = resolve_target("host")
     stats = tp.LeftoverStats()
-    mod = tp.prepare(from_onnx(onnx.load(str(path)), shape_dict={"x": list(SHAPE)}), target, stats=stats)
+    # prepack=False: marking the weights layout-free (tvm_prepack) renames every function (a suffix)
+    mod = tp.prepare(from_onnx(onnx.load(str(path)), shape_dict={"x": list(SHAPE)}), target, stats=stats, prepack=False)
     names = [gv.name_hint for gv, f in mod.functions_items() if type(f).__name__ == "PrimFunc"]
     return names, stats
 

@@ -150,6 +150,9 @@ class MeasurementsFile(_Open):
         None, description="wall time of the timed loop per call: the timed call plus what Heiti adds around it")
     batch_size: int = 1
     resources: list[TimeSeries] = Field(default_factory=list)
+    machine_load: dict[str, float] | None = Field(
+        None, description="while the runtime was timed: cores other programs kept busy (other_cores mean, "
+                          "other_cores_max), the hypervisor's steal_percent, cores, samples (local runs only)")
     classification: ClassificationQuality | None = None
     detection: DetectionQuality | None = None
     agreement: Agreement | None = Field(None, description="outputs against a reference runtime's (set by the report)")

@@ -48,7 +48,7 @@ class _Gpu:
         return out
 
 
-UNITS = {"cpu_percent": "%", "rss_mb": "MB", "mem_percent": "%", "gpu_percent": "%", "gpu_mem_mb": "MB",
+UNITS = {"cpu_percent": "%", "steal_percent": "%", "rss_mb": "MB", "mem_percent": "%", "gpu_percent": "%", "gpu_mem_mb": "MB",
          "temp_c": "°C", "freq_mhz": "MHz"}
 STREAMED = ("cpu_percent", "rss_mb", "mem_percent")  # sent as events; per-core series stay in the file
 SENSOR_PERIOD_S = 0.5  # temperature and frequency move slowly; reading sysfs each tick would cost more
@@ -93,24 +93,30 @@ class ResourceSampler:
                                  t=[round(v, 4) for v in t], values=[round(float(v), 3) for v in values])
                 for name, (t, values) in self._values.items()}
 
-    def _cpu_percent_per_core(self) -> list[float]:
-        """Busy % per core since the last call, from our own counters: psutil.cpu_percent keeps one
-        global state, so another sampler in the process (a device server in tests) would skew it."""
+    def _cpu_percent_per_core(self) -> tuple[list[float], float | None]:
+        """Busy % per core since the last call (steal counts as busy), and the steal % of all cores'
+        time (None where the kernel does not count it), from our own counters: psutil.cpu_percent
+        keeps one global state, so another sampler in the process (a device server) would skew it."""
         now = psutil.cpu_times(percpu=True)
         last, self._last_cpu = self._last_cpu, now
-        percents = []
+        percents, stolen, elapsed = [], 0.0, 0.0
         for before, after in zip(last or now, now, strict=False):
             total = sum(after) - sum(before)
             idle = (after.idle - before.idle) + (getattr(after, "iowait", 0.0) - getattr(before, "iowait", 0.0))
             percents.append(min(max(100.0 * (total - idle) / total, 0.0), 100.0) if total > 0 else 0.0)
-        return percents
+            stolen += getattr(after, "steal", 0.0) - getattr(before, "steal", 0.0)
+            elapsed += max(total, 0.0)
+        has_steal = bool(now) and hasattr(now[0], "steal")
+        return percents, (min(max(100.0 * stolen / elapsed, 0.0), 100.0) if elapsed > 0 else 0.0) if has_steal else None
 
     def sample(self) -> None:
         t = time.perf_counter() - self.t0
-        per_core = self._cpu_percent_per_core()
+        per_core, steal = self._cpu_percent_per_core()
         self._record("cpu_percent", sum(per_core) / max(len(per_core), 1), t, True)
         for i, value in enumerate(per_core):
             self._record(f"cpu_percent_core{i}", value, t, False)
+        if steal is not None:
+            self._record("steal_percent", steal, t, False)
         try:
             self._record("rss_mb", self.process.memory_info().rss / 2**20, t, True)
             self._record("process_cpu_percent", self.process.cpu_percent(), t, False)

@@ -80,5 +80,28 @@ def build(report: Report) -> Section | None:
     intro = [Text("The runtimes ran on different machines or set-ups: one column each.", "muted")] \
         if len(machines) > 1 else []
     alone = Text("Each runtime measured alone: when nodes run in parallel (heiti run --jobs), nothing else "
-                 "runs while a runtime measures, so no other work shares the CPU during its timings.", "muted")
-    return Section("environment", "Environment", [*intro, Group("", blocks, layout="columns"), alone])
+                 "of the run runs while a runtime measures. Other programs on the machine may: the table "
+                 "below says how busy they kept it.", "muted")
+    return Section("environment", "Environment", [*intro, Group("", blocks, layout="columns"), alone,
+                                                  *machine_load_table(report)])
+
+
+def machine_load_table(report: Report) -> list[Table]:
+    """Per runtime: the cores other programs kept busy and the steal while it was timed."""
+    from heiti.nodes.runtimes.contention import OTHER_CORES_LIMIT, STEAL_LIMIT, load_warnings
+
+    rows = []
+    for e in report.entries:
+        load = e.data.machine_load
+        if not load:
+            continue
+        verdict = "busy: compare with care" if load_warnings(load) else "quiet"
+        rows.append([e.name, f"{load['other_cores']:.2f} (max {load['other_cores_max']:.2f}) of {load['cores']:g}",
+                     f"{load['steal_percent']:.1f} %", verdict])
+    if not rows:
+        return []
+    return [Table.build(["runtime", "cores others kept busy", "steal", "machine"], rows, numeric_from=1,
+                        caption=f"While each runtime was timed: CPU cores other programs kept busy (mean over the "
+                                f"sampler's ticks) and CPU time the hypervisor gave to other guests. Past "
+                                f"{OTHER_CORES_LIMIT} cores or {STEAL_LIMIT:g} % steal the runtime's figures "
+                                f"carry a warning.")]

@@ -3,7 +3,8 @@
 Rules: a node starts once all its upstream nodes are over; at most `jobs` run at once; cache hits
 are restored here in the parent (no worker needed); a node that declares `exclusive` (the runtimes,
 which measure) starts only when nothing else runs, and nothing starts while it runs, so its
-timings are not disturbed by a neighbour. Ready non-exclusive work goes first, so the measuring
+timings are not disturbed by a neighbour. A node waits for memory while others run and the
+machine is short of it (engine.memory_gate). Ready non-exclusive work goes first, so the measuring
 nodes run back to back at the end of each wave. While nodes wait for their inputs, idle workers
 make their imports (`Node.warm_up_imports`), so a framework's start overlaps other work. A worker
 that dies (segfault, OOM kill) fails its node only; descendants are skipped, other branches
@@ -17,7 +18,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from heiti.engine.events import NodeSkipped, NodeStarted
+from heiti.engine.events import NodeLog, NodeSkipped, NodeStarted
 from heiti.engine.graph import Graph
 from heiti.engine.jobs import class_ref, decode_ports, encode_ports, make_job
 from heiti.engine.states import NodeState
@@ -115,7 +116,7 @@ def _start_ready(executor: Executor, graph: Graph, checked: ValidationResult, ou
             ready_exclusive.append(node_id)
             waiting.append(node_id)
             continue
-        if len(running) >= jobs:
+        if len(running) >= jobs or (running and _short_of_memory(executor, launcher, node_id)):
             waiting.append(node_id)
             continue
         _launch(executor, launcher, node_id, prepared[node_id], out_dir, t0, running, result, exclusive=False,
@@ -126,6 +127,18 @@ def _start_ready(executor: Executor, graph: Graph, checked: ValidationResult, ou
                 upstream=upstream[node_id])
         waiting.remove(node_id)
     return waiting
+
+
+def _short_of_memory(executor: Executor, launcher: Any, node_id: str) -> bool:
+    """True when the node must wait for memory (engine.memory_gate); says so once per node."""
+    gate = getattr(launcher, "memory", None)
+    available = gate.short() if gate is not None else None
+    if available is None:
+        return False
+    if node_id not in gate.told:
+        gate.told.add(node_id)
+        executor.bus.emit(NodeLog(node=node_id, level="info", message=gate.why_waiting(available)))
+    return True
 
 
 def _warming(launcher: Any) -> bool:
@@ -145,6 +158,9 @@ def _warm_up_waiting(graph: Graph, checked: ValidationResult, launcher: Any, pen
     """
     if not hasattr(launcher, "warm") or any(excl for _, _, excl in running.values()):
         return
+    gate = getattr(launcher, "memory", None)
+    if gate is not None and gate.short() is not None:
+        return  # a warm worker holds its framework's memory: not while memory is short
     waiting = [n for n in pending if not upstream[n] <= result.states.keys()]
     if len(waiting) < len(pending):  # a ready node waits for a slot or for quiet: keep workers free
         return

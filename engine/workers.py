@@ -26,6 +26,7 @@ from typing import Any
 import psutil
 from heiti.engine.events import Event, EventBus, NodeLog, event_from_dict
 from heiti.engine.jobs import parent_environment, worker_main
+from heiti.engine.memory_gate import MemoryGate
 
 START_METHOD = "forkserver"
 #: seconds a cancelled worker gets to stop by itself before it is terminated
@@ -122,6 +123,7 @@ class ProcessLauncher:
         self.workers: list[Worker] = []
         self.running: dict[str, Handle] = {}
         self.warm_asked: set[str] = set()  # nodes a worker was asked to warm up for (once each)
+        self.memory = MemoryGate()  # the scheduler asks it before starting a node beside others
 
     def _spawn(self) -> Worker:
         parent_end, child_end = self.ctx.Pipe(duplex=True)
@@ -268,6 +270,7 @@ class ProcessLauncher:
             rss = psutil.Process(worker.process.pid).memory_info().rss
         except psutil.Error:
             rss = 0
+        self.memory.saw(rss)
         if rss > self.rss_limit:
             self._retire(worker)
 

@@ -259,3 +259,16 @@ def test_a_waiting_node_prepares_ahead_with_the_inputs_it_has_in_the_worker_that
     assert prepared["pid"] == pid != slow[2]
     assert prepared["at"] < slow[1] < start
     assert any(e.type == "node_log" and e.node == "prep" and "inputs prepared ahead" in e.message for e in events)
+
+
+def test_a_node_waits_for_memory_while_another_runs_and_says_why(preg, tmp_path, monkeypatch):
+    """A reserve larger than any machine's memory: the second node waits for the first to end,
+    however many jobs were asked for; the run still finishes."""
+    monkeypatch.setenv("HEITI_MEMORY_RESERVE_MB", str(2**40))
+    events = []
+    result = _run(preg, _pair(0.6), tmp_path, "r", jobs=2, use_cache=False, events=events)
+    assert result.status == "ok", result.errors
+    s1, s2 = result.outputs["s1"]["out"].value, result.outputs["s2"]["out"].value
+    assert not _overlap(s1, s2)
+    waits = [e for e in events if e.type == "node_log" and "waiting for memory" in e.message]
+    assert len(waits) == 1 and "GB kept in reserve" in waits[0].message

@@ -122,7 +122,7 @@ class MeasurementsFile(_Open):
     model_path: str = ""
     model_size_bytes: int | None = None
     model_gzip_bytes: int | None = Field(
-        None, description="the model gzip'ed (level 6; several files as one tar): what pruning and clustering save")
+        None, description="the model gzip'ed (level 6, in 1 MiB blocks on all cores as pigz does; several files as one tar): what pruning and clustering save")
     model_meta: dict[str, Any] = Field(
         default_factory=dict, description="how the model was made: quantization, tuned_trials, tune_time_s, sparsity, ...")
     task: str = "classification"

@@ -90,15 +90,17 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    if _jobs(args) > 1 and args.ray is None:
+        from heiti.engine.forkserver import start_fork_server
+
+        start_fork_server()  # first: its imports overlap this process's, and the loading and validation below
     from heiti.engine import collector
     from heiti.engine.console import RunView
     from heiti.engine.executor import Executor, InvalidGraph
-    from heiti.engine.workers import ClusterUnavailable, start_fork_server
+    from heiti.engine.workers import ClusterUnavailable
     from rich.console import Console
 
     console = Console(stderr=True)
-    if _jobs(args) > 1 and args.ray is None:
-        start_fork_server()  # its imports overlap the loading and validation below
     graph = _load(args.graph, console)
     if graph is None:
         return EXIT_INVALID

@@ -6,7 +6,7 @@ crosses, nothing is unpickled from a node. One pipe per child (not a shared queu
 killed in the middle of a write cannot block its siblings, and the pipe's end-of-file tells the
 parent the child is gone.
 
-Workers come from a fork server: a fresh interpreter that has imported Heiti and the node modules
+Workers come from a fork server (engine.forkserver): a fresh interpreter that has imported Heiti and the node modules
 but no framework, so each start is a cheap fork that never copies a TensorFlow or torch state. A
 worker runs one node at a time and may then run another (preferably a descendant of one it ran, so
 the framework it imported serves again); a crash fails only the node it was running, and a worker
@@ -16,7 +16,6 @@ grown past WORKER_RSS_LIMIT is retired after its node, which gives its memory ba
 from __future__ import annotations
 
 import json
-import multiprocessing as mp
 import signal
 import time
 from dataclasses import dataclass, field
@@ -25,10 +24,10 @@ from typing import Any
 
 import psutil
 from heiti.engine.events import Event, EventBus, NodeLog, event_from_dict
+from heiti.engine.forkserver import context
 from heiti.engine.jobs import parent_environment, worker_main
 from heiti.engine.memory_gate import MemoryGate
 
-START_METHOD = "forkserver"
 #: seconds a cancelled worker gets to stop by itself before it is terminated
 CANCEL_GRACE_S = 5.0
 #: a worker that holds more than this after a node is retired (its memory goes back to the system)
@@ -82,28 +81,6 @@ def describe_exit(code: int | None) -> str:
     return f"the worker process exited with code {code} before reporting a result"
 
 
-_preloaded = False
-
-
-def _context(preload: list[str]) -> Any:
-    """The fork-server context; its server imports the registered node kinds and `preload` once."""
-    global _preloaded
-    ctx = mp.get_context(START_METHOD)
-    if not _preloaded:  # the server starts once per process; later lists would be ignored
-        ctx.set_forkserver_preload(["heiti.engine.worker_preload", *sorted(set(preload))])
-        _preloaded = True
-    return ctx
-
-
-def start_fork_server() -> None:
-    """Start the fork server now: it imports the node kinds in its own process while this one loads
-    and validates the graph, so the first worker is ready when the first node needs one."""
-    from multiprocessing import forkserver
-
-    _context([])
-    forkserver.ensure_running()
-
-
 class ProcessLauncher:
     """Runs nodes in up to `size` worker processes and relays their events to `bus`.
 
@@ -116,7 +93,7 @@ class ProcessLauncher:
     def __init__(self, bus: EventBus, preload: list[str] | None = None, size: int = 2,
                  rss_limit: int | None = None) -> None:
         self.bus = bus
-        self.ctx = _context(preload or [])
+        self.ctx = context(preload or [])
         self.cancel_event = self.ctx.Event()
         self.size = max(1, size)
         self.rss_limit = WORKER_RSS_LIMIT if rss_limit is None else rss_limit

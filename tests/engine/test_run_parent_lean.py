@@ -44,3 +44,10 @@ def test_publishing_a_cached_report_imports_no_numerics(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert json.loads(result.stdout) == []
     assert json.loads((tmp_path / "measurements" / "ort.json").read_text())["agreement"] == {"max_rel": 0.001}
+
+
+def test_the_command_starts_before_pydantic_and_the_graph_model_are_imported():
+    """`heiti run` starts its fork server first: importing the command must not load the engine's models."""
+    code = "import sys, json, heiti.engine.cli\nprint(json.dumps(sorted(m for m in ('pydantic', 'networkx', 'heiti.engine.graph') if m in sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == []

@@ -6,9 +6,9 @@ crosses, nothing is unpickled from a node. One pipe per child (not a shared queu
 killed in the middle of a write cannot block its siblings, and the pipe's end-of-file tells the
 parent the child is gone.
 
-Workers come from a fork server (engine.forkserver): a fresh interpreter that has imported Heiti and the node modules
-but no framework, so each start is a cheap fork that never copies a TensorFlow or torch state. A
-worker runs one node at a time and may then run another (preferably a descendant of one it ran, so
+Workers come from a fork server (engine.forkserver): a fresh interpreter that has imported Heiti
+and the node modules but no framework, so each start is a cheap fork that never copies a TensorFlow
+or torch state. A worker runs one node at a time and may then run another (preferably a descendant of one it ran, so
 the framework it imported serves again); a crash fails only the node it was running, and a worker
 grown past WORKER_RSS_LIMIT is retired after its node, which gives its memory back.
 """

@@ -48,8 +48,8 @@ class _Gpu:
         return out
 
 
-UNITS = {"cpu_percent": "%", "steal_percent": "%", "rss_mb": "MB", "mem_percent": "%", "gpu_percent": "%", "gpu_mem_mb": "MB",
-         "temp_c": "°C", "freq_mhz": "MHz"}
+UNITS = {"cpu_percent": "%", "steal_percent": "%", "rss_mb": "MB", "mem_percent": "%", "gpu_percent": "%",
+         "gpu_mem_mb": "MB", "temp_c": "°C", "freq_mhz": "MHz"}
 STREAMED = ("cpu_percent", "rss_mb", "mem_percent")  # sent as events; per-core series stay in the file
 SENSOR_PERIOD_S = 0.5  # temperature and frequency move slowly; reading sysfs each tick would cost more
 

@@ -153,12 +153,13 @@ def measurements_table(out_dir: Any) -> Table | None:
     files = sorted(Path(out_dir, "measurements").glob("*.json"))
     if not files:
         return None
-    rows = []
+    rows, warnings = [], []
     for path in files:
         try:
             data = read_measurements(path).data
         except (ValueError, OSError):
             continue
+        warnings += [f"! {data.label or data.node or path.stem}: {w}" for w in data.warnings]
         quality = ""
         if data.classification is not None:
             quality = f"acc {data.classification.accuracy:.4f}"
@@ -171,7 +172,8 @@ def measurements_table(out_dir: Any) -> Table | None:
         rows.append((lat.mean if lat else float("inf"), data.label or data.node or path.stem, data.runtime,
                      quality, f"{lat.mean:.3f}" if lat else "", f"{lat.p99:.3f}" if lat else "", size,
                      data.target.kind if data.target else ""))
-    table = Table(title="runtimes, fastest first")
+    # what the report would flag beside the figures (a busy machine, drift, an untuned model), here too
+    table = Table(title="runtimes, fastest first", caption="\n".join(warnings) or None, caption_justify="left")
     gzipped = any(" / " in row[6] for row in rows)
     columns = (("runtime node", "left"), ("framework", "left"), ("quality", "right"), ("mean ms", "right"),
                ("p99 ms", "right"), ("size / gzip" if gzipped else "model size", "right"), ("target", "left"))

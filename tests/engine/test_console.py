@@ -26,3 +26,17 @@ def test_comparison_table_lists_runtimes_fastest_first(tmp_path):
 
 def test_no_table_without_measurements(tmp_path):
     assert measurements_table(tmp_path) is None
+
+
+def test_the_runs_warnings_stand_under_the_table(tmp_path):
+    """Headless users see what the report flags: a busy machine, drift, an untuned model."""
+    import json
+
+    write_sample_run(tmp_path)
+    path = sorted((tmp_path / "measurements").glob("*.json"))[0]
+    data = json.loads(path.read_text())
+    data["warnings"] = ["other programs kept 1.00 of 2 cores busy on average while this runtime was timed"]
+    path.write_text(json.dumps(data))
+    buffer = io.StringIO()
+    Console(file=buffer, width=200).print(measurements_table(tmp_path))
+    assert "1.00 of 2 cores busy" in buffer.getvalue()

@@ -36,7 +36,8 @@ def attach(mod: Any) -> Any:
 
 
 def _constant_calls(mod: Any) -> dict[str, Any]:
-    """{name: GlobalVar} of the PrimFuncs that some call_tir calls with constant arguments only."""
+    """{name: GlobalVar} of the split-off repacks that some call_tir applies to constants only (the
+    weights; a repack of a non-constant argument stays a call and runs per call, still correct)."""
     import tvm
     from tvm import relax
 

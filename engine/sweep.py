@@ -226,7 +226,13 @@ def cli_main(args: Any) -> int:
     """`heiti sweep`: exit 0 when every variant ran, 1 for a bad grid or graph, 2 when some failed."""
     import signal
 
+    from heiti.engine import collector
     from heiti.engine.cli import EXIT_CANCELLED, EXIT_FAILED, EXIT_INVALID, EXIT_OK, _jobs, _load
+
+    if _jobs(args) > 1 and args.ray is None:
+        from heiti.engine.forkserver import start_fork_server
+
+        start_fork_server()  # as `heiti run` does: its imports overlap this process's
     from heiti.engine.executor import Executor
     from heiti.engine.workers import ClusterUnavailable
     from rich.console import Console
@@ -259,6 +265,7 @@ def cli_main(args: Any) -> int:
 
     console.print(f"sweep of {args.graph}: {len(combos)} variant(s) into [bold]{out_dir}[/]")
     previous = signal.signal(signal.SIGINT, on_sigint)
+    collector.started()
     try:
         result = runner.run(graph, combos, out_dir, on_variant)
     except KeyboardInterrupt:

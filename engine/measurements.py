@@ -151,8 +151,8 @@ class MeasurementsFile(_Open):
     batch_size: int = 1
     resources: list[TimeSeries] = Field(default_factory=list)
     machine_load: dict[str, float] | None = Field(
-        None, description="while the runtime was timed: cores other programs kept busy (other_cores mean, "
-                          "other_cores_max), the hypervisor's steal_percent, cores, samples (local runs only)")
+        None, description="while the runtime was timed: cores other programs kept busy on average (other_cores), "
+                          "the hypervisor's steal_percent, cores, seconds (local runs of at least 0.5 s)")
     classification: ClassificationQuality | None = None
     detection: DetectionQuality | None = None
     agreement: Agreement | None = Field(None, description="outputs against a reference runtime's (set by the report)")

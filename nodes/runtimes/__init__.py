@@ -181,7 +181,7 @@ class RuntimeNode(Node):
         from heiti.engine.measurements import MeasurementsFile, TargetInfo
         from heiti.nodes.runtimes import measure
         from heiti.nodes.runtimes.backends import session_steps
-        from heiti.nodes.runtimes.contention import load_warnings, machine_load
+        from heiti.nodes.runtimes.contention import load_warnings
         from heiti.nodes.runtimes.environment import environment_info
         from heiti.nodes.runtimes.loop import measure_sampled
         from heiti.nodes.runtimes.measure import (
@@ -273,7 +273,7 @@ class RuntimeNode(Node):
         if drifted:
             record.warnings.append(drifted)
         if not remote:  # the host's sampler describes the host: a device's load comes from the device
-            record.machine_load = machine_load(resources)
+            record.machine_load = result.machine_load
             record.warnings += load_warnings(record.machine_load)
         if model.model_format == "tvm" and not model.meta.tuned_trials:
             record.warnings.append("this TVM module is untuned (default schedules): set tune_trials on compile.tvm "

@@ -1,5 +1,5 @@
 """Was the machine quiet while a runtime was timed? Other programs' CPU use and the hypervisor's
-steal, from the resource sampler's series.
+steal over the timed loop.
 
 Measuring nodes run alone within a Heiti run, but another program, another run or, on a virtual
 machine, its neighbours on the host may not. A runtime that uses every core loses whatever share
@@ -7,38 +7,63 @@ they take, and its latencies grow with it: on a 2-core VM a single busy process 
 ONNX Runtime call 3-4x slower. So each local measurement records how many cores others kept busy
 and how much CPU time the hypervisor withheld (steal), and warns past a limit, so that a
 comparison the machine spoiled says so instead of ranking runtimes by their luck.
+
+The figures come from the kernel's counters read at the start and the end of the timed loop: all
+cores' busy time, less this process's, less the steal, over the wall time. The counters tick in
+hundredths of a second per core, so over MIN_WINDOW_S the error stays below
+2 x 0.01 s x cores / 0.5 s (0.08 cores on 2 cores), a third of OTHER_CORES_LIMIT; shorter loops get
+no figure rather than a noisy one.
 """
 
 from __future__ import annotations
 
-from statistics import fmean
+import time
+from dataclasses import dataclass
 from typing import Any
+
+import psutil
 
 #: cores other programs may keep busy on average before a measurement is flagged: the `heiti`
 #: process relaying events takes a few hundredths; a quarter core is already ~12 % of a 2-core
 #: machine that a runtime using both cores loses
 OTHER_CORES_LIMIT = 0.25
-#: steal (CPU time the hypervisor gave to other guests), percent of all CPU time
+#: steal (CPU time the hypervisor gave to other guests), percent of all cores' time
 STEAL_LIMIT = 5.0
+#: timed loops shorter than this get no figure (see the module's note on the counters' resolution)
+MIN_WINDOW_S = 0.5
 
 
-def machine_load(resources: list[Any]) -> dict[str, float] | None:
-    """{"other_cores": mean, "other_cores_max", "steal_percent", "cores", "samples"} over the
-    sampler's ticks, or None without the series (a device's measurement, a sampler too short).
+@dataclass(frozen=True)
+class CpuCounters:
+    wall_s: float
+    busy_s: float  # all cores, steal included
+    steal_s: float
+    own_s: float  # this process, user + system
+    cores: int
 
-    Each tick: all cores' busy time (`cpu_percent`, an average over cores, which counts steal as
-    busy) minus this process's (`process_cpu_percent`, 100 = one core) minus the steal.
-    """
-    series = {s.name: s.values for s in resources if getattr(s, "source", "host") == "host"}
-    cores = sum(1 for name in series if name.startswith("cpu_percent_core"))
-    busy, own = series.get("cpu_percent") or [], series.get("process_cpu_percent") or []
-    steal = series.get("steal_percent") or [0.0] * len(busy)
-    n = min(len(busy), len(own), len(steal))
-    if n == 0 or cores <= 0:
+
+def read_counters(process: Any = None) -> CpuCounters:
+    """The kernel's CPU counters now (`process`: a psutil.Process, by default this one)."""
+    times = psutil.cpu_times(percpu=True)
+    busy = steal = 0.0
+    for c in times:  # guest time is counted in user time already
+        total = sum(c) - getattr(c, "guest", 0.0) - getattr(c, "guest_nice", 0.0)
+        busy += total - c.idle - getattr(c, "iowait", 0.0)
+        steal += getattr(c, "steal", 0.0)
+    own = (process or psutil.Process()).cpu_times()
+    return CpuCounters(time.perf_counter(), busy, steal, own.user + own.system, len(times))
+
+
+def machine_load(before: CpuCounters, after: CpuCounters) -> dict[str, float] | None:
+    """{"other_cores", "steal_percent", "cores", "seconds"} between two readings, or None when
+    they are less than MIN_WINDOW_S apart."""
+    wall = after.wall_s - before.wall_s
+    if wall < MIN_WINDOW_S or after.cores <= 0:
         return None
-    others = [max(0.0, (b - s) / 100 * cores - o / 100) for b, o, s in zip(busy[:n], own[:n], steal[:n], strict=True)]
-    return {"other_cores": round(fmean(others), 3), "other_cores_max": round(max(others), 3),
-            "steal_percent": round(fmean(steal[:n]), 2), "cores": cores, "samples": n}
+    steal = max(after.steal_s - before.steal_s, 0.0)
+    others = (after.busy_s - before.busy_s) - steal - (after.own_s - before.own_s)
+    return {"other_cores": round(max(others, 0.0) / wall, 3), "steal_percent": round(100.0 * steal / (wall * after.cores), 2),
+            "cores": after.cores, "seconds": round(wall, 3)}
 
 
 def load_warnings(load: dict[str, float] | None) -> list[str]:
@@ -48,8 +73,8 @@ def load_warnings(load: dict[str, float] | None) -> list[str]:
     out = []
     if load["other_cores"] >= OTHER_CORES_LIMIT:
         out.append(f"other programs kept {load['other_cores']:.2f} of {load['cores']:g} cores busy on average "
-                   f"(up to {load['other_cores_max']:.2f}) while this runtime was timed: its latencies may be "
-                   f"inflated; measure again on a quiet machine before comparing")
+                   f"while this runtime was timed: its latencies may be inflated; measure again on a quiet "
+                   f"machine before comparing")
     if load["steal_percent"] >= STEAL_LIMIT:
         out.append(f"the hypervisor withheld {load['steal_percent']:.0f}% of the CPU time (steal) while this "
                    f"runtime was timed: on a shared virtual machine latencies vary with its neighbours")

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 from heiti.engine.measurements import TimeSeries
+from heiti.nodes.runtimes.contention import machine_load, read_counters
 from heiti.nodes.runtimes.sampler import MetricSink, ResourceSampler
 
 
@@ -33,6 +34,7 @@ class LoopResult:
     extra: dict[str, Any] = field(default_factory=dict)
     completed: int = 0  # timed calls, every pass
     cancelled: bool = False
+    machine_load: dict[str, float] | None = None  # others' CPU use over the timed loop (runtimes.contention)
 
 
 class LatencyBuffer:
@@ -269,9 +271,11 @@ def measure_sampled(
 
     sampler = ResourceSampler(period_s, t0=t0, sink=metric, on_tick=tick)
     sampler.start()
+    before = read_counters()
     try:
         result = run_timed_loop(run, feeds, warmup=warmup, stage=stage, finish=finish, after_call=after_call,
                                 cancelled=cancelled, latencies_ns=buffer, repeat=repeat, duration_s=duration_s)
+        result.machine_load = machine_load(before, read_counters())
     finally:
         resources = sampler.stop()
     return result, resources

@@ -191,7 +191,8 @@ def test_every_runtime_measures_the_same_model(tiny, registry, tmp_path):
         assert data.environment["frameworks"] and data.environment["cores_logical"] >= 1
         names = {ts.name for ts in data.resources}
         assert {"cpu_percent", "rss_mb", "mem_percent"} <= names
-        assert data.machine_load is not None and data.machine_load["cores"] >= 1 and data.machine_load["samples"] >= 1
+        load = data.machine_load  # None for loops under 0.5 s (tests/nodes/test_contention.py)
+        assert load is None or (load["seconds"] >= 0.5 and load["cores"] >= 1 and load["other_cores"] >= 0)
     lite8 = read_measurements(tmp_path / "run" / "measurements" / "lite8.json").data
     assert lite8.compile_time_s == 0.5 and lite8.model_meta["convert_time_s"] == 0.5
     warnings = {n: read_measurements(tmp_path / "run" / "measurements" / f"{n}.json").data.warnings for n in ("tvm", "ort")}

@@ -96,12 +96,13 @@ def machine_load_table(report: Report) -> list[Table]:
         if not load:
             continue
         verdict = "busy: compare with care" if load_warnings(load) else "quiet"
-        rows.append([e.name, f"{load['other_cores']:.2f} (max {load['other_cores_max']:.2f}) of {load['cores']:g}",
-                     f"{load['steal_percent']:.1f} %", verdict])
+        rows.append([e.name, f"{load['other_cores']:.2f} of {load['cores']:g}", f"{load['steal_percent']:.1f} %",
+                     f"{load['seconds']:.1f} s", verdict])
     if not rows:
         return []
-    return [Table.build(["runtime", "cores others kept busy", "steal", "machine"], rows, numeric_from=1,
-                        caption=f"While each runtime was timed: CPU cores other programs kept busy (mean over the "
-                                f"sampler's ticks) and CPU time the hypervisor gave to other guests. Past "
+    return [Table.build(["runtime", "cores others kept busy", "steal", "timed for", "machine"], rows, numeric_from=1,
+                        caption=f"While each runtime was timed: CPU cores other programs kept busy on average (from "
+                                f"the kernel's counters, all cores' busy time less the runtime's own) and CPU time the "
+                                f"hypervisor gave to other guests. Loops shorter than 0.5 s get no figure. Past "
                                 f"{OTHER_CORES_LIMIT} cores or {STEAL_LIMIT:g} % steal the runtime's figures "
                                 f"carry a warning.")]

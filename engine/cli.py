@@ -117,7 +117,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return EXIT_INVALID
 
     executor = Executor(cache_dir=Path(args.cache) if args.cache else None, use_cache=not args.no_cache,
-                        jobs=_jobs(args), ray_address=args.ray)
+                        jobs=_jobs(args), ray_address=args.ray, interleave=args.interleave)
     view = RunView(console, verbose=args.verbose)
     executor.subscribe(view)
 
@@ -235,6 +235,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache", help="cache folder (default .heiti/cache or $HEITI_CACHE)")
     p.add_argument("--set", action="append", metavar="NODE.PARAM=VALUE", help="override a param (JSON value)")
     p.add_argument("-v", "--verbose", action="store_true", help="show logs and tracebacks")
+    p.add_argument("--interleave", action="store_true",
+                   help="runtimes ready together are timed in turns, block by block, so that a machine whose "
+                        "speed drifts (a shared VM) affects each alike (needs --jobs 2 or more)")
     _add_scaling_args(p)
     p.set_defaults(func=cmd_run)
 

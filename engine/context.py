@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 from heiti.engine.events import EventBus, NodeLog, NodeMetric, NodeProgress
+from heiti.engine.turns import Turn
 
 
 class Cancelled(Exception):
@@ -49,6 +50,8 @@ class RunContext:
         self._last_progress = 0.0
         #: time.perf_counter() at run start, the clock of every metric's x in seconds
         self.t0 = run_t0 if run_t0 is not None else time.perf_counter()
+        #: the machine, when measuring nodes take turns (`heiti run --interleave`; engine.turns)
+        self.turn = Turn()
 
     def progress(self, fraction: float, message: str = "") -> None:
         now = time.perf_counter()

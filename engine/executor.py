@@ -102,10 +102,12 @@ class Executor:
         use_cache: bool = True,
         jobs: int = 1,
         ray_address: str | None = None,
+        interleave: bool = False,
     ) -> None:
         """`jobs` > 1 runs independent nodes at once, each in its own worker process; 1 runs them
         here, one after the other. `ray_address` ("auto", "ray://host:10001", or "" for a local
-        cluster) runs every node as a Ray task instead."""
+        cluster) runs every node as a Ray task instead. `interleave` (with jobs > 1, not on Ray):
+        measuring nodes ready together are timed in turns, block by block (engine.turns)."""
         self.registry = registry or default_registry()
         self.cache = ArtifactCache(cache_dir or default_cache_dir()) if use_cache else None
         #: input files' digests remembered beside the cache (no cache: every run reads them)
@@ -114,6 +116,7 @@ class Executor:
         self.token = CancelToken()
         self.jobs = max(1, int(jobs))
         self.ray_address = ray_address
+        self.interleave = bool(interleave)
 
     def subscribe(self, fn: Subscriber) -> Any:
         return self.bus.subscribe(fn)

@@ -27,6 +27,7 @@ from heiti.engine.context import Cancelled, RunContext
 from heiti.engine.events import EventBus
 from heiti.engine.node import Node, NodeError
 from heiti.engine.payloads import Payload
+from heiti.engine.turns import Turn
 
 _ENV_SKIP = ("PWD", "OLDPWD", "SHLVL", "_")
 
@@ -119,8 +120,9 @@ def _node_class(job: dict[str, Any]) -> type[Node]:
 
 
 def execute_job(job: dict[str, Any], send: Callable[[dict[str, Any]], None],
-                cancelled: Callable[[], bool]) -> dict[str, Any]:
-    """Run the node a job describes; its events go to `send`; returns the result message."""
+                cancelled: Callable[[], bool], recv: Callable[[], bytes] | None = None) -> dict[str, Any]:
+    """Run the node a job describes; its events go to `send`; returns the result message. With
+    `recv` (the worker's pipe) a job marked `turns` takes turns with the other measuring nodes."""
     _adopt_environment(job)
     try:
         cls = _node_class(job)
@@ -134,6 +136,8 @@ def execute_job(job: dict[str, Any], send: Callable[[dict[str, Any]], None],
     workdir, out_dir = Path(job["workdir"]), Path(job["out_dir"])
     workdir.mkdir(parents=True, exist_ok=True)
     ctx = RunContext(job["node"], workdir, out_dir, bus, _EventToken(cancelled), run_t0=job["run_t0"])  # type: ignore[arg-type]
+    if job.get("turns") and recv is not None:
+        ctx.turn = _pipe_turn(send, recv)
     try:
         outputs = node.run(ctx, **inputs) or {}
         missing = [p for p in cls.outputs if p not in outputs]
@@ -147,6 +151,17 @@ def execute_job(job: dict[str, Any], send: Callable[[dict[str, Any]], None],
         tb = "" if isinstance(err, NodeError) else traceback.format_exc()
         return {"result": "failed", "error_type": type(err).__name__, "message": str(err) or type(err).__name__,
                 "traceback": tb}
+
+
+def _pipe_turn(send: Callable[[dict[str, Any]], None], recv: Callable[[], bytes]) -> Turn:
+    """Turns asked of and granted by the parent over the worker's pipe (engine.turns)."""
+
+    def wait() -> None:
+        reply = json.loads(recv())
+        if reply != {"turn": "go"}:
+            raise RuntimeError(f"expected the parent to grant a turn, got {reply!r}")
+
+    return Turn(ask=lambda: send({"turn": "want"}), wait=wait, release=lambda: send({"turn": "done"}))
 
 
 def warm_up(imports: list[str]) -> str:
@@ -205,6 +220,6 @@ def worker_main(conn: Connection, cancel_event: Any) -> None:
                 send({"warmed": message["node"], "seconds": time.perf_counter() - started, "error": error,
                       "prepared": bool(message.get("prepare")) and not error})
                 continue
-            send(execute_job(message, send, cancel_event.is_set))
+            send(execute_job(message, send, cancel_event.is_set, recv=conn.recv_bytes))
     finally:
         conn.close()

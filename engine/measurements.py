@@ -150,6 +150,8 @@ class MeasurementsFile(_Open):
         None, description="wall time of the timed loop per call: the timed call plus what Heiti adds around it")
     batch_size: int = 1
     resources: list[TimeSeries] = Field(default_factory=list)
+    turns: int | None = Field(None, description="timed in turns with the other runtimes ready at the same time "
+                                                "(heiti run --interleave): how often it gave the machine to them")
     machine_load: dict[str, float] | None = Field(
         None, description="while the runtime was timed: cores other programs kept busy on average (other_cores), "
                           "the hypervisor's steal_percent, cores, seconds (local runs of at least 0.5 s)")

@@ -3,7 +3,8 @@
 Rules: a node starts once all its upstream nodes are over; at most `jobs` run at once; cache hits
 are restored here in the parent (no worker needed); a node that declares `exclusive` (the runtimes,
 which measure) starts only when nothing else runs, and nothing starts while it runs, so its
-timings are not disturbed by a neighbour. A node waits for memory while others run and the
+timings are not disturbed by a neighbour; with `interleave` the measuring nodes ready together
+start together and take turns block by block (engine.turns). A node waits for memory while others run and the
 machine is short of it (engine.memory_gate). Ready non-exclusive work goes first, so the measuring
 nodes run back to back at the end of each wave. While nodes wait for their inputs, idle workers
 make their imports (`Node.warm_up_imports`), so a framework's start overlaps other work. A worker
@@ -122,10 +123,13 @@ def _start_ready(executor: Executor, graph: Graph, checked: ValidationResult, ou
         _launch(executor, launcher, node_id, prepared[node_id], out_dir, t0, running, result, exclusive=False,
                 upstream=upstream[node_id])
     if ready_exclusive and not running and not _warming(launcher):  # nothing else would be running now
-        node_id = ready_exclusive[0]
-        _launch(executor, launcher, node_id, prepared[node_id], out_dir, t0, running, result, exclusive=True,
-                upstream=upstream[node_id])
-        waiting.remove(node_id)
+        together = executor.interleave and not under_ray and len(ready_exclusive) > 1
+        for node_id in ready_exclusive if together else ready_exclusive[:1]:
+            if running and _short_of_memory(executor, launcher, node_id):
+                break  # the rest take turns later
+            _launch(executor, launcher, node_id, prepared[node_id], out_dir, t0, running, result, exclusive=True,
+                    upstream=upstream[node_id], turns=together)
+            waiting.remove(node_id)
     return waiting
 
 
@@ -194,7 +198,7 @@ def _preparation(graph: Graph, cls: Any, params: Any, node_id: str, result: RunR
 
 def _launch(executor: Executor, launcher: Any, node_id: str, prep: Any, out_dir: Path, t0: float,
             running: dict[str, tuple[Handle, Any, bool]], result: RunResult, exclusive: bool,
-            upstream: set[str]) -> None:
+            upstream: set[str], turns: bool = False) -> None:
     from heiti.engine.cache import clear_folder
 
     cls, node, inputs, key, workdir = prep
@@ -202,6 +206,7 @@ def _launch(executor: Executor, launcher: Any, node_id: str, prep: Any, out_dir:
     executor.bus.emit(NodeStarted(node=node_id, kind=cls.kind, key=key))
     try:
         job = make_job(node_id, cls, node.params, inputs, workdir, out_dir, t0)
+        job["turns"] = turns  # measuring nodes started together take turns (engine.turns)
         handle = launcher.start(job, resources=dict(getattr(node.params, "ray_resources", None) or {}),
                                 prefer=upstream)
     except Exception as err:  # noqa: BLE001 - this node cannot run elsewhere; the others go on

@@ -27,6 +27,7 @@ from heiti.engine.events import Event, EventBus, NodeLog, event_from_dict
 from heiti.engine.forkserver import context
 from heiti.engine.jobs import parent_environment, worker_main
 from heiti.engine.memory_gate import MemoryGate
+from heiti.engine.turns import TurnArbiter
 
 #: seconds a cancelled worker gets to stop by itself before it is terminated
 CANCEL_GRACE_S = 5.0
@@ -101,6 +102,7 @@ class ProcessLauncher:
         self.running: dict[str, Handle] = {}
         self.warm_asked: set[str] = set()  # nodes a worker was asked to warm up for (once each)
         self.memory = MemoryGate()  # the scheduler asks it before starting a node beside others
+        self.turns = TurnArbiter(lambda handle: handle.worker.conn.send_bytes(b'{"turn": "go"}'))
 
     def _spawn(self) -> Worker:
         parent_end, child_end = self.ctx.Pipe(duplex=True)
@@ -208,6 +210,11 @@ class ProcessLauncher:
                     if not conn.poll():  # type: ignore[union-attr]
                         break
                     continue
+                if "turn" in message:  # a measuring node asks for the machine or gives it back
+                    (self.turns.want if message["turn"] == "want" else self.turns.done)(handle)
+                    if not conn.poll():  # type: ignore[union-attr]
+                        break
+                    continue
                 handle.result = message
                 self._released(handle)
                 done.append(handle)
@@ -240,6 +247,7 @@ class ProcessLauncher:
     def _released(self, handle: Handle) -> None:
         worker = handle.worker
         self.running.pop(handle.node_id, None)
+        self.turns.gone(handle)
         if worker is None:
             return
         worker.handle, worker.last_used = None, time.monotonic()
@@ -254,6 +262,7 @@ class ProcessLauncher:
     def _died(self, handle: Handle) -> None:
         worker = handle.worker
         assert worker is not None
+        self.turns.gone(handle)
         worker.process.join(timeout=10)
         if handle.result is None:
             if self.cancel_event.is_set():
@@ -268,6 +277,7 @@ class ProcessLauncher:
 
     def cancel(self) -> None:
         self.cancel_event.set()
+        self.turns.release_all()
 
     def terminate(self) -> None:
         """Stop the busy workers now (SIGTERM, then SIGKILL for those that ignore it)."""

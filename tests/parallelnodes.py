@@ -164,3 +164,41 @@ class FakeRuntime(Node):
 
 
 ALL.append(FakeRuntime)
+
+
+class TurnTaker(Node):
+    """A measuring node that holds the machine for `blocks` turns of `block` seconds each (busy, not
+    sleeping) and outputs [[start, end], ...] of its turns in wall-clock seconds, and whether it shared."""
+
+    kind = "ptest.turns"
+    category = "Test"
+    exclusive = True
+
+    class Params(_P):
+        blocks: int = 4
+        block: float = 0.1
+        meet: str = ""  # a folder where the nodes of one test wait for each other before their first turn
+        peers: int = 1
+
+    inputs = {"x": In(Value, required=False)}
+    outputs = {"out": Out(Value)}
+
+    def run(self, ctx, **inputs):
+        if self.params.meet:
+            meet = Path(self.params.meet)
+            (meet / ctx.node_id).touch()
+            deadline = time.time() + 30
+            while len(list(meet.iterdir())) < self.params.peers and time.time() < deadline:
+                time.sleep(0.005)
+        spans = []
+        for _ in range(self.params.blocks):
+            ctx.turn.take()
+            start = time.time()
+            while time.time() - start < self.params.block:
+                pass
+            spans.append([start, time.time()])
+            ctx.turn.give()
+        return {"out": Value(value={"spans": spans, "shared": ctx.turn.shared})}
+
+
+ALL.append(TurnTaker)

@@ -137,13 +137,17 @@ class RuntimeNode(Node):
         model_path = Path(model.path)
         if not model_path.exists():
             raise NodeError(f"model file {model_path} does not exist", "re-run the node that makes it")
-        gzip_bytes = model_gzip_bytes_soon(model_path)  # beside the loading; waited for before timing
+        ctx.turn.take()  # sharing the machine with other runtimes (--interleave): none of this beside their timing
         try:
-            record = self._load_and_measure(ctx, model, dataset, target, gzip_bytes)
+            gzip_bytes = model_gzip_bytes_soon(model_path)  # beside the loading; waited for before timing
+            try:
+                record = self._load_and_measure(ctx, model, dataset, target, gzip_bytes)
+            finally:
+                gzip_bytes_wait(gzip_bytes)  # never left running past the node, even when it fails
+            path = ctx.workdir / "measurements.json"
+            record.save(path)
         finally:
-            gzip_bytes_wait(gzip_bytes)  # never left running past the node, even when it fails
-        path = ctx.workdir / "measurements.json"
-        record.save(path)
+            ctx.turn.give()
         ctx.progress(1.0, "done")
         return {"measurements": Measurements(path=path, runtime=self.runtime, summary=summary(record))}
 
@@ -228,7 +232,7 @@ class RuntimeNode(Node):
                 run_call, feeds, metric=lambda name, v, x: ctx.metric(name, v, x=x), warmup=p.warmup,
                 stage=stage, finish=finish, after_call=after_call, cancelled=lambda: ctx.cancelled,
                 period_s=p.sample_period_s, t0=ctx.t0, on_progress=on_progress,
-                repeat=p.repeat, duration_s=p.duration_s)
+                repeat=p.repeat, duration_s=p.duration_s, turn=ctx.turn)
         except Exception as err:  # noqa: BLE001 - the runtime failed on real data
             raise NodeError(f"{self.runtime} failed while running the model: {err}") from err
         if result.cancelled or result.completed < len(feeds):
@@ -275,6 +279,8 @@ class RuntimeNode(Node):
         if not remote:  # the host's sampler describes the host: a device's load comes from the device
             record.machine_load = result.machine_load
             record.warnings += load_warnings(record.machine_load)
+        if ctx.turn.shared:
+            record.turns = result.turns
         if model.model_format == "tvm" and not model.meta.tuned_trials:
             record.warnings.append("this TVM module is untuned (default schedules): set tune_trials on compile.tvm "
                                    "to let MetaSchedule search for fast kernels before comparing speed")

@@ -66,6 +66,29 @@ def machine_load(before: CpuCounters, after: CpuCounters) -> dict[str, float] | 
             "cores": after.cores, "seconds": round(wall, 3)}
 
 
+class LoadMeter:
+    """Counters over the stretches a loop was timed in (its own turns, when runtimes take turns:
+    the other runtimes' blocks in between are not "other programs")."""
+
+    def __init__(self) -> None:
+        self._since: CpuCounters | None = None
+        self._sum = CpuCounters(0.0, 0.0, 0.0, 0.0, 0)
+
+    def start(self) -> None:
+        self._since = read_counters()
+
+    def stop(self) -> None:
+        if self._since is None:
+            return
+        now, was, self._since = read_counters(), self._since, None
+        self._sum = CpuCounters(self._sum.wall_s + now.wall_s - was.wall_s, self._sum.busy_s + now.busy_s - was.busy_s,
+                                self._sum.steal_s + now.steal_s - was.steal_s, self._sum.own_s + now.own_s - was.own_s,
+                                now.cores)
+
+    def load(self) -> dict[str, float] | None:
+        return machine_load(CpuCounters(0.0, 0.0, 0.0, 0.0, self._sum.cores), self._sum)
+
+
 def load_warnings(load: dict[str, float] | None) -> list[str]:
     """What a measurement's `machine_load` says about its figures, in words (empty when quiet)."""
     if not load:

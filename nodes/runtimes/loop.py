@@ -20,8 +20,12 @@ from typing import Any
 
 import numpy as np
 from heiti.engine.measurements import TimeSeries
-from heiti.nodes.runtimes.contention import machine_load, read_counters
+from heiti.engine.turns import BLOCK_S
+from heiti.nodes.runtimes.contention import LoadMeter
 from heiti.nodes.runtimes.sampler import MetricSink, ResourceSampler
+
+#: untimed calls after each turn another runtime had (engine.turns): its block evicted our caches
+REWARM = 2
 
 
 @dataclass
@@ -35,6 +39,7 @@ class LoopResult:
     completed: int = 0  # timed calls, every pass
     cancelled: bool = False
     machine_load: dict[str, float] | None = None  # others' CPU use over the timed loop (runtimes.contention)
+    turns: int = 0  # times the loop gave the machine to another runtime (engine.turns)
 
 
 class LatencyBuffer:
@@ -121,6 +126,8 @@ def run_timed_loop(
     check_every: int = 16,
     repeat: int = 1,
     duration_s: float = 0.0,
+    pause: Callable[[], None] | None = None,
+    block_s: float = 0.5,
 ) -> LoopResult:
     """Time a cold first call, warm up, then time `run(feed)` over the feeds, pass after pass.
 
@@ -132,6 +139,12 @@ def run_timed_loop(
     `finish` and `after_call(i)` (e.g. reading a device's own timing of call i) are timed apart
     as post-processing on the first pass. Pass `latencies_ns` (zeros, or a LatencyBuffer) to let
     a LatencyForwarder watch it while the loop runs.
+
+    `pause()` (measuring nodes taking turns, engine.turns) is called between calls once `block_s`
+    of timing has passed: it gives the machine to another runtime and returns when it is this
+    loop's turn again. REWARM untimed calls follow it (caches and thread pools refilled after the
+    other runtime's block); the time paused and re-warming is left out of the wall time, and a
+    `duration_s` counts timed stretches only.
     """
     if not feeds:
         raise ValueError("no inputs to run")
@@ -167,11 +180,33 @@ def run_timed_loop(
     t_start = t_end = clock()
     buf.started_ns = t_start
     deadline = t_start + int(max(duration_s, 0.0) * 1e9)
+    block_ns, paused_ns, switches = int(block_s * 1e9), 0, 0
+    block_start = t_start
+
+    def switch() -> None:
+        """Another runtime's turn, then a few untimed calls; how long it all took is kept apart."""
+        nonlocal paused_ns, block_start, deadline, switches
+        switches += 1
+        began = clock()
+        pause()  # type: ignore[misc]
+        for k in range(REWARM):
+            feed = feeds[k % n]
+            if stage is not None:
+                stage(feed)
+            raw = run(feed)
+            if finish is not None:
+                finish(raw)
+        block_start = clock()
+        paused_ns += block_start - began
+        deadline += block_start - began
+
     # first pass: outputs and post-processing kept for quality
     for i in range(n):
         if i % check_every == 0 and cancelled():
             stopped = True
             break
+        if pause is not None and clock() - block_start >= block_ns:
+            switch()
         feed = feeds[i]
         if stage is not None:
             stage(feed)
@@ -190,7 +225,7 @@ def run_timed_loop(
         completed = i + 1
     if not stopped and (completed < min_calls or t_end < deadline):
         # more passes: size the next chunk from the first pass's pace, so it rarely grows again
-        per_call = max((t_end - t_start) // max(completed, 1), 1)
+        per_call = max((t_end - t_start - paused_ns) // max(completed, 1), 1)
         wanted = max(min_calls - completed, (deadline - t_end) // per_call * 5 // 4 + 1)
         if size - j < wanted:
             cur = buf.grow(max(wanted, buf.chunk))
@@ -203,6 +238,8 @@ def run_timed_loop(
                 if completed % check_every == 0 and cancelled():
                     stopped = True
                     break
+                if pause is not None and clock() - block_start >= block_ns:
+                    switch()
                 if stage is not None:
                     stage(feed)
                 t = clock()
@@ -221,12 +258,12 @@ def run_timed_loop(
             else:
                 continue
             break
-    wall = t_end - t_start
+    wall = t_end - t_start - paused_ns
     done_first = min(completed, n)
     return LoopResult(
         latencies_ns=buf.values(completed), first_ns=int(first),
         postprocess_ns=post[:done_first].copy(), outputs=outputs[:done_first],
-        wall_ns=int(wall), completed=completed, cancelled=stopped,
+        wall_ns=int(wall), completed=completed, cancelled=stopped, turns=switches,
     )
 
 
@@ -245,6 +282,7 @@ def measure_sampled(
     on_progress: Callable[[int, int], None] | None = None,
     repeat: int = 1,
     duration_s: float = 0.0,
+    turn: Any = None,
 ) -> tuple[LoopResult, list[TimeSeries]]:
     """`run_timed_loop` with the resource sampler running and latencies streamed by its thread.
 
@@ -269,13 +307,24 @@ def measure_sampled(
                 total = max(planned, forwarder.sent, int(forwarder.sent * duration_s / elapsed))
         on_progress(min(forwarder.sent, total), total)
 
+    meter = LoadMeter()
+    pause = None
+    if turn is not None and turn.shared:  # another runtime's block between ours (engine.turns)
+        def pause() -> None:
+            meter.stop()
+            turn.give()
+            turn.take()
+            meter.start()
+
     sampler = ResourceSampler(period_s, t0=t0, sink=metric, on_tick=tick)
     sampler.start()
-    before = read_counters()
+    meter.start()
     try:
         result = run_timed_loop(run, feeds, warmup=warmup, stage=stage, finish=finish, after_call=after_call,
-                                cancelled=cancelled, latencies_ns=buffer, repeat=repeat, duration_s=duration_s)
-        result.machine_load = machine_load(before, read_counters())
+                                cancelled=cancelled, latencies_ns=buffer, repeat=repeat, duration_s=duration_s,
+                                pause=pause, block_s=BLOCK_S)
+        meter.stop()
+        result.machine_load = meter.load()
     finally:
         resources = sampler.stop()
     return result, resources

@@ -158,3 +158,25 @@ def test_environment_names_cpu_and_framework_versions():
     assert env["cores_logical"] >= 1 and env["python"].count(".") == 2
     assert "onnxruntime" in env["frameworks"] and "numpy" in env["frameworks"]
     assert env["cpu"]
+
+
+def test_a_loop_that_takes_turns_leaves_the_pauses_out_and_rewarms_after_each():
+    """Runtimes taking turns (engine.turns): the other runtime's blocks are not this loop's time,
+    and after each a few untimed calls refill what it evicted."""
+    from heiti.nodes.runtimes.loop import REWARM
+
+    calls, pauses = [], []
+
+    def run(x):
+        calls.append(x)
+        time.sleep(0.002)
+
+    def pause():
+        pauses.append(time.perf_counter())
+        time.sleep(0.1)
+
+    result = run_timed_loop(run, list(range(100)), warmup=3, pause=pause, block_s=0.05)
+    assert result.completed == 100 and len(pauses) >= 3  # 100 calls of >= 2 ms, a turn every 50 ms
+    assert len(calls) == 1 + 3 + 100 + REWARM * len(pauses)
+    gaps = result.wall_ns - int(result.latencies_ns.sum())  # what the loop added around its timed calls
+    assert gaps < 0.5 * 0.1e9 * len(pauses), "the pauses were counted as the loop's time"

@@ -272,3 +272,31 @@ def test_a_node_waits_for_memory_while_another_runs_and_says_why(preg, tmp_path,
     assert not _overlap(s1, s2)
     waits = [e for e in events if e.type == "node_log" and "waiting for memory" in e.message]
     assert len(waits) == 1 and "GB kept in reserve" in waits[0].message
+
+
+def _turns_graph(meet=""):
+    g = Graph(name="turns")
+    g.add_node("ptest.turns", "a", {"blocks": 4, "block": 0.1, "meet": meet, "peers": 2})
+    g.add_node("ptest.turns", "b", {"blocks": 4, "block": 0.11, "meet": meet, "peers": 2})  # another cache key
+    return g
+
+
+def test_measuring_nodes_take_turns_when_interleaved_and_never_overlap(preg, tmp_path):
+    (tmp_path / "meet").mkdir()
+    result = _run(preg, _turns_graph(str(tmp_path / "meet")), tmp_path, "r", jobs=2, use_cache=False, interleave=True)
+    assert result.status == "ok", result.errors
+    a, b = result.outputs["a"]["out"].value, result.outputs["b"]["out"].value
+    assert a["shared"] and b["shared"]
+    spans = sorted([(s, e, "a") for s, e in a["spans"]] + [(s, e, "b") for s, e in b["spans"]])
+    for (_s1, e1, _), (s2, _e2, _) in zip(spans, spans[1:], strict=False):
+        assert e1 <= s2, "two turns overlapped"
+    owners = "".join(o for _, _, o in spans)
+    switches = sum(x != y for x, y in zip(owners, owners[1:], strict=False))
+    assert switches >= 5, owners  # first asked, first served: they alternate (abababab, given both wait)
+
+
+def test_without_interleave_measuring_nodes_run_one_after_the_other(preg, tmp_path):
+    result = _run(preg, _turns_graph(), tmp_path, "r", jobs=2, use_cache=False)
+    a, b = result.outputs["a"]["out"].value, result.outputs["b"]["out"].value
+    assert not a["shared"] and not b["shared"]
+    assert a["spans"][-1][1] <= b["spans"][0][0] or b["spans"][-1][1] <= a["spans"][0][0]

@@ -360,3 +360,25 @@ def test_data_prepared_ahead_is_taken_once_and_only_for_the_same_file(tiny, regi
     os.utime(data_path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))  # the file changed since
     assert predicted_columns("changed") > 1
     assert ahead.held() == 0
+
+
+def test_runtimes_interleaved_take_turns_over_the_same_stretch_of_time(tiny, registry, tmp_path):
+    """`heiti run --interleave`: two runtimes ready together are timed block by block in turns, so
+    both sample the same stretch of the machine's time (engine.turns), and each still makes its calls."""
+    params = {**FAST, "threads": 1, "duration_s": 1.2}
+    graph = _graph(tiny, {"ort_a": ("runtime.onnxruntime", "onnx", {}, params),
+                          "ort_b": ("runtime.onnxruntime", "onnx", {}, {**params, "label": "b"})})
+    executor = Executor(registry, cache_dir=tmp_path / "cache", use_cache=False, jobs=2, interleave=True)
+    result = executor.run(graph, tmp_path / "run")
+    assert result.status == "ok", result.errors
+    spans = {}
+    for node_id in ("ort_a", "ort_b"):
+        data = read_measurements(tmp_path / "run" / "measurements" / f"{node_id}.json").data
+        assert data.latency_count >= 60 and data.passes >= 1
+        assert data.machine_load is not None and data.machine_load["seconds"] >= 1.0  # its own turns only
+        cpu = next(s for s in data.resources if s.name == "cpu_percent")
+        spans[node_id] = (cpu.t[0], cpu.t[-1])
+    (a0, a1), (b0, b1) = spans["ort_a"], spans["ort_b"]
+    assert max(a0, b0) < min(a1, b1), spans  # timed over the same stretch, not one after the other
+    turns = [read_measurements(tmp_path / "run" / "measurements" / f"{n}.json").data.turns for n in spans]
+    assert all(t is not None and t >= 1 for t in turns), turns

@@ -82,6 +82,11 @@ def build(report: Report) -> Section | None:
     alone = Text("Each runtime measured alone: when nodes run in parallel (heiti run --jobs), nothing else "
                  "of the run runs while a runtime measures. Other programs on the machine may: the table "
                  "below says how busy they kept it.", "muted")
+    if any(e.data.turns is not None for e in report.entries):
+        alone = Text("Runtimes ready at the same time were timed in turns (heiti run --interleave): blocks of calls "
+                     "alternating between them, each block alone on the machine, so that every runtime sampled "
+                     "the same stretch of time and a machine whose speed drifts affected each alike. Other "
+                     "programs on the machine may have run: the table below says how busy they kept it.", "muted")
     return Section("environment", "Environment", [*intro, Group("", blocks, layout="columns"), alone,
                                                   *machine_load_table(report)])
 

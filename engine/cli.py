@@ -174,6 +174,9 @@ def _add_scaling_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--jobs", "-j", type=int, metavar="N",
                    help="nodes run at once, in worker processes (default: the core count; 1 = in this "
                         "process, one after the other). Measuring nodes always run alone")
+    p.add_argument("--interleave", action="store_true",
+                   help="runtimes ready together are timed in turns, block by block, so that a machine whose "
+                        "speed drifts (a shared VM) affects each alike (needs --jobs 2 or more)")
     p.add_argument("--ray", nargs="?", const="auto", metavar="ADDRESS",
                    help="run nodes as tasks on a Ray cluster (default address: auto); needs heiti[cluster]")
 
@@ -235,9 +238,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache", help="cache folder (default .heiti/cache or $HEITI_CACHE)")
     p.add_argument("--set", action="append", metavar="NODE.PARAM=VALUE", help="override a param (JSON value)")
     p.add_argument("-v", "--verbose", action="store_true", help="show logs and tracebacks")
-    p.add_argument("--interleave", action="store_true",
-                   help="runtimes ready together are timed in turns, block by block, so that a machine whose "
-                        "speed drifts (a shared VM) affects each alike (needs --jobs 2 or more)")
     _add_scaling_args(p)
     p.set_defaults(func=cmd_run)
 

@@ -249,7 +249,8 @@ def cli_main(args: Any) -> int:
     out_dir = Path(args.out) if args.out else default_sweep_dir(graph)
     jobs = _jobs(args)
     runner = SweepRunner(lambda: Executor(cache_dir=Path(args.cache) if args.cache else None,
-                                          use_cache=not args.no_cache, jobs=jobs, ray_address=args.ray),
+                                          use_cache=not args.no_cache, jobs=jobs, ray_address=args.ray,
+                                          interleave=args.interleave),
                          at_once=args.variants_at_once)
 
     def on_sigint(signum: int, frame: Any) -> None:

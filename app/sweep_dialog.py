@@ -18,6 +18,7 @@ from heiti.engine.registry import Registry
 from heiti.engine.sweep import SweepError, SweepRunner, default_sweep_dir, describe, parse_grid, variants
 from PySide6.QtCore import QObject, Signal
 from PySide6.QtWidgets import (
+    QCheckBox,
     QComboBox,
     QDialog,
     QDialogButtonBox,
@@ -42,6 +43,7 @@ class SweepSpec:
     max_latency_ms: float | None
     min_quality: float | None
     jobs: int
+    interleave: bool = False
 
 
 def _optional_float(text: str, name: str) -> float | None:
@@ -85,12 +87,16 @@ class SweepDialog(QDialog):
         self.jobs.setRange(1, 256)
         self.jobs.setValue(os.cpu_count() or 1)
         self.jobs.setToolTip("nodes at once, each in its own process; measuring nodes always run alone")
+        self.interleave = QCheckBox("runtimes take turns")
+        self.interleave.setToolTip("runtimes ready together are timed in turns, block by block, so that a machine "
+                                   "whose speed drifts (a shared VM) affects each alike; needs 2 or more jobs")
         form = QFormLayout()
         form.addRow("Random variants", self.random_n)
         form.addRow("Sweep folder", self.out_dir)
         form.addRow("Max mean latency (ms)", self.max_latency)
         form.addRow("Min accuracy / mAP", self.min_quality)
         form.addRow("Parallel jobs", self.jobs)
+        form.addRow("", self.interleave)
 
         self.summary = QLabel()
         self.summary.setObjectName("SweepSummary")
@@ -170,7 +176,7 @@ class SweepDialog(QDialog):
         if not self.out_dir.text().strip():
             raise SweepError("choose a sweep folder")
         return SweepSpec(grid=grid, combos=variants(grid, random_n), out_dir=Path(self.out_dir.text().strip()),
-                         random_n=random_n, jobs=self.jobs.value(),
+                         random_n=random_n, jobs=self.jobs.value(), interleave=self.interleave.isChecked(),
                          max_latency_ms=_optional_float(self.max_latency.text(), "max latency"),
                          min_quality=_optional_float(self.min_quality.text(), "min accuracy"))
 
@@ -198,7 +204,8 @@ class SweepJob(QObject):
         self.spec = spec
         self.graph = graph.copy_deep()
         self.runner = SweepRunner(lambda: Executor(registry, cache_dir=cache_dir or default_cache_dir(),
-                                                   use_cache=use_cache, jobs=spec.jobs))
+                                                   use_cache=use_cache, jobs=spec.jobs,
+                                                   interleave=spec.interleave))
         self.thread: threading.Thread | None = None
 
     def start(self) -> None:

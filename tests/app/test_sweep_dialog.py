@@ -39,7 +39,9 @@ def test_the_dialog_counts_variants_and_refuses_bad_values(window, app_registry,
     assert dialog.summary.text().startswith("4 variant(s)")
     spec = dialog.spec()
     assert spec.grid == {f"{fast}.latency_ms": [0.5, 1, 2], f"{good}.accuracy": [0.96, 0.97]}
-    assert len(spec.combos) == 4 and spec.random_n == 4
+    assert len(spec.combos) == 4 and spec.random_n == 4 and not spec.interleave
+    dialog.interleave.setChecked(True)
+    assert dialog.spec().interleave  # the runtimes of each variant take turns (engine.turns)
     dialog.max_latency.setText("fast please")
     assert not ok.isEnabled() and "max latency" in dialog.summary.text()
     dialog.max_latency.setText("2.5")

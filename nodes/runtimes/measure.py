@@ -152,4 +152,5 @@ def drift_warning(drift: float | None, windows: Sequence[LatencyWindow], toleran
     return (f"latency drifted {drift:+.1%} over the run: the last window's median ({last.median:.4g} ms, "
             f"calls {last.start}-{last.start + last.count - 1}) is {abs(drift):.1%} {way} than the first's "
             f"({first.median:.4g} ms), beyond the {tolerance:.0%} tolerance — throttling or other work on the "
-            "machine; see the CPU frequency and temperature")
+            "machine; see the CPU frequency and temperature, and let the runtimes take turns (heiti run "
+            "--interleave) so that each meets the same drift")

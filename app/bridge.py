@@ -92,10 +92,12 @@ class RunBridge(QObject):
     def running(self) -> bool:
         return self._thread is not None and self._thread.isRunning()
 
-    def start(self, graph: Graph, out_dir: Path, cache_dir: Path | None = None, use_cache: bool = True) -> None:
+    def start(self, graph: Graph, out_dir: Path, cache_dir: Path | None = None, use_cache: bool = True,
+              jobs: int = 1, interleave: bool = False) -> None:
         if self.running:
             raise RuntimeError("a run is in progress")
-        self.executor = Executor(self.registry, cache_dir=cache_dir, use_cache=use_cache)
+        self.executor = Executor(self.registry, cache_dir=cache_dir, use_cache=use_cache, jobs=jobs,
+                                 interleave=interleave)
         self.executor.subscribe(self._on_engine_event)
         self.out_dir = Path(out_dir)
         self._thread = _RunThread(self.executor, graph.copy_deep(), self.out_dir, self._relay)

@@ -187,6 +187,17 @@ class MainWindow(QMainWindow):
         a["use_cache"].setCheckable(True)
         a["use_cache"].setChecked(True)
         a["use_cache"].toggled.connect(lambda on: setattr(self.runs, "use_cache", on))
+        a["parallel"] = self._action("Run nodes in parallel", lambda: None, None,
+                                     "Independent nodes at once, each in its own process (measuring nodes alone)")
+        a["parallel"].setCheckable(True)
+        a["parallel"].setChecked(self.runs.parallel)
+        a["parallel"].toggled.connect(lambda on: setattr(self.runs, "parallel", on))
+        a["interleave"] = self._action("Runtimes take turns", lambda: None, None,
+                                       "Runtimes ready together are timed in turns, block by block, so that a machine "
+                                       "whose speed drifts affects each alike (needs parallel runs)")
+        a["interleave"].setCheckable(True)
+        a["interleave"].setChecked(self.runs.interleave)
+        a["interleave"].toggled.connect(lambda on: setattr(self.runs, "interleave", on))
         a["open_report"] = self._action("Open &report", self.results.open_report)
         a["sweep"] = self._action("S&weep…", lambda: open_sweep_dialog(self), None,
                                   "Run variants of this graph over chosen param values and compare them")
@@ -218,7 +229,7 @@ class MainWindow(QMainWindow):
                      self.devices_dock):
             menu.addAction(dock.toggleViewAction())
         menu = self.menuBar().addMenu("&Run")
-        menu.addActions([a["run"], a["stop"], a["use_cache"], a["open_report"]])
+        menu.addActions([a["run"], a["stop"], a["use_cache"], a["parallel"], a["interleave"], a["open_report"]])
         menu.addAction(a["sweep"])
 
         for name, icon_name in (("new", "new"), ("open", "open"), ("save", "save"), ("tb_undo", "undo"),

@@ -3,6 +3,7 @@ the charts and the results dock."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -43,6 +44,8 @@ class RunController(QObject):
         self.runs_dir = Path("runs")
         self.cache_dir: Path | None = None
         self.use_cache = True
+        self.parallel = True  # worker processes, as `heiti run` (--jobs = the core count)
+        self.interleave = False  # runtimes take turns (--interleave)
         self.last_status: str | None = None
         self.last_out_dir: Path | None = None
         b = self.bridge
@@ -76,7 +79,9 @@ class RunController(QObject):
         self.window.scene.reset_states()
         self.window.charts.clear()
         self.window.log_dock.add("", "run", f"run started → {out_dir}")
-        self.bridge.start(doc.graph, out_dir, cache_dir=self.cache_dir or default_cache_dir(), use_cache=self.use_cache)
+        jobs = max(2, os.cpu_count() or 1) if self.parallel else 1
+        self.bridge.start(doc.graph, out_dir, cache_dir=self.cache_dir or default_cache_dir(), use_cache=self.use_cache,
+                          jobs=jobs, interleave=self.interleave and jobs > 1)
         self.state_changed.emit(True)
         return True
 

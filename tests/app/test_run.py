@@ -220,3 +220,19 @@ def test_bridge_states_are_the_engines_reduction_of_the_run(qtbot, app_registry,
     expected = {"a": "done", "sum": "done", "cancel_me": "failed", "after": "skipped"}
     assert signalled == expected and bridge.states == expected
     assert states_of(read_events(tmp_path / "run" / "events.jsonl")) == expected
+
+
+def test_the_window_runs_nodes_in_workers_and_can_let_runtimes_take_turns(window, qtbot):
+    """Run ▸ Run nodes in parallel (on by default, as `heiti run`) and Runtimes take turns (--interleave)."""
+    win = window
+    build_pipeline(win)
+    win.actions_by_name["interleave"].setChecked(True)
+    with qtbot.waitSignal(win.runs.bridge.stopped, timeout=60000):
+        assert win.runs.run()
+    executor = win.runs.bridge.executor
+    assert win.runs.last_status == "ok" and executor.jobs >= 2 and executor.interleave
+    win.actions_by_name["parallel"].setChecked(False)
+    with qtbot.waitSignal(win.runs.bridge.stopped, timeout=60000):
+        assert win.runs.run()
+    executor = win.runs.bridge.executor
+    assert win.runs.last_status == "ok" and executor.jobs == 1 and not executor.interleave

@@ -193,6 +193,7 @@ class TurnTaker(Node):
         spans = []
         for _ in range(self.params.blocks):
             ctx.turn.take()
+            ctx.check_cancelled()
             start = time.time()
             while time.time() - start < self.params.block:
                 pass

@@ -300,3 +300,15 @@ def test_without_interleave_measuring_nodes_run_one_after_the_other(preg, tmp_pa
     a, b = result.outputs["a"]["out"].value, result.outputs["b"]["out"].value
     assert not a["shared"] and not b["shared"]
     assert a["spans"][-1][1] <= b["spans"][0][0] or b["spans"][-1][1] <= a["spans"][0][0]
+
+
+def test_a_cancel_lets_nodes_waiting_for_their_turn_stop(preg, tmp_path):
+    g = Graph(name="turns-cancel")
+    g.add_node("ptest.turns", "a", {"blocks": 40, "block": 0.25})
+    g.add_node("ptest.turns", "b", {"blocks": 40, "block": 0.26})
+    ex = Executor(preg, cache_dir=tmp_path / "cache", use_cache=False, jobs=2, interleave=True)
+    threading.Timer(2.0, ex.cancel).start()  # both are started and taking turns by then
+    t = time.monotonic()
+    result = ex.run(g, tmp_path / "r")
+    assert time.monotonic() - t < 10  # 20 s of turns were asked for
+    assert result.status == "cancelled" and set(result.states.values()) == {"cancelled"}

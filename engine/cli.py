@@ -116,6 +116,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         console.print(f"[red]{err}[/]")
         return EXIT_INVALID
 
+    if args.interleave and (_jobs(args) < 2 or args.ray is not None):
+        console.print("[yellow]--interleave needs worker processes on this machine (--jobs 2 or more, no --ray): "
+                      "the runtimes run one after the other[/]")
     executor = Executor(cache_dir=Path(args.cache) if args.cache else None, use_cache=not args.no_cache,
                         jobs=_jobs(args), ray_address=args.ray, interleave=args.interleave)
     view = RunView(console, verbose=args.verbose)

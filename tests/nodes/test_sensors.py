@@ -37,3 +37,22 @@ def test_host_sampler_records_the_sensors_this_machine_has():
         else:
             assert len(series[name].values) >= 2 and name in streamed
             assert series[name].unit in ("°C", "MHz")
+
+
+def test_the_report_draws_a_sensor_only_when_it_moved():
+    """A VM reports its nominal frequency the whole run: a flat line says nothing a table does not."""
+    from types import SimpleNamespace
+
+    from heiti.engine.measurements import TimeSeries
+    from heiti.nodes.reports.blocks import Figure
+    from heiti.nodes.reports.sections import sensors
+
+    def report(values):
+        series = TimeSeries(name="freq_mhz", unit="MHz", t=[0.0, 0.5, 1.0], values=values)
+        entry = SimpleNamespace(name="ort", color="#1f77b4", data=SimpleNamespace(resources=[series]))
+        return SimpleNamespace(entries=[entry])
+
+    flat = sensors.build(report([2445.0, 2445.0, 2445.0]))
+    assert not any(isinstance(b, Figure) for b in flat.blocks) and "2445" in str(flat.blocks[-1].rows)
+    moving = sensors.build(report([3500.0, 3100.0, 2800.0]))
+    assert any(isinstance(b, Figure) for b in moving.blocks)

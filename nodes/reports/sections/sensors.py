@@ -26,15 +26,17 @@ def build(report: Report) -> Section | None:
                           "color": e.color})
             rows.append([label, title, f"{min(series.values):.0f}", f"{sum(series.values) / len(series.values):.0f}",
                          f"{max(series.values):.0f}", unit])
-        if lines:
-            panels.append((title, unit, lines))
-    if not panels:
+        if lines and any(min(line["values"]) != max(line["values"]) for line in lines):
+            panels.append((title, unit, lines))  # a quantity that never moved is said by the table alone
+    if not panels and not rows:
         if not report.entries:
             return None
         return Section("sensors", "Temperature, frequency and GPU", [Text(
             "No temperature, CPU frequency or GPU samples: this machine (or device) does not expose them "
             "(common in virtual machines), or no NVIDIA GPU with pynvml was present.", "muted")])
     blocks: list = [Figure("sensors", plots.timelines(panels), "Each runtime from its own start. A frequency "
-                           "that falls while the temperature climbs is throttling."),
-                    Table.build(["runtime", "quantity", "min", "mean", "max", "unit"], rows, numeric_from=2)]
+                           "that falls while the temperature climbs is throttling.")] if panels else [
+        Text("Every sampled quantity stayed at one value the whole time (a virtual machine reports its nominal "
+             "frequency): no chart to draw.", "muted")]
+    blocks.append(Table.build(["runtime", "quantity", "min", "mean", "max", "unit"], rows, numeric_from=2))
     return Section("sensors", "Temperature, frequency and GPU", blocks)

@@ -95,10 +95,15 @@ def main() -> None:
 def timeline(events: Path, steps: bool = False) -> None:
     """Start and end of each node, in seconds from the run's start: where the time went; with
     `steps`, the steps inside (the converter's phases, the runtime's progress, work made ahead)."""
+    import parallel
+
     if not events.exists():
         return
     lines = [json.loads(line) for line in events.read_text().splitlines() if line.strip()]
     t0, started = lines[0]["t"], {}
+    began, ended = parallel.LAST_SPAN
+    if began:
+        print(f"    heiti start -> run_started {t0 - began:.2f} s; run_finished -> exit {ended - lines[-1]['t']:.2f} s")
     for e in lines:
         message = e.get("message", "")
         if e["type"] == "node_started":

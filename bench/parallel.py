@@ -30,20 +30,32 @@ def load() -> str:
     return "load average " + ", ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
+#: wall-clock (epoch) start and end of the last timed_run: where its events.jsonl begins and ends within it
+LAST_SPAN: tuple[float, float] = (0.0, 0.0)
+
+
 def timed_run(graph: Path, out: Path, args: list[str]) -> tuple[float, float, int]:
-    """Wall seconds, the heiti process's peak RSS in MB, exit code."""
+    """Wall seconds, the heiti process's peak RSS in MB (sampled every 50 ms), exit code. The end is
+    seen as soon as the process exits (a wait, not a sleep between polls)."""
+    global LAST_SPAN
     cmd = [str(ROOT / ".venv" / "bin" / "heiti"), "run", str(graph), "--out", str(out), *args]
-    t0 = time.perf_counter()
+    started, t0 = time.time(), time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     watch = psutil.Process(proc.pid)
     peak = 0
-    while proc.poll() is None:
+    while True:
         try:
             peak = max(peak, watch.memory_info().rss)
         except psutil.Error:
             pass
-        time.sleep(0.05)
-    return time.perf_counter() - t0, peak / 2**20, proc.returncode
+        try:
+            proc.wait(timeout=0.05)
+            break
+        except subprocess.TimeoutExpired:
+            continue
+    seconds = time.perf_counter() - t0
+    LAST_SPAN = (started, started + seconds)
+    return seconds, peak / 2**20, proc.returncode
 
 
 def main() -> None:

@@ -156,18 +156,22 @@ def _warm_up_waiting(graph: Graph, checked: ValidationResult, launcher: Any, pen
     seconds to import) and, for a node that has `prepare_ahead`, its own preparation with the inputs
     it already has (a runtime reads its dataset), so those nodes start at once when their inputs arrive.
 
-    Not while a measurement runs or waits to run (warming would disturb it), and not for the first
-    waiting child of a running node: it will most likely follow in that worker, imports and all
-    (its siblings will not: they are warmed elsewhere).
+    Not while a measurement runs, nor when one is about to start or a ready node waits for a slot
+    (warming would disturb or delay it); while measuring nodes wait for other work to end, yes. Not
+    for the first waiting child of a running node: it will most likely follow in that worker,
+    imports and all (its siblings will not: they are warmed elsewhere).
     """
     if not hasattr(launcher, "warm") or any(excl for _, _, excl in running.values()):
         return
     gate = getattr(launcher, "memory", None)
     if gate is not None and gate.short() is not None:
         return  # a warm worker holds its framework's memory: not while memory is short
-    waiting = [n for n in pending if not upstream[n] <= result.states.keys()]
-    if len(waiting) < len(pending):  # a ready node waits for a slot or for quiet: keep workers free
-        return
+    ready = [n for n in pending if upstream[n] <= result.states.keys()]
+    if ready and (not running or any(not _exclusive(checked.classes[n], checked.params[n], False) for n in ready)):
+        return  # a ready node waits for a slot, or the measurements start now: keep workers free
+    # measuring nodes that wait for quiet while other work runs do not need the idle worker: it warms
+    # what comes after them (the report, above all, whose imports would otherwise follow the last one)
+    waiting = [n for n in pending if n not in ready]
     heirs = {next((n for n in waiting if parent in upstream[n]), None) for parent in running}
     for node_id in waiting:
         if node_id in heirs or launcher.warmed_or_warming(node_id):

@@ -210,6 +210,22 @@ def test_no_worker_imports_ahead_while_a_measurement_runs(preg, tmp_path):
     assert before and measure[1] < imported_at < start  # made after the measurement, while `next` ran
 
 
+def test_while_a_measurement_waits_for_other_work_the_idle_worker_warms_what_comes_after_it(preg, tmp_path):
+    """A runtime ready early waits for quiet while a conversion runs; meanwhile the report after it
+    makes its imports in the idle worker, instead of after the last measurement."""
+    g = Graph(name="warm-behind")
+    g.add_node("ptest.stamp", "convert", {"delay": 1.5})
+    g.add_node("ptest.exclusive", "measure", {"delay": 0.2})
+    g.add_node("ptest.warm", "report", {"delay": 0.1})
+    g.connect(("measure", "out"), ("report", "x"))
+    result = _run(preg, g, tmp_path, "r", jobs=2, use_cache=False)
+    assert result.status == "ok", result.errors
+    convert, measure = result.outputs["convert"]["out"].value, result.outputs["measure"]["out"].value
+    _start, _end, _pid, before, imported_at = result.outputs["report"]["out"].value
+    assert convert[1] <= measure[0]  # the measurement still ran alone
+    assert before and imported_at < convert[1]  # the report's imports were made while `convert` ran
+
+
 def test_a_failed_warm_up_is_tried_once_and_the_node_still_runs(preg, tmp_path):
     g = Graph(name="badwarm")
     g.add_node("ptest.stamp", "slow", {"delay": 1.0})

@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+os.environ.setdefault("TVM_THREAD_POOL_SPIN_COUNT", "10000")  # as Heiti sets it (heiti/nodes/__init__.py)
 
 ONE = """
 import json, os, statistics, sys, time

@@ -46,6 +46,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TVM_THREAD_POOL_SPIN_COUNT", "10000")  # as Heiti sets it (heiti/nodes/__init__.py)
 
 
 def _reinit(net: Any) -> None:

@@ -382,3 +382,4 @@ def test_runtimes_interleaved_take_turns_over_the_same_stretch_of_time(tiny, reg
     assert max(a0, b0) < min(a1, b1), spans  # timed over the same stretch, not one after the other
     turns = [read_measurements(tmp_path / "run" / "measurements" / f"{n}.json").data.turns for n in spans]
     assert all(t is not None and t >= 1 for t in turns), turns
+

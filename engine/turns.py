@@ -23,8 +23,9 @@ from typing import Any
 #: a turn's timed stretch: long enough that switching (the other runtime's thread pool going idle,
 #: caches refilled by the re-warm calls) is a few percent of it, short against the host's drift
 BLOCK_S = 0.5
-#: after a turn is granted: the previous holder's spinning thread pool goes idle first
-SETTLE_S = 0.01
+#: after a turn is granted: the previous holder's thread pool stops spinning first (ONNX Runtime's spins for
+#: some 30-60 ms after its last call; TVM's ~10 ms as Heiti sets it, see heiti/nodes/__init__.py)
+SETTLE_S = 0.05
 
 
 class Turn:

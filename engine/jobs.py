@@ -136,9 +136,13 @@ def execute_job(job: dict[str, Any], send: Callable[[dict[str, Any]], None],
     workdir, out_dir = Path(job["workdir"]), Path(job["out_dir"])
     workdir.mkdir(parents=True, exist_ok=True)
     ctx = RunContext(job["node"], workdir, out_dir, bus, _EventToken(cancelled), run_t0=job["run_t0"])  # type: ignore[arg-type]
+    whole = False
     if job.get("turns") and recv is not None:
         ctx.turn = _pipe_turn(send, recv)
+        whole = not getattr(cls, "takes_turns", False)  # it does not share: it holds the machine throughout
     try:
+        if whole:
+            ctx.turn.take()
         outputs = node.run(ctx, **inputs) or {}
         missing = [p for p in cls.outputs if p not in outputs]
         if missing:
@@ -151,6 +155,8 @@ def execute_job(job: dict[str, Any], send: Callable[[dict[str, Any]], None],
         tb = "" if isinstance(err, NodeError) else traceback.format_exc()
         return {"result": "failed", "error_type": type(err).__name__, "message": str(err) or type(err).__name__,
                 "traceback": tb}
+    finally:
+        ctx.turn.give()  # whatever the node still held (nothing when it gave its turns back itself)
 
 
 def _pipe_turn(send: Callable[[dict[str, Any]], None], recv: Callable[[], bytes]) -> Turn:

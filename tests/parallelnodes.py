@@ -173,6 +173,7 @@ class TurnTaker(Node):
     kind = "ptest.turns"
     category = "Test"
     exclusive = True
+    takes_turns = True
 
     class Params(_P):
         blocks: int = 4

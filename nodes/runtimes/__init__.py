@@ -61,6 +61,8 @@ class RuntimeNode(Node):
     """Base of the runtime node kinds: a subclass declares everything Heiti needs to know of it."""
 
     category = "Runtimes"
+    #: it takes turns itself when runtimes are timed in turns (heiti run --interleave; engine.turns)
+    takes_turns = True
     #: the runtime's name: in measurements, reports, a device's HELLO and `open_session`
     runtime: ClassVar[str] = ""
     #: model formats it runs; the `model` input accepts these (unless the class sets its own inputs)

@@ -328,3 +328,16 @@ def test_a_cancel_lets_nodes_waiting_for_their_turn_stop(preg, tmp_path):
     result = ex.run(g, tmp_path / "r")
     assert time.monotonic() - t < 10  # 20 s of turns were asked for
     assert result.status == "cancelled" and set(result.states.values()) == {"cancelled"}
+
+
+def test_a_measuring_node_that_does_not_take_turns_holds_the_machine_for_its_whole_run(preg, tmp_path):
+    """Interleaved with a node that takes turns, a measuring node that does not (a plug-in's) runs
+    as one turn: never beside the other's blocks."""
+    g = Graph(name="turns-whole")
+    g.add_node("ptest.turns", "a", {"blocks": 4, "block": 0.1})
+    g.add_node("ptest.exclusive", "b", {"delay": 0.4})
+    result = _run(preg, g, tmp_path, "r", jobs=2, use_cache=False, interleave=True)
+    assert result.status == "ok", result.errors
+    b0, b1 = result.outputs["b"]["out"].value[:2]
+    for s, e in result.outputs["a"]["out"].value["spans"]:
+        assert e <= b0 or b1 <= s, "a turn overlapped the node that holds the machine"

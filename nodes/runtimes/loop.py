@@ -164,14 +164,18 @@ def run_timed_loop(
     first = clock() - t
     if finish is not None:
         finish(raw)
-    for i in range(warmup):
-        feed = feeds[i % n]
-        if stage is not None:
-            stage(feed)
-        raw = run(feed)
-        if finish is not None:
-            finish(raw)
 
+    def untimed(calls: int) -> None:
+        """Warm-up calls: every step of a timed call, nothing recorded."""
+        for k in range(calls):
+            feed = feeds[k % n]
+            if stage is not None:
+                stage(feed)
+            out = run(feed)
+            if finish is not None:
+                finish(out)
+
+    untimed(warmup)
     cur = buf.chunks[-1]
     size, j = cur.size, 0
     completed = 0
@@ -189,13 +193,7 @@ def run_timed_loop(
         switches += 1
         began = clock()
         pause()  # type: ignore[misc]
-        for k in range(REWARM):
-            feed = feeds[k % n]
-            if stage is not None:
-                stage(feed)
-            raw = run(feed)
-            if finish is not None:
-                finish(raw)
+        untimed(REWARM)
         block_start = clock()
         paused_ns += block_start - began
         deadline += block_start - began

@@ -79,7 +79,7 @@ class RunController(QObject):
         self.window.scene.reset_states()
         self.window.charts.clear()
         self.window.log_dock.add("", "run", f"run started → {out_dir}")
-        jobs = max(2, os.cpu_count() or 1) if self.parallel else 1
+        jobs = (os.cpu_count() or 1) if self.parallel else 1  # as `heiti run` without --jobs
         self.bridge.start(doc.graph, out_dir, cache_dir=self.cache_dir or default_cache_dir(), use_cache=self.use_cache,
                           jobs=jobs, interleave=self.interleave and jobs > 1)
         self.state_changed.emit(True)

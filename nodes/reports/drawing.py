@@ -13,11 +13,16 @@ report runs on a thread beside Qt, and the figures are drawn one after the other
 threads may exist (OpenVINO keeps an idle thread pool once imported, rich a refresh thread): a lock
 one of them held at the fork could hang a helper, so a helper that outlives the parent's own
 drawing by HELPER_GRACE_S is killed and its figures drawn by the parent.
+
+The parent learns that a helper is done from a pipe whose only write end the helper holds: it
+reads as ended the moment the helper exits, so waiting is one `select`, never a poll and a sleep
+(a polling interval added up to half a second to a report that takes less than one).
 """
 
 from __future__ import annotations
 
 import os
+import selectors
 import signal
 import struct
 import tempfile
@@ -32,6 +37,8 @@ _MAX_FIGURES = 4096  # their numbers fit a pipe's buffer, written before any hel
 HELPER_GRACE_S = 10.0
 #: processes that drew the last figures in this process (the report says it in its log line)
 last_processes = 0
+#: the helpers' pids of the last figures drawn (all reaped when draw_all returns)
+last_helpers: list[int] = []
 
 
 def _helpers_wanted(count: int) -> int:
@@ -49,17 +56,18 @@ def _helpers_wanted(count: int) -> int:
 def draw_all(calls: Sequence[Callable[[], bytes]]) -> list[bytes | None]:
     """Each call's PNG bytes, in order, drawn by this process and forked helpers at once; None
     for a call that raised (the caller draws it again where its error is handled)."""
-    global last_processes
+    global last_processes, last_helpers
     helpers = _helpers_wanted(len(calls))
-    last_processes = helpers + 1
+    last_processes, last_helpers = helpers + 1, []
     if not helpers:
         return [_try(call) for call in calls]
     tokens_r, tokens_w = os.pipe()
     os.write(tokens_w, b"".join(_TOKEN.pack(i) for i in range(len(calls))))  # well under a pipe's buffer
-    results: list[tuple[Any, int]] = []  # (the helper's file, its pid)
+    results: list[tuple[Any, int, int]] = []  # (the helper's file, its pid, the read end of its done pipe)
     for _ in range(helpers):
         # a file, not a pipe: a helper never waits for the parent to read (the parent is drawing too)
         out = tempfile.TemporaryFile()
+        done_r, done_w = os.pipe()  # the helper holds the only write end: it reads as ended when the helper is
         pid = os.fork()
         if pid == 0:  # a helper: draw what it takes, write it, leave without running anything else
             code = 0
@@ -70,8 +78,10 @@ def draw_all(calls: Sequence[Callable[[], bytes]]) -> list[bytes | None]:
                 code = 1
             finally:
                 os._exit(code)
-        results.append((out, pid))
+        os.close(done_w)  # before the next fork, so that no other helper holds it open
+        results.append((out, pid, done_r))
     os.close(tokens_w)  # the helpers hold no write end either: an empty pipe now reads as the end
+    last_helpers = [pid for _, pid, _ in results]
     pngs: list[bytes | None] = [None] * len(calls)
     started = time.monotonic()
     try:
@@ -83,8 +93,10 @@ def draw_all(calls: Sequence[Callable[[], bytes]]) -> list[bytes | None]:
         # a helper gets as long again as this process took, and HELPER_GRACE_S more; one that hangs
         # (a lock some native thread held when it was forked) is killed and its figures drawn here
         deadline = time.monotonic() + (time.monotonic() - started) + HELPER_GRACE_S
-        for out, pid in results:
-            _reap(pid, deadline)
+        ended = _wait_for_ends([done for _, _, done in results], deadline)
+        for out, pid, done in results:
+            os.close(done)
+            _reap(pid, done in ended)
             out.seek(0)
             _collect(out.fileno(), pngs)
             out.close()
@@ -98,15 +110,27 @@ def _try(call: Callable[[], bytes]) -> bytes | None:
         return None
 
 
-def _reap(pid: int, deadline: float) -> None:
-    """Wait for a helper until `deadline`, then kill it; a helper already reaped elsewhere is fine."""
+def _wait_for_ends(fds: list[int], deadline: float) -> set[int]:
+    """The pipes that read as ended (their helpers exited) by `deadline`, waiting for no more."""
+    ended: set[int] = set()
+    with selectors.DefaultSelector() as selector:
+        for fd in fds:
+            selector.register(fd, selectors.EVENT_READ)
+        while len(ended) < len(fds) and (left := deadline - time.monotonic()) > 0:
+            for key, _ in selector.select(left):
+                if not os.read(key.fd, 4096):  # a helper writes nothing there: this is its end
+                    selector.unregister(key.fd)
+                    ended.add(key.fd)
+    return ended
+
+
+def _reap(pid: int, ended: bool) -> None:
+    """Reap a helper; kill it first if its pipe did not end in time (it hangs). One already
+    reaped elsewhere is fine."""
     try:
-        while time.monotonic() < deadline:
-            if os.waitpid(pid, os.WNOHANG)[0]:
-                return
-            time.sleep(0.005)
-        os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
+        if not ended:
+            os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)  # after the end of its pipe the helper is exiting: its status comes at once
     except (ChildProcessError, ProcessLookupError):
         pass
 

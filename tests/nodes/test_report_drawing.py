@@ -168,3 +168,50 @@ def test_a_helper_that_hangs_is_killed_and_its_figures_drawn_here(monkeypatch):
     assert time.perf_counter() - started < 5
     assert drawing.last_processes >= 2
     assert pngs[0] == pngs[2] == b"drawn here" and _tag_pid(pngs[1])[0] == "1"
+
+
+@pytest.mark.skipif(CORES < 2, reason="one core: no helper")
+def test_helpers_that_finish_are_reaped_at_once_without_polling(monkeypatch):
+    """The parent waits on each helper's pipe, not in a loop of sleeps: no sleep at all, and
+    every helper is gone (reaped, no zombie) when draw_all returns."""
+    slept = []
+    monkeypatch.setattr(drawing.time, "sleep", lambda seconds: slept.append(seconds))
+    pngs = drawing.draw_all([_busy(i, 0.05) for i in range(6)])
+    assert [_tag_pid(png)[0] for png in pngs] == [str(i) for i in range(6)]
+    assert slept == []
+    assert drawing.last_helpers and len({_tag_pid(png)[1] for png in pngs}) >= 2
+    for pid in drawing.last_helpers:
+        with pytest.raises(ChildProcessError):  # reaped already: no such child left
+            os.waitpid(pid, os.WNOHANG)
+
+
+@pytest.mark.skipif(CORES < 2, reason="one core: no helper")
+def test_a_figure_a_helper_finishes_after_the_parent_is_kept_not_drawn_again():
+    """The parent runs out of figures while a helper still draws: it waits for it, and takes the
+    helper's figure (drawing it again would block here: the parent's path waits for a helper's start)."""
+    import select
+
+    parent = os.getpid()
+    started_r, started_w = os.pipe()
+
+    def call(tag: int):
+        def draw() -> bytes:
+            if os.getpid() == parent:  # returns once a helper has begun the other figure
+                if not select.select([started_r], [], [], 10)[0]:
+                    raise TimeoutError("no helper started a figure")
+                os.read(started_r, 1)
+                return f"parent:{tag}".encode()
+            os.write(started_w, b"x")
+            time.sleep(0.3)  # still drawing when the parent is done with its own
+            return f"helper:{tag}".encode()
+
+        return draw
+
+    try:
+        pngs = drawing.draw_all([call(0), call(1)])
+    finally:
+        os.close(started_r)
+        os.close(started_w)
+    assert None not in pngs
+    assert sorted(png.split(b":")[1] for png in pngs) == [b"0", b"1"]
+    assert any(png.startswith(b"helper:") for png in pngs)

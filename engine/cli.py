@@ -94,6 +94,18 @@ def cmd_run(args: argparse.Namespace) -> int:
         from heiti.engine.forkserver import start_fork_server
 
         start_fork_server()  # first: its imports overlap this process's, and the loading and validation below
+        if not args.set:  # the first node's framework import begins as soon as the server is up
+            from heiti.engine import head_start
+
+            head_start.begin(args.graph, use_cache=not args.no_cache, cache_dir=args.cache)
+            try:
+                return _run(args)
+            finally:
+                head_start.release()  # not taken: the graph was invalid or the run never started
+    return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     from heiti.engine import collector
     from heiti.engine.console import RunView
     from heiti.engine.executor import Executor, InvalidGraph

@@ -199,6 +199,16 @@ def prepare_ahead(job: dict[str, Any]) -> str:
     return ""
 
 
+def _head_start(spec: dict[str, Any], send: Callable[[dict[str, Any]], None]) -> dict[str, Any] | None:
+    """Say which node this early worker makes the imports of (engine.head_start), and return the
+    warm-up message for it (None: no node to warm)."""
+    from heiti.engine.head_start import choose
+
+    node_id, imports = choose(spec)
+    send({"head_start": node_id})
+    return {"warm": imports, "node": node_id} if node_id is not None else None
+
+
 def worker_main(conn: Connection, cancel_event: Any) -> None:
     """Entry point of a worker process: runs the jobs it is sent, one at a time, until the pipe closes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the parent decides
@@ -216,6 +226,11 @@ def worker_main(conn: Connection, cancel_event: Any) -> None:
             except (EOFError, OSError):
                 return
             message = json.loads(job_text)
+            if "head_start" in message:  # forked while the command starts: choose a node, import for it
+                _adopt_environment(message)
+                message = _head_start(message["head_start"], send)
+                if message is None:
+                    continue
             if "warm" in message:
                 _adopt_environment(message)  # a plug-in's module may need the run's path or env
                 started = time.perf_counter()

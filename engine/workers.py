@@ -23,6 +23,7 @@ from multiprocessing.connection import Connection, wait
 from typing import Any
 
 import psutil
+from heiti.engine import head_start
 from heiti.engine.events import Event, EventBus, NodeLog, event_from_dict
 from heiti.engine.forkserver import context
 from heiti.engine.jobs import parent_environment, worker_main
@@ -95,7 +96,8 @@ class ProcessLauncher:
                  rss_limit: int | None = None) -> None:
         self.bus = bus
         self.ctx = context(preload or [])
-        self.cancel_event = self.ctx.Event()
+        early = head_start.take()  # a worker `heiti run` forked while it started (engine.head_start)
+        self.cancel_event = early.cancel_event if early is not None else self.ctx.Event()
         self.size = max(1, size)
         self.rss_limit = WORKER_RSS_LIMIT if rss_limit is None else rss_limit
         self.workers: list[Worker] = []
@@ -103,6 +105,10 @@ class ProcessLauncher:
         self.warm_asked: set[str] = set()  # nodes a worker was asked to warm up for (once each)
         self.memory = MemoryGate()  # the scheduler asks it before starting a node beside others
         self.turns = TurnArbiter(lambda handle: handle.worker.conn.send_bytes(b'{"turn": "go"}'))
+        if early is not None:
+            self.workers.append(Worker(early.process, early.conn, warming=early.node_id))
+            if early.node_id is not None:
+                self.warm_asked.add(early.node_id)
 
     def _spawn(self) -> Worker:
         parent_end, child_end = self.ctx.Pipe(duplex=True)

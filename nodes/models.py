@@ -256,6 +256,14 @@ class ModelFile(Node):
         class_names: list[str] = Field(default_factory=list, description="class names in output order")
 
     outputs = {"model": Out(ModelArtifact)}
+    #: what loading each format imports (the run's head start makes it early: engine.head_start)
+    FORMAT_IMPORTS = {"onnx": ("onnx",), "tflite": ("ai_edge_litert.interpreter",),
+                      "keras": ("heiti.nodes.keras_env:import_keras",), "pt2": ("torch",)}
+
+    @classmethod
+    def warm_up_imports(cls, params: BaseModel | None, wired: frozenset[str] = frozenset()) -> tuple[str, ...]:
+        fmt = cls.output_formats(params)["model"]
+        return cls.FORMAT_IMPORTS.get(fmt or "", ())
 
     @classmethod
     def output_formats(cls, params: BaseModel | None, input_formats: dict[str, str | None] | None = None

@@ -24,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
-from parallel import load, timed_run  # noqa: E402
+from parallel import compile_bytecode, load, timed_run  # noqa: E402
 
 BUILD = """
 import sys, numpy as np, keras
@@ -68,6 +68,7 @@ def main() -> None:
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
         subprocess.run([str(ROOT / ".venv" / "bin" / "python"), "-c", BUILD, str(folder), str(args.inferences)],
                        check=True, env=env)
+        compile_bytecode()
         path = folder / "flow.json"
         path.write_text(json.dumps(graph(folder, args.inferences)))
         print(f"model and images built; {os.cpu_count()} cores; {load()}", flush=True)

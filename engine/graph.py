@@ -32,7 +32,7 @@ class GraphLoadError(Exception):
 
 
 class NodeSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(defer_build=True, extra="forbid")
 
     id: str = Field(pattern=ID_PATTERN, description="stable id, chosen when the node is created")
     kind: str = Field(min_length=1, max_length=200, description="node kind, e.g. compile.tvm")
@@ -42,7 +42,7 @@ class NodeSpec(BaseModel):
 
 
 class EdgeSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(defer_build=True, extra="forbid", populate_by_name=True)
 
     src: tuple[str, str] = Field(alias="from", description="[node id, output port]")
     dst: tuple[str, str] = Field(alias="to", description="[node id, input port]")
@@ -59,7 +59,7 @@ class EdgeSpec(BaseModel):
 class Graph(BaseModel):
     """A whole graph document. The model is the truth; the editor's items observe it."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(defer_build=True, extra="forbid")
 
     format: Literal["heiti-graph"] = FORMAT
     version: Literal[1] = VERSION

@@ -18,7 +18,7 @@ SCHEMA_VERSION = 1
 
 
 class _Open(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(defer_build=True, extra="allow")
 
 
 class LatencyStats(_Open):
@@ -173,7 +173,7 @@ class MeasurementsFile(_Open):
 class MeasurementsReadResult(BaseModel):
     """A file read as far as possible: the data, plus what was missing or wrong in it."""
 
-    model_config = ConfigDict(arbitrary_types_allowed=True)
+    model_config = ConfigDict(defer_build=True, arbitrary_types_allowed=True)
     data: MeasurementsFile
     missing: list[str] = Field(default_factory=list)
 

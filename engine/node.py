@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 
 class NoParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(defer_build=True, extra="forbid")
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 class Payload(BaseModel):
     """Base of every wire value; subclasses register themselves by class name."""
 
-    model_config = ConfigDict(extra="allow", arbitrary_types_allowed=True)
+    model_config = ConfigDict(defer_build=True, extra="allow", arbitrary_types_allowed=True)
     registry: ClassVar[dict[str, type[Payload]]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -137,7 +137,7 @@ class DatasetHandle(Payload):
 class PipelineStep(BaseModel):
     """One step that made a model: which node, of which kind, and how long it took."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(defer_build=True, extra="allow")
 
     node: str = ""
     kind: str = ""
@@ -154,7 +154,7 @@ class ModelMeta(BaseModel):
     cached outputs and measurements read back unchanged.
     """
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(defer_build=True, extra="allow")
 
     # what the model computes and takes
     task: str | None = Field(None, description="classification or detection")

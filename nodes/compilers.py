@@ -28,7 +28,7 @@ CROSS_TARGETS: dict[str, dict[str, Any]] = {
 
 
 class _Params(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(defer_build=True, extra="forbid")
 
 
 def _json_safe(value: Any) -> Any:

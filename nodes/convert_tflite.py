@@ -21,7 +21,7 @@ class TFLiteToOnnx(Node):
     category = "Converters"
 
     class Params(BaseModel):
-        model_config = ConfigDict(extra="forbid")
+        model_config = ConfigDict(defer_build=True, extra="forbid")
 
         opset: int = Field(17, ge=13, le=18, description="ONNX opset version")
         nchw_input: bool = Field(False, description="make the ONNX model take NCHW input (a transpose is added)")

@@ -32,7 +32,7 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 
 
 class _Params(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(defer_build=True, extra="forbid")
 
 
 # --- shared helpers ---------------------------------------------------------------------------

@@ -49,7 +49,7 @@ class ClusterWeights(Node):
     category = "Optimizers"
 
     class Params(BaseModel):
-        model_config = ConfigDict(extra="forbid")
+        model_config = ConfigDict(defer_build=True, extra="forbid")
         clusters: int = Field(16, ge=2, le=65536, description="shared values per layer (16 = 4-bit indices)")
         seed: int = Field(0, description="seed of the k-means sampling")
 

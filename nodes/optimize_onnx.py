@@ -130,7 +130,7 @@ def shapes_for(model: ModelArtifact, batch: int, fix_shape: str,
 
 
 class _Params(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(defer_build=True, extra="forbid")
 
 
 class OnnxSimplify(Node):

@@ -22,7 +22,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 class TrainParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(defer_build=True, extra="forbid")
 
     epochs: int = Field(15, ge=1, le=10_000, description="passes over the train split")
     batch_size: int = Field(32, ge=1, le=65_536)

@@ -29,7 +29,7 @@ MAX_LISTED = 5
 class CocoParams(BaseModel):
     """Resizing, normalisation and splitting shared by dataset.coco and dataset.shapes."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(defer_build=True, extra="forbid")
     mean: float = Field(0.5, description="subtracted from pixel values scaled to [0, 1]")
     std: float = Field(0.5, gt=0, description="pixel values are divided by this after subtracting mean")
     val_fraction: float = Field(0.1, ge=0, lt=1)

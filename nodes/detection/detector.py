@@ -184,7 +184,7 @@ class TorchDetector(Node):
     version = 1
 
     class Params(BaseModel):
-        model_config = ConfigDict(extra="forbid")
+        model_config = ConfigDict(defer_build=True, extra="forbid")
         width: int = Field(16, ge=4, le=128, description="channels of the first layer (the widest has 8x)")
         score_threshold: float = Field(0.05, ge=0, le=1, description="lowest score kept when decoding")
         nms_iou: float = Field(0.5, gt=0, le=1, description="IoU above which a same-class box is suppressed")

@@ -31,14 +31,14 @@ def _check_threads(value: int) -> int:
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(defer_build=True, extra="forbid")
 
 
 class TensorSpec(BaseModel):
     """A tensor description (name, shape, dtype) as ModelArtifact carries it; extra keys are
     informational (quantisation parameters and the like) and kept small by the JSON cap."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(defer_build=True, extra="allow")
 
     name: str = Field("", max_length=256)
     shape: list[int | str | None] = Field(default_factory=list, max_length=16)
@@ -77,7 +77,7 @@ class ArchConfig(_Strict):
 class Meta(BaseModel):
     """Model metadata: free-form (class names, task, post-processing) except what builds things."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(defer_build=True, extra="allow")
 
     arch: str | None = Field(None, max_length=64)
     arch_config: ArchConfig | None = None

@@ -83,7 +83,7 @@ class TcpTarget(Node):
     cacheable = False
 
     class Params(BaseModel):
-        model_config = ConfigDict(extra="forbid")
+        model_config = ConfigDict(defer_build=True, extra="forbid")
 
         address: str = Field("127.0.0.1:7070", description="HOST:PORT where `heiti serve --tcp` listens")
         token: str = Field("", description="shared token given to `heiti serve --token`; empty: $HEITI_TOKEN")
@@ -115,7 +115,7 @@ class SerialTarget(Node):
     cacheable = False
 
     class Params(BaseModel):
-        model_config = ConfigDict(extra="forbid")
+        model_config = ConfigDict(defer_build=True, extra="forbid")
 
         port: str = Field("/dev/ttyUSB0", min_length=1, description="serial device on this computer")
         baud: int = Field(115200, ge=300, le=16_000_000, description="must match the device's --baud")

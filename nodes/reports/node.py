@@ -31,7 +31,7 @@ class ReportNode(Node):
     version = 1
 
     class Params(BaseModel):
-        model_config = ConfigDict(extra="forbid")
+        model_config = ConfigDict(defer_build=True, extra="forbid")
 
         title: str = Field("", description="page title (default: the graph's name)")
         baseline: str = Field("", description="node id of the runtime to compare against; "

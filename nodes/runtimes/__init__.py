@@ -37,7 +37,7 @@ NS_PER_MS = 1e6
 
 
 class RuntimeParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(defer_build=True, extra="forbid")
 
     warmup: int = Field(10, ge=0, description="untimed calls before measuring (after the cold first call)")
     max_samples: int = Field(0, ge=0, description="samples of the split to run; 0 = all of them")

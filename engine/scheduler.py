@@ -44,8 +44,54 @@ def make_launcher(executor: Executor) -> Any:
         from heiti.engine.ray_launcher import RayLauncher
 
         return RayLauncher(executor.bus, executor.ray_address, jobs=executor.jobs)
-    return ProcessLauncher(executor.bus, preload=[cls.__module__ for cls in executor.registry.classes()],
-                           size=executor.jobs)
+    return OnDemandLauncher(lambda: ProcessLauncher(
+        executor.bus, preload=[cls.__module__ for cls in executor.registry.classes()], size=executor.jobs))
+
+
+class OnDemandLauncher:
+    """The worker pool, made when a node first needs a worker: a run the cache serves whole starts
+    none, and never waits for the worker `heiti run` forked early (engine.head_start)."""
+
+    def __init__(self, make: Any) -> None:
+        self._make = make
+        self.made: ProcessLauncher | None = None
+
+    def _pool(self) -> ProcessLauncher:
+        if self.made is None:
+            self.made = self._make()
+        return self.made
+
+    @property
+    def memory(self) -> Any:
+        return self.made.memory if self.made is not None else None  # no worker holds memory yet
+
+    def start(self, job: dict[str, Any], resources: dict[str, float] | None = None,
+              prefer: set[str] | None = None) -> Handle:
+        return self._pool().start(job, resources=resources, prefer=prefer)
+
+    def warm(self, node_id: str, imports: list[str], prepare: dict[str, Any] | None = None) -> bool:
+        return self._pool().warm(node_id, imports, prepare)
+
+    def warming(self) -> bool:
+        return self.made is not None and self.made.warming()
+
+    def warmed_or_warming(self, node_id: str) -> bool:
+        return self.made is not None and self.made.warmed_or_warming(node_id)
+
+    def poll(self, timeout: float) -> list[Handle]:
+        return self.made.poll(timeout) if self.made is not None else []
+
+    def cancel(self) -> None:
+        if self.made is not None:
+            self.made.cancel()
+
+    def terminate(self) -> None:
+        if self.made is not None:
+            self.made.terminate()
+
+    def close(self) -> None:
+        if self.made is not None:
+            self.made.close()
 
 
 def run_parallel(executor: Executor, graph: Graph, checked: ValidationResult, out_dir: Path,
@@ -161,7 +207,7 @@ def _warm_up_waiting(graph: Graph, checked: ValidationResult, launcher: Any, pen
     for the first waiting child of a running node: it will most likely follow in that worker,
     imports and all (its siblings will not: they are warmed elsewhere).
     """
-    if not hasattr(launcher, "warm") or any(excl for _, _, excl in running.values()):
+    if not pending or not hasattr(launcher, "warm") or any(excl for _, _, excl in running.values()):
         return
     gate = getattr(launcher, "memory", None)
     if gate is not None and gate.short() is not None:

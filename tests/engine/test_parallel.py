@@ -341,3 +341,21 @@ def test_a_measuring_node_that_does_not_take_turns_holds_the_machine_for_its_who
     b0, b1 = result.outputs["b"]["out"].value[:2]
     for s, e in result.outputs["a"]["out"].value["spans"]:
         assert e <= b0 or b1 <= s, "a turn overlapped the node that holds the machine"
+
+
+def test_a_run_the_cache_serves_whole_starts_no_worker(preg, tmp_path, monkeypatch):
+    import heiti.engine.workers as workers
+
+    pools = []
+    real = workers.ProcessLauncher.__init__
+
+    def counted(self, *args, **kwargs):
+        pools.append(self)
+        real(self, *args, **kwargs)
+
+    monkeypatch.setattr(workers.ProcessLauncher, "__init__", counted)
+    assert _run(preg, _pair(0.0), tmp_path, "r1", jobs=2).status == "ok"
+    assert len(pools) == 1  # the first run needed workers
+    again = _run(preg, _pair(0.0), tmp_path, "r2", jobs=2)
+    assert set(again.states.values()) == {"cached"}
+    assert len(pools) == 1  # the cached run made no pool, so it forked nothing and waited for nothing

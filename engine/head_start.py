@@ -46,13 +46,13 @@ class _HeadStart:
 
     def _fork(self) -> None:
         try:
+            from heiti.engine.environ import parent_environment
             from heiti.engine.forkserver import context
-            from heiti.engine.jobs import parent_environment, worker_main
 
             ctx = context([])
             self.cancel_event = ctx.Event()
             parent_end, child_end = ctx.Pipe(duplex=True)
-            process = ctx.Process(target=worker_main, args=(child_end, self.cancel_event),
+            process = ctx.Process(target=_worker, args=(child_end, self.cancel_event),
                                   name="heiti-worker", daemon=True)
             process.start()  # waits until the fork server has made its own imports
             child_end.close()
@@ -68,6 +68,14 @@ class _HeadStart:
             if self.process.is_alive():
                 self.process.kill()
             self.process.join(timeout=5)
+
+
+def _worker(conn: Any, cancel_event: Any) -> None:
+    """The early worker's entry (engine.jobs is imported in the child, not on the command's thread,
+    which must not import Heiti's modules beside the main thread doing the same)."""
+    from heiti.engine.jobs import worker_main
+
+    worker_main(conn, cancel_event)
 
 
 _pending: _HeadStart | None = None

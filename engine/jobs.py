@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import importlib
 import json
-import os
 import signal
-import sys
 import threading
 import time
 import traceback
@@ -24,12 +22,11 @@ from typing import Any
 
 from heiti.engine import collector
 from heiti.engine.context import Cancelled, RunContext
+from heiti.engine.environ import adopt_environment, parent_environment
 from heiti.engine.events import EventBus
 from heiti.engine.node import Node, NodeError
 from heiti.engine.payloads import Payload
 from heiti.engine.turns import Turn
-
-_ENV_SKIP = ("PWD", "OLDPWD", "SHLVL", "_")
 
 
 # --- payloads as JSON ---------------------------------------------------------------------------
@@ -82,12 +79,6 @@ def make_job(node_id: str, cls: type[Node], params: Any, inputs: dict[str, Any],
     }
 
 
-def parent_environment() -> dict[str, Any]:
-    """The parent's present environment, folder and import path, for a worker to adopt."""
-    return {"env": {k: v for k, v in os.environ.items() if k not in _ENV_SKIP},
-            "cwd": os.getcwd(), "sys_path": list(sys.path)}
-
-
 class _EventToken:
     """The CancelToken interface over a flag another process sets."""
 
@@ -102,16 +93,6 @@ class _EventToken:
         return self._is_set()
 
 
-def _adopt_environment(job: dict[str, Any]) -> None:
-    """The fork server started earlier than this run: take the parent's present env, cwd, path."""
-    os.environ.update(job.get("env", {}))
-    if os.path.isdir(job.get("cwd", "")):
-        os.chdir(job["cwd"])
-    for entry in job.get("sys_path", []):
-        if entry not in sys.path:
-            sys.path.append(entry)
-
-
 def _node_class(job: dict[str, Any]) -> type[Node]:
     obj: Any = importlib.import_module(job["module"])
     for part in job["qualname"].split("."):
@@ -123,7 +104,7 @@ def execute_job(job: dict[str, Any], send: Callable[[dict[str, Any]], None],
                 cancelled: Callable[[], bool], recv: Callable[[], bytes] | None = None) -> dict[str, Any]:
     """Run the node a job describes; its events go to `send`; returns the result message. With
     `recv` (the worker's pipe) a job marked `turns` takes turns with the other measuring nodes."""
-    _adopt_environment(job)
+    adopt_environment(job)
     try:
         cls = _node_class(job)
         node = cls(cls.Params.model_validate(job["params"]))
@@ -227,12 +208,12 @@ def worker_main(conn: Connection, cancel_event: Any) -> None:
                 return
             message = json.loads(job_text)
             if "head_start" in message:  # forked while the command starts: choose a node, import for it
-                _adopt_environment(message)
+                adopt_environment(message)
                 message = _head_start(message["head_start"], send)
                 if message is None:
                     continue
             if "warm" in message:
-                _adopt_environment(message)  # a plug-in's module may need the run's path or env
+                adopt_environment(message)  # a plug-in's module may need the run's path or env
                 started = time.perf_counter()
                 error = warm_up(message["warm"])
                 collector.settle()

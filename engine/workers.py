@@ -24,9 +24,10 @@ from typing import Any
 
 import psutil
 from heiti.engine import head_start
+from heiti.engine.environ import parent_environment
 from heiti.engine.events import Event, EventBus, NodeLog, event_from_dict
 from heiti.engine.forkserver import context
-from heiti.engine.jobs import parent_environment, worker_main
+from heiti.engine.jobs import worker_main
 from heiti.engine.memory_gate import MemoryGate
 from heiti.engine.turns import TurnArbiter
 

@@ -10,6 +10,8 @@ scikit-learn or matplotlib, before or after, is untouched.
 `load_keras` keeps the last few models a worker process loaded, keyed by the file's bytes: a
 `model.file` node and the converter after it run in the same worker, and loading MobileNetV2 takes
 ~2 s. Callers that change a model (training, clustering) load their own copy with `fresh=True`.
+Both go through `keras_load.load_model_fast` (the same weights, without running the initializers
+the stored weights replace).
 """
 
 from __future__ import annotations
@@ -69,16 +71,16 @@ def load_keras(path: str | Path, fresh: bool = False) -> Any:
     A shared model must not be changed by the caller: it may be handed to the next node.
     """
     from heiti.engine.files import file_sha256
+    from heiti.nodes.keras_load import load_model_fast
 
-    _tf, keras = import_keras()
     if fresh:
-        return keras.models.load_model(path, safe_mode=True, compile=False)
+        return load_model_fast(path)
     key = file_sha256(Path(path))
     with _lock:
         if key in _models:
             _models.move_to_end(key)
             return _models[key]
-    model = keras.models.load_model(path, safe_mode=True, compile=False)
+    model = load_model_fast(path)
     with _lock:
         _models[key] = model
         while len(_models) > _KEEP_MODELS:

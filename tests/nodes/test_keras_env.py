@@ -102,3 +102,107 @@ def test_keras_starts_lean_loads_once_and_converts_despite_a_failing_optimizer(t
     assert report["retried"] >= 2
     assert report["env_restored"] and report["patches_undone"]
     assert report["excess"] <= 0, "ONNX Runtime differs from Keras beyond the fp32 rounding bound"
+
+
+LOAD_SCRIPT = r"""
+import json, sys, threading
+from pathlib import Path
+import numpy as np
+
+from heiti.nodes.keras_env import import_keras
+from heiti.nodes import keras_load
+
+tf, keras = import_keras()
+from keras.src.backend.tensorflow.core import Variable
+originals = (Variable._initialize_with_initializer, Variable._direct_assign, keras.Variable.value)
+folder = Path(sys.argv[1])
+rng = np.random.default_rng(1)
+inputs = keras.Input(shape=(8, 8, 3), name="input")
+x = keras.layers.Conv2D(4, 3, padding="same", use_bias=False)(inputs)
+frozen = keras.layers.BatchNormalization()
+x = frozen(x)
+x = keras.layers.ReLU(6.0)(x)
+x = keras.layers.DepthwiseConv2D(3, strides=2, padding="same")(x)
+x = keras.layers.BatchNormalization()(x)
+x = keras.layers.GlobalAveragePooling2D()(x)
+x = keras.layers.Dropout(0.5, seed=3)(x)
+model = keras.Model(inputs, keras.layers.Dense(3)(x))
+frozen.trainable = False
+for v in model.weights:  # stored values unlike any initializer's (BatchNorm's ones and zeros too)
+    if v.dtype == "float32":
+        values = rng.normal(size=v.shape).astype("float32")
+        v.assign(np.abs(values) + 0.5 if "variance" in v.path else values)
+model.save(folder / "m.keras")
+
+fast = keras_load.load_model_fast(folder / "m.keras", fallback=False)
+restored = (Variable._initialize_with_initializer, Variable._direct_assign, keras.Variable.value) == originals
+plain = keras.models.load_model(folder / "m.keras", safe_mode=True, compile=False)
+a, b = fast.weights, plain.weights
+report = {
+    "count": [len(a), len(b)],
+    "paths": [v.path for v in a] == [v.path for v in b],
+    "tf_names": [v.value.name for v in a] == [v.value.name for v in b],
+    "tf_trainable": [v.value.trainable for v in a] == [v.value.trainable for v in b],
+    "keras_trainable": [v.trainable for v in a] == [v.trainable for v in b],
+    "frozen_layer_vars": sum(not v.trainable for v in a),
+    "equal": [bool(np.array_equal(x.numpy(), y.numpy())) for x, y in zip(a, b)],
+    "dtypes": [str(x.numpy().dtype) == str(y.numpy().dtype) for x, y in zip(a, b)],
+    "same_as_saved_weights": all(bool(np.array_equal(x.numpy(), y.numpy())) for x, y in zip(a, model.weights)),
+    "restored": restored,
+}
+sample = rng.random((2, 8, 8, 3), dtype=np.float32)
+report["same_predictions"] = bool(np.array_equal(fast(sample).numpy(), plain(sample).numpy()))
+report["same_as_saved"] = bool(np.array_equal(fast(sample).numpy(), model(sample).numpy()))
+
+# while a load is deferring in this thread, a variable another thread creates is filled at once
+created = {}
+with keras_load._patched(tf):
+    mine = keras.Variable(keras.initializers.Ones(), shape=(2,), name="mine")
+    worker = threading.Thread(target=lambda: created.update(v=keras.Variable(keras.initializers.Ones(), shape=(2,))))
+    worker.start(); worker.join()
+    report["other_thread_filled"] = created["v"]._value is not None
+    report["this_thread_deferred"] = mine._value is None
+    report["read_before_load"] = mine.numpy().tolist()  # an eager read fills it with its initializer
+report["restored_after_patch"] = (Variable._initialize_with_initializer, Variable._direct_assign,
+                                  keras.Variable.value) == originals
+
+def error(load, path):
+    try:
+        load(path)
+    except Exception as err:
+        return [type(err).__name__, str(err)]
+    return None
+
+(folder / "corrupt.keras").write_bytes((folder / "m.keras").read_bytes()[:2000])
+lam = keras.Model(inputs, keras.layers.Lambda(lambda t: t * 2.0)(inputs))
+lam.save(folder / "lambda.keras")
+for name in ("corrupt", "lambda"):
+    path = folder / f"{name}.keras"
+    report[name] = [error(keras_load.load_model_fast, path),
+                    error(lambda p: keras.models.load_model(p, safe_mode=True, compile=False), path)]
+report["restored_after_errors"] = (Variable._initialize_with_initializer, Variable._direct_assign,
+                                   keras.Variable.value) == originals
+print("REPORT " + json.dumps(report))
+"""
+
+
+def test_fast_keras_load_gives_the_plain_loads_weights_bit_for_bit(tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, "-c", LOAD_SCRIPT, str(tmp_path)], capture_output=True, text=True,
+                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"), timeout=300)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("REPORT ")]
+    assert lines, done.stderr[-3000:]
+    report = json.loads(lines[-1][len("REPORT "):])
+    count = report["count"][0]
+    assert report["count"] == [count, count] and count >= 13  # conv, 2 x 4 BatchNorm, depthwise x2, dense x2
+    assert report["paths"] and report["tf_names"] and report["tf_trainable"] and report["keras_trainable"]
+    assert report["frozen_layer_vars"] >= 4
+    assert report["equal"] == [True] * count and report["dtypes"] == [True] * count
+    assert report["same_as_saved_weights"]
+    assert report["same_predictions"] and report["same_as_saved"]
+    assert report["other_thread_filled"] and report["this_thread_deferred"]
+    assert report["read_before_load"] == [1.0, 1.0]
+    assert report["restored"] and report["restored_after_patch"] and report["restored_after_errors"]
+    for name in ("corrupt", "lambda"):
+        fast, plain = report[name]
+        assert plain is not None and fast == plain, name
+    assert "safe_mode" in report["lambda"][1][1] or "lambda" in report["lambda"][1][1].lower()

@@ -22,6 +22,10 @@ STYLE = {
     "legend.fontsize": 8, "axes.spines.top": False, "axes.spines.right": False, "axes.grid": True,
     "grid.color": "#e3e6ea", "grid.linewidth": 0.8, "axes.edgecolor": "#9aa3ad", "axes.axisbelow": True,
     "font.family": "DejaVu Sans", "axes.titleweight": "bold", "axes.titlelocation": "left",
+    # titles sit on the axes (no figure has ticks or labels on top): matplotlib's automatic title
+    # placement would measure every axis again at each draw to find that out (a fifth of a figure's
+    # time); and no offset text (+2.83e2) that could then overlap a title: plain numbers
+    "axes.titley": 1.0, "axes.formatter.useoffset": False,
 }
 
 

@@ -253,10 +253,11 @@ def histograms(series: list[dict[str, Any]]) -> bytes:
             hi = float(np.percentile(values, 99.5))
             lo = float(values.min())
             if lo > 0 and hi / lo > 20:  # slow outliers would squash the body into one bar
-                ax.hist(np.clip(values, None, hi), bins=np.geomspace(lo, hi, 41), color=s["color"], alpha=0.8)
+                ax.hist(np.clip(values, None, hi), bins=np.geomspace(lo, hi, 41), color=s["color"], alpha=0.8,
+                        histtype="stepfilled")
                 _log_x(ax, decades=math.log10(hi / lo) * 1.6)
             else:
-                ax.hist(np.clip(values, None, hi), bins=40, color=s["color"], alpha=0.8)
+                ax.hist(np.clip(values, None, hi), bins=40, color=s["color"], alpha=0.8, histtype="stepfilled")
             title = s["label"]
             mean = float(values.mean())
             if mean <= hi:

@@ -9,7 +9,10 @@ wait, so every runtime samples the same stretch of time and nothing runs beside 
 
 The parent arbitrates over each worker's pipe (`TurnArbiter`: first asked, first served); a node
 that ends or dies gives its turn back, and a cancel lets every waiting node go so that it can
-stop. A node sees a `Turn` (`ctx.turn`): `take()` waits for its turn, `give()` ends it; both do
+stop. The runtimes started together prepare side by side (imports, data, session, inputs: no
+timing yet) and ask for their first turn when ready to time; the first turn is granted once every
+one of them has asked (or ended), so no preparation ever runs beside a timed call and none waits
+for another's turn. A node sees a `Turn` (`ctx.turn`): `take()` waits for its turn, `give()` ends it; both do
 nothing when the node does not share the machine.
 """
 
@@ -65,8 +68,14 @@ class TurnArbiter:
         self.queue: deque[Any] = deque()
         self.holder: Any = None
         self.open = False  # after a cancel: every node goes at once
+        self.preparing: set[int] = set()  # ids of the nodes started together that have not asked yet
+
+    def expect(self, handle: Any) -> None:
+        """A node started to take turns: no turn is granted before it asks for its first (or ends)."""
+        self.preparing.add(id(handle))
 
     def want(self, handle: Any) -> None:
+        self.preparing.discard(id(handle))
         if self.open:
             self._send(handle)
             return
@@ -80,6 +89,7 @@ class TurnArbiter:
 
     def gone(self, handle: Any) -> None:
         """The node ended or its worker died: whatever it held or asked for is given back."""
+        self.preparing.discard(id(handle))
         if handle in self.queue:
             self.queue.remove(handle)
         self.done(handle)
@@ -92,7 +102,7 @@ class TurnArbiter:
         self.holder = None
 
     def _next(self) -> None:
-        if self.holder is None and self.queue:
+        if self.holder is None and self.queue and not self.preparing:
             self.holder = self.queue.popleft()
             self._send(self.holder)
 

@@ -156,6 +156,8 @@ class ProcessLauncher:
         worker.handle = handle
         worker.ran.add(job["node"])
         self.running[handle.node_id] = handle
+        if job.get("turns"):
+            self.turns.expect(handle)
         try:
             worker.conn.send_bytes(json.dumps(job).encode())
         except OSError:

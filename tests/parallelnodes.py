@@ -180,6 +180,7 @@ class TurnTaker(Node):
         block: float = 0.1
         meet: str = ""  # a folder where the nodes of one test wait for each other before their first turn
         peers: int = 1
+        prepare: float = 0.0  # seconds of preparation (as a runtime's loading) before the first turn
 
     inputs = {"x": In(Value, required=False)}
     outputs = {"out": Out(Value)}
@@ -191,6 +192,9 @@ class TurnTaker(Node):
             deadline = time.time() + 30
             while len(list(meet.iterdir())) < self.params.peers and time.time() < deadline:
                 time.sleep(0.005)
+        prepared = [time.time()]
+        time.sleep(self.params.prepare)
+        prepared.append(time.time())
         spans = []
         for _ in range(self.params.blocks):
             ctx.turn.take()
@@ -200,7 +204,7 @@ class TurnTaker(Node):
                 pass
             spans.append([start, time.time()])
             ctx.turn.give()
-        return {"out": Value(value={"spans": spans, "shared": ctx.turn.shared})}
+        return {"out": Value(value={"spans": spans, "shared": ctx.turn.shared, "prepared": prepared})}
 
 
 ALL.append(TurnTaker)

@@ -139,8 +139,7 @@ class RuntimeNode(Node):
         model_path = Path(model.path)
         if not model_path.exists():
             raise NodeError(f"model file {model_path} does not exist", "re-run the node that makes it")
-        ctx.turn.take()  # sharing the machine with other runtimes (--interleave): none of this beside their timing
-        try:
+        try:  # with --interleave the turn is taken once everything is ready to time (in `_measure`)
             gzip_bytes = model_gzip_bytes_soon(model_path)  # beside the loading; waited for before timing
             try:
                 record = self._load_and_measure(ctx, model, dataset, target, gzip_bytes)
@@ -228,6 +227,7 @@ class RuntimeNode(Node):
         def on_progress(done: int, total: int) -> None:
             ctx.progress(0.1 + 0.8 * done / total, f"{done}/{total} calls")
 
+        ctx.turn.take()  # --interleave: the runtimes started together have all prepared (engine.turns)
         ctx.progress(0.1, "measuring")
         try:
             result, resources = measure_sampled(

@@ -359,3 +359,18 @@ def test_a_run_the_cache_serves_whole_starts_no_worker(preg, tmp_path, monkeypat
     again = _run(preg, _pair(0.0), tmp_path, "r2", jobs=2)
     assert set(again.states.values()) == {"cached"}
     assert len(pools) == 1  # the cached run made no pool, so it forked nothing and waited for nothing
+
+
+def test_runtimes_in_turns_prepare_side_by_side_and_time_only_once_all_are_ready(preg, tmp_path):
+    """No preparation (a framework's import, a session) runs beside a timed block, and none is made
+    to wait for another runtime's turns: the first turn goes once every node started with it asked."""
+    g = Graph(name="turns-prepare")
+    g.add_node("ptest.turns", "quick", {"blocks": 3, "block": 0.1, "prepare": 0.1})
+    g.add_node("ptest.turns", "slow", {"blocks": 3, "block": 0.1, "prepare": 1.0})
+    result = _run(preg, g, tmp_path, "r", jobs=2, use_cache=False, interleave=True)
+    assert result.status == "ok", result.errors
+    quick, slow = result.outputs["quick"]["out"].value, result.outputs["slow"]["out"].value
+    ready = max(quick["prepared"][1], slow["prepared"][1])
+    first_turn = min(s for s, _ in quick["spans"] + slow["spans"])
+    assert first_turn >= ready, "a turn was timed while another runtime still prepared"
+    assert _overlap(quick["prepared"], slow["prepared"])  # side by side, not one in the other's turn

@@ -13,7 +13,9 @@ and to the duration of the load:
   stored array, it is created from that array (same dtype conversion, same TensorFlow name scope,
   same `trainable` flag as it would have had). A variable read eagerly before that, or never
   assigned, is filled by its initializer exactly as in the plain load;
-- the skip-set is computed once per type.
+- the skip-set is computed once per type;
+- eager ops run as kernels, not one-op functions (`keras_eager.direct_eager_ops`): creating 262
+  variables of ~100 shapes meets ~100 new kernels.
 
 Anything unexpected (another backend, a distribution strategy, any error) falls back to the plain
 `load_model`, which then decides — and raises its own errors for corrupt or unsafe files.
@@ -37,13 +39,14 @@ def load_model_fast(path: str | Path, fallback: bool = True) -> Any:
 
     `fallback=False` raises what the fast path met instead of loading the plain way (for tests).
     """
+    from heiti.nodes.keras_eager import direct_eager_ops
     from heiti.nodes.keras_env import import_keras
 
     tf, keras = import_keras()
     if keras.backend.backend() != "tensorflow" or tf.distribute.has_strategy():
         return keras.models.load_model(path, safe_mode=True, compile=False)
     try:
-        with _patch_lock, _patched(tf) as pending:
+        with _patch_lock, _patched(tf) as pending, direct_eager_ops():
             model = keras.models.load_model(path, safe_mode=True, compile=False)
             for variable in list(pending.values()):  # not in the file (or not assigned): as the plain load leaves them
                 _materialize(variable, pending, tf)

@@ -39,6 +39,8 @@ HELPER_GRACE_S = 10.0
 last_processes = 0
 #: the helpers' pids of the last figures drawn (all reaped when draw_all returns)
 last_helpers: list[int] = []
+#: CPU seconds the last figures took: (this process, its helpers together)
+last_cpu = (0.0, 0.0)
 
 
 def _helpers_wanted(count: int) -> int:
@@ -56,6 +58,20 @@ def _helpers_wanted(count: int) -> int:
 def draw_all(calls: Sequence[Callable[[], bytes]]) -> list[bytes | None]:
     """Each call's PNG bytes, in order, drawn by this process and forked helpers at once; None
     for a call that raised (the caller draws it again where its error is handled)."""
+    global last_cpu
+    cpu, children = time.process_time(), _children_cpu()
+    try:
+        return _draw_all(calls)
+    finally:
+        last_cpu = (time.process_time() - cpu, _children_cpu() - children)
+
+
+def _children_cpu() -> float:
+    times = os.times()
+    return times.children_user + times.children_system
+
+
+def _draw_all(calls: Sequence[Callable[[], bytes]]) -> list[bytes | None]:
     global last_processes, last_helpers
     helpers = _helpers_wanted(len(calls))
     last_processes, last_helpers = helpers + 1, []

@@ -89,8 +89,9 @@ class ReportNode(Node):
         rendered = render(report, ctx.workdir / f"{REPORT_NAME}.html")
         from heiti.nodes.reports import drawing
 
-        ctx.log(f"report rendered in {rendered.seconds:.1f}s: {len(report.entries)} runtime(s), figures drawn "
-                f"by {drawing.last_processes} process(es)")
+        ctx.log(f"report rendered in {rendered.seconds:.2f}s: {len(report.entries)} runtime(s), figures drawn "
+                f"by {drawing.last_processes} process(es) (CPU {drawing.last_cpu[0]:.2f} s here, "
+                f"{drawing.last_cpu[1]:.2f} s in helpers)")
         ctx.progress(1.0, "report written")
         return {"report": ReportArtifact(path=rendered.html, extra={
             "markdown": rendered.markdown.name, "runtimes": len(report.entries),

@@ -215,3 +215,23 @@ def test_a_figure_a_helper_finishes_after_the_parent_is_kept_not_drawn_again():
     assert None not in pngs
     assert sorted(png.split(b":")[1] for png in pngs) == [b"0", b"1"]
     assert any(png.startswith(b"helper:") for png in pngs)
+
+
+@pytest.mark.skipif(CORES < 2, reason="one core: no helper")
+def test_the_cpu_of_the_parent_and_its_helpers_is_told():
+    def cpu_bound(tag: int):
+        def call() -> bytes:
+            end = time.process_time() + 0.05  # CPU, not wall: a busy machine cannot shorten it
+            while time.process_time() < end:
+                pass
+            return f"{tag}:{os.getpid()};".encode()
+
+        return call
+
+    pngs = drawing.draw_all([cpu_bound(i) for i in range(6)])
+    drawers = {_tag_pid(png)[1] for png in pngs}
+    here, helpers = drawing.last_cpu
+    tick = 1 / os.sysconf("SC_CLK_TCK")  # children's times come in clock ticks, one cut per helper
+    assert here + helpers >= 6 * 0.05 - tick * len(drawing.last_helpers)
+    if len(drawers) > 1:  # a helper drew some: its CPU is counted as the helpers'
+        assert helpers >= 0.05 - tick

@@ -24,8 +24,13 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
-#: imports Keras makes at import time that Heiti never needs
-_TRIMMED = frozenset({"sklearn", "matplotlib.pyplot"})
+#: imports Keras (and TensorFlow's own legacy tf.keras) make at import time that Heiti never needs,
+#: each inside a `try: ... except ImportError` of the importing module: scikit-learn wrappers, the
+#: image gallery (matplotlib), bounding-box drawing (OpenCV), sparse inputs of the v1 training loop
+#: (scipy)
+_TRIMMED = frozenset({"sklearn", "matplotlib", "matplotlib.pyplot", "cv2", "scipy", "scipy.sparse"})
+#: the modules whose imports of `_TRIMMED` are refused
+_TRIMMING_IMPORTERS = ("keras.src", "tensorflow.python.keras")
 _KEEP_MODELS = 2
 _models: OrderedDict[str, Any] = OrderedDict()
 _lock = threading.Lock()
@@ -45,7 +50,7 @@ def _importer_is_keras() -> bool:
     while frame is not None:
         name = frame.f_globals.get("__name__", "")
         if not name.startswith(("importlib", "_frozen_importlib")) and name != __name__:
-            return name.startswith("keras.src")
+            return name.startswith(_TRIMMING_IMPORTERS)
         frame = frame.f_back
     return False
 

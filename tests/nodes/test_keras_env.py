@@ -19,7 +19,7 @@ import numpy as np
 from heiti.nodes.keras_env import import_keras, load_keras
 
 tf, keras = import_keras()
-report = {"trimmed": [m for m in ("sklearn", "matplotlib.pyplot") if m in sys.modules]}
+report = {"trimmed": [m for m in ("sklearn", "matplotlib", "cv2", "scipy") if m in sys.modules]}
 import sklearn.utils  # anyone else may still import them
 report["sklearn_later"] = "sklearn.utils" in sys.modules
 

@@ -84,7 +84,13 @@ def _draw_all(calls: Sequence[Callable[[], bytes]]) -> list[bytes | None]:
         # a file, not a pipe: a helper never waits for the parent to read (the parent is drawing too)
         out = tempfile.TemporaryFile()
         done_r, done_w = os.pipe()  # the helper holds the only write end: it reads as ended when the helper is
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except OSError:  # no memory or process slot for one more: the helpers there are draw with this one
+            out.close()
+            os.close(done_r)
+            os.close(done_w)
+            break
         if pid == 0:  # a helper: draw what it takes, write it, leave without running anything else
             code = 0
             try:
@@ -98,6 +104,7 @@ def _draw_all(calls: Sequence[Callable[[], bytes]]) -> list[bytes | None]:
         results.append((out, pid, done_r))
     os.close(tokens_w)  # the helpers hold no write end either: an empty pipe now reads as the end
     last_helpers = [pid for _, pid, _ in results]
+    last_processes = len(results) + 1
     pngs: list[bytes | None] = [None] * len(calls)
     started = time.monotonic()
     try:

@@ -235,3 +235,16 @@ def test_the_cpu_of_the_parent_and_its_helpers_is_told():
     assert here + helpers >= 6 * 0.05 - tick * len(drawing.last_helpers)
     if len(drawers) > 1:  # a helper drew some: its CPU is counted as the helpers'
         assert helpers >= 0.05 - tick
+
+
+@pytest.mark.skipif(CORES < 2, reason="one core: no helper")
+def test_when_no_helper_can_be_forked_this_process_draws_every_figure(monkeypatch):
+    def no_fork() -> int:
+        raise BlockingIOError(11, "Resource temporarily unavailable")  # what fork says at the process limit
+
+    monkeypatch.setattr(drawing.os, "fork", no_fork)
+    open_fds = len(os.listdir("/proc/self/fd"))
+    pngs = drawing.draw_all([_busy(i, 0.01) for i in range(4)])
+    assert [_tag_pid(png) for png in pngs] == [(str(i), os.getpid()) for i in range(4)]
+    assert drawing.last_processes == 1 and drawing.last_helpers == []
+    assert len(os.listdir("/proc/self/fd")) == open_fds  # no pipe or file left open

@@ -274,6 +274,11 @@ def _manifest(folder: Path) -> dict[str, list[Any]]:
             for p in sorted(folder.rglob("*")) if p.is_file() and not p.is_symlink()}
 
 
+def default_cache_dir() -> Path:
+    """Where runs keep their cache unless told: $HEITI_CACHE, else .heiti/cache in the working folder."""
+    return Path(os.environ.get("HEITI_CACHE", ".heiti/cache"))
+
+
 class ArtifactCache:
     """Entries are immutable: files are stored read-only with a manifest of sizes and hashes,
     checked on every restore; run folders always get their own copies."""

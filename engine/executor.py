@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from heiti.engine.cache import ArtifactCache, CorruptEntry, clear_folder, node_key
+from heiti.engine.cache import ArtifactCache, CorruptEntry, clear_folder, default_cache_dir, node_key
 from heiti.engine.context import Cancelled, CancelToken, RunContext
 from heiti.engine.digests import DigestMemo
 from heiti.engine.events import (
@@ -71,12 +71,6 @@ def default_out_dir(graph: Graph, base: Path = Path("runs")) -> Path:
         out = base / f"{name}-{stamp}-{i}"
         i += 1
     return out
-
-
-def default_cache_dir() -> Path:
-    import os
-
-    return Path(os.environ.get("HEITI_CACHE", ".heiti/cache"))
 
 
 def _summary(outputs: dict[str, Any]) -> dict[str, Any]:

@@ -118,38 +118,40 @@ def release() -> None:
 
 
 def choose(spec: dict[str, Any]) -> tuple[str | None, list[str]]:
-    """In the worker: the first input-free node, in run order, that has imports to make and is not
-    in the cache, and those imports; (None, []) when there is none or the graph does not load."""
-    from heiti.engine.cache import ArtifactCache, node_key
+    """In the worker: the first input-free node in the file (the run's order for such nodes) that
+    has imports to make and is not in the cache, and those imports; (None, []) when there is none.
+
+    No validation here (it would import networkx first: 0.15 s before the framework's import);
+    a node whose params do not validate is passed over, and the command reports it.
+    """
+    from heiti.engine.cache import ArtifactCache, default_cache_dir, node_key
     from heiti.engine.digests import DigestMemo
-    from heiti.engine.executor import default_cache_dir
     from heiti.engine.graph import load_graph
+    from heiti.engine.migrations import instantiate_params
     from heiti.engine.paths import resolve_graph_paths
     from heiti.engine.registry import default_registry
-    from heiti.engine.validate import validate
 
     try:
         registry = default_registry()
         graph = resolve_graph_paths(load_graph(spec["graph"]), registry)
-        checked = validate(graph, registry)
     except Exception:  # noqa: BLE001 - the command reports what is wrong with the graph
-        return None, []
-    if not checked.ok:
         return None, []
     cache = ArtifactCache(Path(spec["cache"] or default_cache_dir())) if spec.get("use_cache") else None
     memo = DigestMemo(cache.root / "digests.json") if cache is not None else None
-    for node_id in checked.order():
-        if graph.edges_into(node_id):
+    fed = {edge.dst[0] for edge in graph.edges}
+    for node in graph.nodes:
+        if node.id in fed or node.kind not in registry:
             continue
-        cls, params = checked.classes[node_id], checked.params[node_id]
-        imports = list(cls.warm_up_imports(params, frozenset()))
-        if not imports:
-            continue
-        if cache is not None and cls.cacheable:
-            try:
-                if cache.lookup(node_key(cls.kind, cls.version, params, {}, cls.path_params, memo=memo)):
-                    continue
-            except Exception:  # noqa: BLE001 - a path param the run will refuse: no guess for it
+        cls = registry.get(node.kind)
+        try:
+            params = instantiate_params(cls, node.params, node.version)
+            imports = list(cls.warm_up_imports(params, frozenset()))
+            if not imports:
                 continue
-        return node_id, imports
+            if cache is not None and cls.cacheable and cache.lookup(
+                    node_key(cls.kind, cls.version, params, {}, cls.path_params, memo=memo)):
+                continue
+        except Exception:  # noqa: BLE001 - params or a path the run will refuse: no guess for this node
+            continue
+        return node.id, imports
     return None, []

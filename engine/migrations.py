@@ -22,6 +22,11 @@ def saved_version(spec: NodeSpec) -> int:
     return spec.version if spec.version is not None else UNVERSIONED
 
 
+def instantiate_params(cls: type[Node], spec_params: dict[str, Any], version: int | None) -> Any:
+    """The kind's Params from saved params; `version` None = saved before versions (version 1)."""
+    return cls.Params(**migrate_params(cls, spec_params, UNVERSIONED if version is None else version))
+
+
 def migrate_params(cls: type[Node], params: dict[str, Any], from_version: int) -> dict[str, Any]:
     """The params in the shape of `cls.version` (a copy; the input is left alone)."""
     params = dict(params)

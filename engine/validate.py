@@ -15,7 +15,7 @@ from typing import Any
 import networkx as nx
 from heiti.engine import wiring
 from heiti.engine.graph import Graph, format_validation_error
-from heiti.engine.migrations import UNVERSIONED, migrate_params
+from heiti.engine.migrations import instantiate_params
 from heiti.engine.node import Node
 from heiti.engine.paths import path_param_problems
 from heiti.engine.registry import Registry, default_registry
@@ -78,11 +78,6 @@ class ValidationResult:
     def upstream(self, node_id: str) -> set[str]:
         """Nodes feeding `node_id`, directly or not."""
         return upstream(self.nx_graph, node_id)
-
-
-def instantiate_params(cls: type[Node], spec_params: dict[str, Any], version: int | None) -> BaseModel:
-    """The kind's Params from saved params; `version` None = saved before versions (version 1)."""
-    return cls.Params(**migrate_params(cls, spec_params, UNVERSIONED if version is None else version))
 
 
 def validate(graph: Graph, registry: Registry | None = None) -> ValidationResult:

@@ -1,6 +1,8 @@
 """`heiti run` forks its first worker while it starts, and that worker imports for the first node."""
 
 import json
+import subprocess
+import sys
 from multiprocessing import forkserver
 
 import psutil
@@ -58,3 +60,14 @@ def test_an_early_worker_no_run_takes_is_ended(tmp_path):
     assert server is not None
     alive = [p for p in psutil.Process(server).children() if p.status() != psutil.STATUS_ZOMBIE]
     assert alive == []
+
+
+def test_the_choice_is_made_without_validation_imports(tmp_path):
+    """The early worker picks its node before networkx (validation's) is imported: those 0.15 s
+    would come before the framework's import on the run's critical path."""
+    graph = _graph(tmp_path)
+    code = ("import json, sys\nimport heiti.engine.worker_preload\nfrom heiti.engine.head_start import choose\n"
+            f"print(json.dumps([choose({{'graph': {str(graph)!r}, 'use_cache': False, 'cache': None}}), "
+            "'networkx' in sys.modules]))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == [["m", ["onnx"]], False]

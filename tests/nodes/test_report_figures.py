@@ -72,3 +72,25 @@ def test_a_graph_with_a_cycle_has_no_generations_and_is_still_drawn():
     assert plots._Wires(["a", "b", "c"], [("a", "b"), ("b", "c"), ("c", "a")]).generations() == []
     png = plots.graph_picture([{"id": x} for x in "abc"], [("a", "b"), ("b", "a")], {})
     assert Image.open(io.BytesIO(png)).size[0] > 0
+
+
+def test_figures_are_handed_out_costliest_first(monkeypatch):
+    """So that no process is left drawing a big figure alone at the end: two panels before one,
+    many runtimes before few, and every figure still drawn once."""
+    from heiti.nodes.reports import drawing
+
+    handed: list[str] = []
+
+    def record(calls):
+        handed.extend(f"{c.func.__name__}/{len(c.args[0])}" for c in calls)
+        return [b"png"] * len(calls)
+
+    monkeypatch.setattr(drawing, "draw_all", record)
+    with plots.deferred() as pending:
+        plots.histograms(SERIES[:1])
+        plots.timelines(PANELS[:1])
+        plots.histograms(SERIES)
+        plots.timelines(PANELS)
+    pngs = plots.draw_pending(pending)
+    assert handed == ["timelines/2", "histograms/3", "timelines/1", "histograms/1"]
+    assert sorted(pngs) == sorted(id(p) for p in pending) and set(pngs.values()) == {b"png"}

@@ -40,7 +40,6 @@ class _HeadStart:
         self.process: Any = None
         self.conn: Any = None
         self.cancel_event: Any = None
-        self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._fork, name="heiti-head-start", daemon=True)
         self.thread.start()
 
@@ -58,8 +57,8 @@ class _HeadStart:
             child_end.close()
             parent_end.send_bytes(json.dumps({"head_start": self.spec, **parent_environment()}).encode())
             self.process, self.conn = process, parent_end
-        except BaseException as err:  # noqa: BLE001 - no head start; the run starts its workers itself
-            self.error = err
+        except Exception:  # noqa: BLE001 - no head start (the fork server failed?): the run starts its workers itself
+            self.process = None
 
     def stop(self) -> None:
         self.thread.join()

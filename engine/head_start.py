@@ -40,6 +40,8 @@ class _HeadStart:
         self.process: Any = None
         self.conn: Any = None
         self.cancel_event: Any = None
+        self.abandoned = False  # the command ended before the fork: the thread ends the worker itself
+        self.lock = threading.Lock()
         self.thread = threading.Thread(target=self._fork, name="heiti-head-start", daemon=True)
         self.thread.start()
 
@@ -56,17 +58,29 @@ class _HeadStart:
             process.start()  # waits until the fork server has made its own imports
             child_end.close()
             parent_end.send_bytes(json.dumps({"head_start": self.spec, **parent_environment()}).encode())
-            self.process, self.conn = process, parent_end
+            with self.lock:
+                self.process, self.conn = process, parent_end
+                if self.abandoned:
+                    self.stop()
         except Exception:  # noqa: BLE001 - no head start (the fork server failed?): the run starts its workers itself
             self.process = None
 
     def stop(self) -> None:
-        self.thread.join()
         if self.process is not None:
             self.conn.close()
             if self.process.is_alive():
                 self.process.kill()
             self.process.join(timeout=5)
+
+    def abandon(self) -> None:
+        """End the worker now, or have the thread end it once forked: a command that needed no
+        worker (a run the cache served whole) does not wait for the fork server to come up."""
+        with self.lock:
+            if self.process is None and self.thread.is_alive():
+                self.abandoned = True
+                return
+        self.thread.join()
+        self.stop()
 
 
 def _worker(conn: Any, cancel_event: Any) -> None:
@@ -113,7 +127,7 @@ def release() -> None:
     global _pending
     head, _pending = _pending, None
     if head is not None:
-        head.stop()
+        head.abandon()
 
 
 def choose(spec: dict[str, Any]) -> tuple[str | None, list[str]]:

@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+import time
 from multiprocessing import forkserver
 
 import psutil
@@ -58,7 +59,12 @@ def test_an_early_worker_no_run_takes_is_ended(tmp_path):
     assert head_start.take() is None
     server = forkserver._forkserver._forkserver_pid
     assert server is not None
-    alive = [p for p in psutil.Process(server).children() if p.status() != psutil.STATUS_ZOMBIE]
+    deadline = time.monotonic() + 10  # ended now, or by the head start's thread once it has forked it
+    while True:
+        alive = [p for p in psutil.Process(server).children() if p.status() != psutil.STATUS_ZOMBIE]
+        if not alive or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
     assert alive == []
 
 

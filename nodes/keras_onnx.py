@@ -14,7 +14,7 @@ MobileNetV2 (3.6 s of conversion on a quiet 2-core machine):
   again): deferred to that point.
 
 If anything fails with the shortcuts, the conversion is repeated the plain way, so the result
-never depends on them; tests check that both ways give the same graph (tests/nodes/test_keras_onnx.py).
+never depends on them; tests check that both ways give the same graph (tests/nodes/test_keras_env.py).
 """
 
 from __future__ import annotations

@@ -29,16 +29,69 @@ STYLE = {
 }
 
 
-def _figure(width: float, height: float, layout: str | None = "constrained") -> Any:
-    """A figure on an Agg canvas; layout=None for grids placed by hand (constrained layout costs a draw)."""
+#: room (inches: left, right, top, bottom) on the canvas around a cropped figure's intended box for
+#: what may stick out of it (longer tick labels than usual); the crop keeps what was drawn. Labels
+#: longer still go to constrained layout: a figure never comes out much wider than asked for
+_SLACK = (1.3, 0.6, 0.4, 0.5)
+#: what tick labels, axis labels and the title usually take inside the intended box (left, right,
+#: top, bottom), so that a cropped figure comes out about the size asked for
+_DECORATION = (0.55, 0.08, 0.22, 0.47)
+#: blank pixels kept around a cropped figure's drawing (constrained layout's pad: 3/72 in)
+_PAD_PX = 4
+
+
+def _figure(width: float, height: float, layout: str | None = "cropped", legend: Sequence[str] = (),
+            grid: tuple[int, int] = (1, 1), gaps: tuple[float, float] = (0.8, 0.42)) -> Any:
+    """A figure on an Agg canvas, about width x height inches.
+
+    "cropped" (the default): the axes get the intended box less the usual room for labels (and the
+    room `legend`'s labels take beside it), on a canvas with `_SLACK` around it, and `_png` keeps
+    what was drawn: one draw, where constrained layout first measures every label (a quarter of a
+    figure's time). `grid` (rows, cols) and `gaps` (inches between columns, between rows) place the
+    axes that `add_subplot`/`subplots` then make. "constrained": matplotlib's layout at exactly
+    that size; None: placed by hand.
+    """
     # the Agg canvas is attached explicitly: no pyplot, no global backend switch (the editor may run
     # a report on a worker thread next to its own Qt plots)
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(width, height), dpi=DPI, layout=layout)
+    if layout != "cropped":
+        fig = Figure(figsize=(width, height), dpi=DPI, layout=layout)
+        FigureCanvasAgg(fig)
+        return fig
+    left, right, top, bottom = _SLACK
+    beside = _legend_width(legend)
+    canvas_w, canvas_h = width + left + right, height + top + bottom
+    fig = Figure(figsize=(canvas_w, canvas_h), dpi=DPI)
     FigureCanvasAgg(fig)
+    rows, cols = grid
+    box_l, box_t = left + _DECORATION[0], top + _DECORATION[2]
+    box_w = width - _DECORATION[0] - _DECORATION[1] - beside
+    box_h = height - _DECORATION[2] - _DECORATION[3]
+    axes_w = max((box_w - gaps[0] * (cols - 1)) / cols, 0.5)
+    axes_h = max((box_h - gaps[1] * (rows - 1)) / rows, 0.3)
+    fig.subplots_adjust(left=box_l / canvas_w, right=(box_l + cols * axes_w + (cols - 1) * gaps[0]) / canvas_w,
+                        top=1 - box_t / canvas_h, bottom=1 - (box_t + rows * axes_h + (rows - 1) * gaps[1]) / canvas_h,
+                        wspace=gaps[0] / axes_w, hspace=gaps[1] / axes_h)
+    fig.heiti_intended_size = (width, height)
     return fig
+
+
+def _legend_width(labels: Sequence[str]) -> float:
+    """Inches a legend of these labels takes beside the axes (legend.fontsize, a line handle, pads)."""
+    if not labels:
+        return 0.0
+    from matplotlib.font_manager import FontProperties
+    from matplotlib.textpath import TextToPath
+
+    size = STYLE["legend.fontsize"]
+    prop = FontProperties(family=STYLE["font.family"], size=size)
+    measure = TextToPath()
+    widest = max(measure.get_text_width_height_descent(line, prop, ismath=False)[0]
+                 for label in labels for line in str(label).split("\n"))
+    # the anchor's 0.01 of the axes, border pad, handle and the pad after it (matplotlib's defaults, in font sizes)
+    return (widest + (0.4 + 2.0 + 0.8 + 0.4) * size) / 72 + 0.1
 
 
 def _style() -> Any:
@@ -53,7 +106,10 @@ PNG_LEVEL = 1
 
 def _png(fig: Any) -> bytes:
     """The figure as opaque RGB PNG bytes, from one draw of the Agg canvas (layout included):
-    savefig would draw twice with a layout engine (once to lay out, once to render)."""
+    savefig would draw twice with a layout engine (once to lay out, once to render). A cropped
+    figure keeps what was drawn and `_PAD_PX` around it; should its drawing reach the canvas's edge
+    (labels longer than the slack), constrained layout fits it into the size intended instead."""
+    import numpy as np
     from PIL import Image
 
     fig.patch.set_facecolor("white")
@@ -61,6 +117,17 @@ def _png(fig: Any) -> bytes:
     canvas.draw()
     size = canvas.get_width_height(physical=True)
     image = Image.frombuffer("RGBA", size, canvas.buffer_rgba(), "raw", "RGBA", 0, 1).convert("RGB")
+    intended = getattr(fig, "heiti_intended_size", None)
+    if intended is not None:
+        ink = (np.asarray(image) != 255).any(axis=2)
+        rows, cols = np.flatnonzero(ink.any(axis=1)), np.flatnonzero(ink.any(axis=0))
+        if not rows.size or rows[0] == 0 or cols[0] == 0 or rows[-1] == size[1] - 1 or cols[-1] == size[0] - 1:
+            fig.heiti_intended_size = None  # it may go beyond the canvas: let matplotlib fit it
+            fig.set_size_inches(*intended)
+            fig.set_layout_engine("constrained")
+            return _png(fig)
+        image = image.crop((max(cols[0] - _PAD_PX, 0), max(rows[0] - _PAD_PX, 0),
+                            min(cols[-1] + 1 + _PAD_PX, size[0]), min(rows[-1] + 1 + _PAD_PX, size[1])))
     buf = io.BytesIO()
     image.save(buf, format="png", compress_level=PNG_LEVEL, dpi=(DPI, DPI))
     return buf.getvalue()
@@ -169,8 +236,9 @@ def bubble_chart(points: list[dict[str, Any]], quality_name: str, floor: float |
     """
     from matplotlib.lines import Line2D
 
+    labels = [f"{i}  {p['label']}" + (" (baseline)" if p.get("baseline") else "") for i, p in enumerate(points, 1)]
     with _style():
-        fig = _figure(9.0, 4.4)
+        fig = _figure(9.0, 4.4, legend=labels)
         ax = fig.add_subplot()
         sizes = [p["size"] or 0 for p in points]
         biggest = max(sizes) if any(sizes) else 1
@@ -183,8 +251,7 @@ def bubble_chart(points: list[dict[str, Any]], quality_name: str, floor: float |
             ax.annotate(str(i), (p["latency"], p["quality"] * 100), ha="center", va="center", fontsize=8,
                         fontweight="bold", zorder=4)
             handles.append(Line2D([], [], marker="o", linestyle="", markersize=8, color=p["color"], alpha=0.7,
-                                  markeredgecolor="black" if p.get("baseline") else p["color"],
-                                  label=f"{i}  {p['label']}" + (" (baseline)" if p.get("baseline") else "")))
+                                  markeredgecolor="black" if p.get("baseline") else p["color"], label=labels[i - 1]))
         ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False,
                   handletextpad=0.3, labelspacing=0.7)
         if floor is not None:
@@ -298,7 +365,7 @@ def latency_over_calls(series: list[dict[str, Any]]) -> bytes:
     count/len(values) calls (a thinned long run): each value is then drawn at its stretch's middle.
     """
     with _style():
-        fig = _figure(9.0, 3.0)
+        fig = _figure(9.0, 3.0, legend=[s["label"] for s in series])
         ax = fig.add_subplot()
         medians = []
         for s in series:
@@ -330,7 +397,7 @@ def latency_over_calls(series: list[dict[str, Any]]) -> bytes:
 def timelines(panels: list[tuple[str, str, list[dict[str, Any]]]]) -> bytes:
     """Stacked panels (title, y label, series of {label, t, values, color}) sharing the time axis."""
     with _style():
-        fig = _figure(7.2, 2.1 * len(panels) + 0.3)
+        fig = _figure(7.2, 2.1 * len(panels) + 0.3, legend=[s["label"] for s in panels[0][2]], grid=(len(panels), 1))
         axes = fig.subplots(len(panels), 1, sharex=True, squeeze=False)[:, 0]
         for ax, (title, ylabel, series) in zip(axes, panels, strict=True):
             for s in series:
@@ -407,7 +474,8 @@ def map_vs_threshold(series: list[dict[str, Any]]) -> bytes:
     and recall) beside it; the dot marks each runtime's operating threshold (`best`)."""
     with_f1 = [s for s in series if s.get("f1")]
     with _style():
-        fig = _figure(9.6 if with_f1 else 7.2, 3.2)
+        fig = _figure(9.6 if with_f1 else 7.2, 3.2, legend=() if with_f1 else [s["label"] for s in series],
+                      grid=(1, 2 if with_f1 else 1))
         axes = fig.subplots(1, 2 if with_f1 else 1, squeeze=False)[0]
         for s in series:
             thr, values = np.asarray(s["threshold"], float), np.asarray(s["map50"], float)
@@ -448,7 +516,7 @@ def grouped_bars(groups: list[str], series: list[dict[str, Any]], ylabel: str, t
     n = max(len(series), 1)
     width = 0.8 / n
     with _style():
-        fig = _figure(min(1.0 + 0.35 * len(groups) * n + 1.5, 10.5), 3.0)
+        fig = _figure(min(1.0 + 0.35 * len(groups) * n + 1.5, 10.5), 3.0, legend=[s["label"] for s in series])
         ax = fig.add_subplot()
         x = np.arange(len(groups))
         for i, s in enumerate(series):
@@ -484,7 +552,7 @@ def graph_picture(nodes: list[dict[str, Any]], edges: list[tuple[str, str]], sta
         for y, node_id in enumerate(layer):
             pos[node_id] = (x, (tallest - 1) / 2 - y + (len(layer) - 1) / 2 - (tallest - 1) / 2)
     with _style():
-        fig = _figure(min(1.9 * len(layers) + 0.4, 14), min(0.75 * tallest + 0.5, 9))
+        fig = _figure(min(1.9 * len(layers) + 0.4, 14), min(0.75 * tallest + 0.5, 9), layout="constrained")
         ax = fig.add_subplot()
         ax.set_axis_off()
         artists = {}

@@ -182,8 +182,8 @@ def deferred() -> Iterator[list[Pending]]:
 #: the MobileNetV2 flow's): (fixed, per item) where an item is a series, a panel, a graph node or a
 #: class. The costly ones are handed out first, so that no process is left drawing a big one alone
 #: at the end.
-_COST = {"bubble_chart": (20, 1), "confusion": (12, 0.1), "timelines": (1, 9), "latency_over_calls": (11, 1),
-         "violins": (6, 1.5), "histograms": (2, 3.5), "graph_picture": (3, 0.8), "pr_curves": (8, 1),
+_COST = {"bubble_chart": (20, 1), "confusion": (12, 0.1), "timelines": (0.5, 6.7), "latency_over_calls": (8.5, 1),
+         "violins": (5, 1.5), "histograms": (2, 3.5), "graph_picture": (3, 0.8), "pr_curves": (8, 1),
          "map_vs_threshold": (10, 1), "grouped_bars": (8, 1)}
 
 

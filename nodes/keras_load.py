@@ -43,7 +43,8 @@ def load_model_fast(path: str | Path, fallback: bool = True) -> Any:
     from heiti.nodes.keras_env import import_keras
 
     tf, keras = import_keras()
-    if keras.backend.backend() != "tensorflow" or tf.distribute.has_strategy():
+    inside = getattr(_local, "pending", None) is not None  # a load within a load (a layer that loads one)
+    if inside or keras.backend.backend() != "tensorflow" or tf.distribute.has_strategy():
         return keras.models.load_model(path, safe_mode=True, compile=False)
     try:
         with _patch_lock, _patched(tf) as pending, direct_eager_ops():

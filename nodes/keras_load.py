@@ -2,20 +2,21 @@
 
 `keras.models.load_model` builds every layer from the config — each variable created and filled
 by its initializer (random numbers, a few eager ops each) — and then assigns the stored arrays,
-throwing all that work away: on MobileNetV2 (262 variables) ~40% of the load. It also rebuilds
+throwing all that work away: on MobileNetV2 (262 variables) a third of the load. It also rebuilds
 the attribute skip-set of each layer it walks (a fresh `Layer()` and `dir()` per layer), because
 Keras 3 caches the set under a key it never reads.
 
-`load_model_fast` runs the same `load_model` with two changes, both limited to the calling thread
-and to the duration of the load:
+`load_model_fast` runs the same `load_model` with three changes, for the duration of the load:
 
-- a variable created eagerly is not filled at creation: the first time Keras assigns it the
-  stored array, it is created from that array (same dtype conversion, same TensorFlow name scope,
-  same `trainable` flag as it would have had). A variable read eagerly before that, or never
-  assigned, is filled by its initializer exactly as in the plain load;
-- the skip-set is computed once per type;
-- eager ops run as kernels, not one-op functions (`keras_eager.direct_eager_ops`): creating 262
-  variables of ~100 shapes meets ~100 new kernels.
+- in the calling thread only, a variable created eagerly is not filled at creation: the first
+  time Keras assigns it the stored array, it is created from that array (same dtype conversion,
+  same TensorFlow name scope, same `trainable` flag as it would have had). A variable read eagerly
+  before that, or never assigned, is filled by its initializer exactly as in the plain load;
+- the skip-set is computed once per type (the same sets, for any thread that saves meanwhile);
+- eager ops run as kernels, not one-op functions (`keras_eager.direct_eager_ops`, process-wide,
+  the same kernels): creating 262 variables of ~100 shapes meets ~100 new kernels.
+
+MobileNetV2 on a 2-core machine (load average ~2.5): 2.4 s -> 1.1 s (medians of 5 processes).
 
 Anything unexpected (another backend, a distribution strategy, any error) falls back to the plain
 `load_model`, which then decides — and raises its own errors for corrupt or unsafe files.

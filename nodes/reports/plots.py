@@ -138,7 +138,7 @@ def warm() -> None:
     which inherit this) start with the fonts loaded, the tick, legend and log-scale code run once
     and the PNG encoder imported: a report node's warm-up, made before its inputs arrive."""
     with _style():
-        fig = _figure(2.4, 1.6)
+        fig = _figure(2.4, 1.6, legend=["a"])
         ax = fig.add_subplot()
         ax.plot([1.0, 10.0, 100.0], [1.0, 3.0, 2.0], marker=".", label="a")
         ax.hist([1.0, 2.0, 2.0, 3.0], bins=3)

@@ -15,8 +15,8 @@ one of them held at the fork could hang a helper, so a helper that outlives the 
 drawing by HELPER_GRACE_S is killed and its figures drawn by the parent.
 
 The parent learns that a helper is done from a pipe whose only write end the helper holds: it
-reads as ended the moment the helper exits, so waiting is one `select`, never a poll and a sleep
-(a polling interval added up to half a second to a report that takes less than one).
+reads as ended the moment the helper exits, so waiting is one `select`: no loop of short sleeps
+(a hundred wake-ups a report, and up to an interval late at the end of each wait).
 """
 
 from __future__ import annotations

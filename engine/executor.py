@@ -40,6 +40,7 @@ from heiti.engine.payloads import Payload, RunInfo
 from heiti.engine.registry import Registry, default_registry
 from heiti.engine.states import NodeState
 from heiti.engine.validate import ValidationResult, validate
+from heiti.engine.verdicts import Verdicts
 
 
 class InvalidGraph(Exception):
@@ -106,6 +107,8 @@ class Executor:
         self.cache = ArtifactCache(cache_dir or default_cache_dir()) if use_cache else None
         #: input files' digests remembered beside the cache (no cache: every run reads them)
         self.digests = DigestMemo(self.cache.root / "digests.json") if self.cache is not None else None
+        #: graph structures that passed validation, beside the cache (engine.verdicts)
+        self.verdicts = Verdicts(self.cache.root / "verdicts.json") if self.cache is not None else None
         self.bus = EventBus()
         self.token = CancelToken()
         self.jobs = max(1, int(jobs))
@@ -121,7 +124,7 @@ class Executor:
     def run(self, graph: Graph, out_dir: Path | None = None) -> RunResult:
         """Validate, then run every node; raises InvalidGraph before doing anything if invalid."""
         graph = resolve_graph_paths(graph, self.registry)  # relative path params: from the graph's folder
-        checked = validate(graph, self.registry)
+        checked = validate(graph, self.registry, verdicts=self.verdicts)
         if not checked.ok:
             raise InvalidGraph(checked)
         out_dir = Path(out_dir) if out_dir else default_out_dir(graph)

@@ -8,13 +8,18 @@ with `shortest_path` to propose a chain when a wire joins incompatible formats.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
-import networkx as nx
 from heiti.engine.node import Node
 from heiti.engine.payloads import ModelArtifact
 
+if TYPE_CHECKING:
+    import networkx as nx
+
 
 def build_format_graph(classes: Iterable[type[Node]]) -> nx.DiGraph:
+    import networkx as nx
+
     graph = nx.DiGraph()
     for cls in classes:
         model_inputs = [p for p in cls.inputs.values() if issubclass(p.type, ModelArtifact) and p.formats]
@@ -36,6 +41,8 @@ def build_format_graph(classes: Iterable[type[Node]]) -> nx.DiGraph:
 
 def propose_chain(graph: nx.DiGraph, have: str, want: Iterable[str]) -> list[tuple[str, str, str]] | None:
     """Shortest chain of (from_format, to_format, kind) steps from `have` to any wanted format."""
+    import networkx as nx
+
     best: list[str] | None = None
     if have not in graph:
         return None

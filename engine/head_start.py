@@ -40,8 +40,6 @@ class _HeadStart:
         self.process: Any = None
         self.conn: Any = None
         self.cancel_event: Any = None
-        self.abandoned = False  # the command ended before the fork: the thread ends the worker itself
-        self.lock = threading.Lock()
         self.thread = threading.Thread(target=self._fork, name="heiti-head-start", daemon=True)
         self.thread.start()
 
@@ -58,10 +56,7 @@ class _HeadStart:
             process.start()  # waits until the fork server has made its own imports
             child_end.close()
             parent_end.send_bytes(json.dumps({"head_start": self.spec, **parent_environment()}).encode())
-            with self.lock:
-                self.process, self.conn = process, parent_end
-                if self.abandoned:
-                    self.stop()
+            self.process, self.conn = process, parent_end
         except Exception:  # noqa: BLE001 - no head start (the fork server failed?): the run starts its workers itself
             self.process = None
 
@@ -72,13 +67,9 @@ class _HeadStart:
                 self.process.kill()
             self.process.join(timeout=5)
 
-    def abandon(self) -> None:
-        """End the worker now, or have the thread end it once forked: a command that needed no
-        worker (a run the cache served whole) does not wait for the fork server to come up."""
-        with self.lock:
-            if self.process is None and self.thread.is_alive():
-                self.abandoned = True
-                return
+    def end(self) -> None:
+        """Wait for the fork in flight, then end the worker. Not sooner: a worker forked after this
+        process left would find the cancel flag's semaphore gone and print a traceback."""
         self.thread.join()
         self.stop()
 
@@ -117,7 +108,7 @@ def take() -> EarlyWorker | None:
             raise TimeoutError("no choice")
         node_id = json.loads(head.conn.recv_bytes())["head_start"]
     except (OSError, EOFError, TimeoutError, ValueError, KeyError, TypeError):
-        head.stop()
+        head.end()
         return None
     return EarlyWorker(head.process, head.conn, head.cancel_event, node_id)
 
@@ -127,7 +118,7 @@ def release() -> None:
     global _pending
     head, _pending = _pending, None
     if head is not None:
-        head.abandon()
+        head.end()
 
 
 def choose(spec: dict[str, Any]) -> tuple[str | None, list[str]]:

@@ -24,10 +24,10 @@ from heiti.engine.graph import Graph
 from heiti.engine.jobs import class_ref, decode_ports, encode_ports, make_job
 from heiti.engine.states import NodeState
 from heiti.engine.validate import ValidationResult
-from heiti.engine.workers import CANCEL_GRACE_S, Handle, ProcessLauncher
 
 if TYPE_CHECKING:
     from heiti.engine.executor import Executor, RunResult
+    from heiti.engine.workers import Handle, ProcessLauncher
 
 POLL_S = 0.05
 
@@ -44,8 +44,14 @@ def make_launcher(executor: Executor) -> Any:
         from heiti.engine.ray_launcher import RayLauncher
 
         return RayLauncher(executor.bus, executor.ray_address, jobs=executor.jobs)
-    return OnDemandLauncher(lambda: ProcessLauncher(
-        executor.bus, preload=[cls.__module__ for cls in executor.registry.classes()], size=executor.jobs))
+
+    def make() -> ProcessLauncher:  # psutil and the pipes are imported only when a node needs a worker
+        from heiti.engine.workers import ProcessLauncher
+
+        return ProcessLauncher(executor.bus, preload=[cls.__module__ for cls in executor.registry.classes()],
+                               size=executor.jobs)
+
+    return OnDemandLauncher(make)
 
 
 class OnDemandLauncher:
@@ -116,7 +122,7 @@ def run_parallel(executor: Executor, graph: Graph, checked: ValidationResult, ou
                         result.states[node_id] = NodeState.CANCELLED
                         executor.bus.emit(NodeSkipped(node=node_id, reason="run cancelled", state=NodeState.CANCELLED))
                     pending = []
-                elif running and not terminated and time.monotonic() - cancel_at > CANCEL_GRACE_S:
+                elif running and not terminated and time.monotonic() - cancel_at > _cancel_grace_s():
                     launcher.terminate()
                     terminated = True
             else:
@@ -131,6 +137,12 @@ def run_parallel(executor: Executor, graph: Graph, checked: ValidationResult, ou
                     _finish(executor, handle, entry[1], keys, result)
     finally:
         launcher.close()
+
+
+def _cancel_grace_s() -> float:
+    from heiti.engine.workers import CANCEL_GRACE_S
+
+    return CANCEL_GRACE_S
 
 
 def _start_ready(executor: Executor, graph: Graph, checked: ValidationResult, out_dir: Path,

@@ -3,6 +3,11 @@
 All problems are reported at once, each tied to a node id or an edge, in words a user
 understands. The wiring rules themselves (types, formats, one wire per input) live in
 engine/wiring.py, which the editor asks too. Nothing here runs a node or imports a framework.
+
+Two parts: the nodes (ids, kinds, params, the files path params name) and the structure (ports,
+wires, types, cycles, formats, order: networkx). A run may pass `verdicts` (engine.verdicts): a
+structure that passed before, with the same kinds' code, is then not checked again, and networkx
+is imported only when a structure is checked or its graph asked for.
 """
 
 from __future__ import annotations
@@ -10,9 +15,8 @@ from __future__ import annotations
 import difflib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import networkx as nx
 from heiti.engine import wiring
 from heiti.engine.graph import Graph, format_validation_error
 from heiti.engine.migrations import instantiate_params
@@ -20,7 +24,11 @@ from heiti.engine.node import Node
 from heiti.engine.paths import path_param_problems
 from heiti.engine.registry import Registry, default_registry
 from heiti.engine.topology import downstream, upstream
+from heiti.engine.verdicts import Verdicts, graph_key
 from pydantic import BaseModel, ValidationError
+
+if TYPE_CHECKING:
+    import networkx as nx
 
 
 @dataclass
@@ -47,11 +55,22 @@ class Problem:
 @dataclass
 class ValidationResult:
     problems: list[Problem] = field(default_factory=list)
-    nx_graph: nx.MultiDiGraph = field(default_factory=nx.MultiDiGraph)
     params: dict[str, BaseModel] = field(default_factory=dict)
     classes: dict[str, type[Node]] = field(default_factory=dict)
-    #: format of each output port, as far as it can be known before running
+    #: format of each output port, as far as it can be known before running (not kept with a verdict)
     formats: dict[tuple[str, str], str | None] = field(default_factory=dict)
+    #: the graph judged: its networkx graph is built from it when first asked for
+    source: Graph | None = None
+    #: the order of a structure that passed before (engine.verdicts)
+    known_order: list[str] | None = None
+    _nx: Any = field(default=None, repr=False)
+
+    @property
+    def nx_graph(self) -> nx.MultiDiGraph:
+        """The nodes (first of each id) and the wires between known nodes, as a networkx graph."""
+        if self._nx is None:
+            self._nx = _structure_graph(self.source)
+        return self._nx
 
     @property
     def ok(self) -> bool:
@@ -65,6 +84,10 @@ class ValidationResult:
 
     def order(self) -> list[str]:
         """Node ids in a topological order (stable: by generation, then by file order)."""
+        if self.known_order is not None:
+            return list(self.known_order)
+        import networkx as nx
+
         position = {n: i for i, n in enumerate(self.nx_graph.nodes)}
         order: list[str] = []
         for generation in nx.topological_generations(self.nx_graph):
@@ -80,12 +103,42 @@ class ValidationResult:
         return upstream(self.nx_graph, node_id)
 
 
-def validate(graph: Graph, registry: Registry | None = None) -> ValidationResult:
-    registry = registry or default_registry()
-    result = ValidationResult()
-    problems = result.problems
-    g = result.nx_graph
+def _structure_graph(graph: Graph | None) -> nx.MultiDiGraph:
+    import networkx as nx
 
+    g = nx.MultiDiGraph()
+    if graph is None:
+        return g
+    for spec in graph.nodes:
+        if spec.id not in g:
+            g.add_node(spec.id, kind=spec.kind)
+    for k, edge in enumerate(graph.edges):
+        if edge.src[0] in g and edge.dst[0] in g:
+            g.add_edge(edge.src[0], edge.dst[0], key=k, src_port=edge.src[1], dst_port=edge.dst[1])
+    return g
+
+
+def validate(graph: Graph, registry: Registry | None = None, verdicts: Verdicts | None = None) -> ValidationResult:
+    """Every problem of `graph` at once. With `verdicts`, a structure that passed before with the
+    same kinds' code is taken as passed again (its nodes are checked as always)."""
+    registry = registry or default_registry()
+    result = ValidationResult(source=graph)
+    index_of = _check_nodes(graph, registry, result)
+    key = None
+    if verdicts is not None and result.ok:
+        key = graph_key(graph, registry)
+        result.known_order = verdicts.order(key, list(index_of))
+        if result.known_order is not None:
+            return result
+    _check_structure(graph, registry, result, index_of)
+    if key is not None and result.ok:
+        verdicts.remember(key, result.order())  # type: ignore[union-attr]
+    return result
+
+
+def _check_nodes(graph: Graph, registry: Registry, result: ValidationResult) -> dict[str, int]:
+    """Duplicate ids, kinds, kind versions, params, the files path params name; {id: index}."""
+    problems = result.problems
     # nodes: duplicates, kinds, params
     index_of: dict[str, int] = {}
     for i, spec in enumerate(graph.nodes):
@@ -93,7 +146,6 @@ def validate(graph: Graph, registry: Registry | None = None) -> ValidationResult
             problems.append(Problem("duplicate_id", f"id {spec.id!r} is used by nodes[{index_of[spec.id]}] and nodes[{i}]", node=spec.id))
             continue
         index_of[spec.id] = i
-        g.add_node(spec.id, kind=spec.kind)
         if spec.kind not in registry:
             guess = difflib.get_close_matches(spec.kind, registry.kinds(), n=1, cutoff=0.6)
             problems.append(Problem(
@@ -127,6 +179,15 @@ def validate(graph: Graph, registry: Registry | None = None) -> ValidationResult
             if not missing:  # what the kind itself reads from its files (a model's output shapes)
                 problems += _file_problems(cls, spec.id, result.params[spec.id], graph.base_dir)
 
+    return index_of
+
+
+def _check_structure(graph: Graph, registry: Registry, result: ValidationResult, index_of: dict[str, int]) -> None:
+    """Ports, wires, types, inputs, cycles and formats (networkx)."""
+    import networkx as nx
+
+    problems = result.problems
+    g = result.nx_graph
     # edges: endpoints, ports, types
     wires_into: dict[tuple[str, str], list[int]] = {}
     seen: dict[wiring.WireKey, int] = {}
@@ -150,7 +211,6 @@ def validate(graph: Graph, registry: Registry | None = None) -> ValidationResult
                 "unknown_port", f"edges[{k}].to: {dst_cls.kind} has no input {dst_port!r} (inputs: {', '.join(dst_cls.inputs) or 'none'})",
                 node=dst, edge=k, field=dst_port))
             bad = True
-        g.add_edge(src, dst, key=k, src_port=src_port, dst_port=dst_port)
         if bad or src_cls is None or dst_cls is None:
             continue
         if wiring.wire_key(edge) in seen:
@@ -193,7 +253,6 @@ def validate(graph: Graph, registry: Registry | None = None) -> ValidationResult
 
     if not cyclic:
         _check_formats(graph, result, registry)
-    return result
 
 
 def _file_problems(cls: type[Node], node_id: str, params: BaseModel, base: Path | None) -> list[Problem]:

@@ -10,13 +10,13 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Protocol
 
-import networkx as nx
 from heiti.engine.formats import build_format_graph, describe_chain, propose_chain
 from heiti.engine.node import In, Node
 from heiti.engine.payloads import Payload
 from heiti.engine.topology import downstream, upstream
 
 if TYPE_CHECKING:
+    import networkx as nx
     from heiti.engine.graph import EdgeSpec, Graph
     from heiti.engine.registry import Registry
 

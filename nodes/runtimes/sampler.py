@@ -126,7 +126,7 @@ class ResourceSampler:
         for name, value in (self._gpu.sample() if self._gpu else {}).items():
             self._record(name, value, t, True)
         if t - self._sensors_t >= SENSOR_PERIOD_S:
-            from heiti.nodes.devices.stats import read_sensors
+            from heiti.nodes.devices.stats import read_sensors  # imported by `start`, outside the timed loop
 
             self._sensors_t = t
             for name, value in read_sensors().items():
@@ -140,6 +140,10 @@ class ResourceSampler:
                 self.on_tick()
 
     def start(self) -> ResourceSampler:
+        # imported here, not by the first sample: an import on the sampler's thread beside a busy
+        # timed loop waits for the GIL at each file it reads (~0.3 s), and takes it from the loop
+        import heiti.nodes.devices.stats  # noqa: F401
+
         self._cpu_percent_per_core()  # the first reading of a counter only sets the baseline
         try:
             self.process.cpu_percent()

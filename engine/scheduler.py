@@ -30,6 +30,8 @@ if TYPE_CHECKING:
     from heiti.engine.workers import Handle, ProcessLauncher
 
 POLL_S = 0.05
+#: seconds a cancelled worker gets to stop by itself before it is terminated
+CANCEL_GRACE_S = 5.0
 
 
 def _exclusive(cls: Any, params: Any, under_ray: bool) -> bool:
@@ -122,7 +124,7 @@ def run_parallel(executor: Executor, graph: Graph, checked: ValidationResult, ou
                         result.states[node_id] = NodeState.CANCELLED
                         executor.bus.emit(NodeSkipped(node=node_id, reason="run cancelled", state=NodeState.CANCELLED))
                     pending = []
-                elif running and not terminated and time.monotonic() - cancel_at > _cancel_grace_s():
+                elif running and not terminated and time.monotonic() - cancel_at > CANCEL_GRACE_S:
                     launcher.terminate()
                     terminated = True
             else:
@@ -137,12 +139,6 @@ def run_parallel(executor: Executor, graph: Graph, checked: ValidationResult, ou
                     _finish(executor, handle, entry[1], keys, result)
     finally:
         launcher.close()
-
-
-def _cancel_grace_s() -> float:
-    from heiti.engine.workers import CANCEL_GRACE_S
-
-    return CANCEL_GRACE_S
 
 
 def _start_ready(executor: Executor, graph: Graph, checked: ValidationResult, out_dir: Path,

@@ -31,8 +31,6 @@ from heiti.engine.jobs import worker_main
 from heiti.engine.memory_gate import MemoryGate
 from heiti.engine.turns import TurnArbiter
 
-#: seconds a cancelled worker gets to stop by itself before it is terminated
-CANCEL_GRACE_S = 5.0
 #: a worker that holds more than this after a node is retired (its memory goes back to the system)
 WORKER_RSS_LIMIT = 1536 * 2**20
 

@@ -130,6 +130,9 @@ class RuntimeNode(Node):
         if x.ndim == 4:
             x, have = to_layout(x, have, cls.likely_layout), cls.likely_layout
         ahead.hold(dataset, params.split, params.max_samples, x, y, have)
+        from heiti.nodes.runtimes.measure import ready_for_quality
+
+        ready_for_quality(y)
 
     # --- running ---------------------------------------------------------------------------------
     def run(self, ctx: RunContext, model: ModelArtifact, dataset: DatasetHandle,
@@ -165,6 +168,9 @@ class RuntimeNode(Node):
         else:
             x, y, have = held
         x = to_layout(x, have, model.meta.layout or "NCHW")
+        from heiti.nodes.runtimes.measure import ready_for_quality
+
+        ready_for_quality(y)
         remote = target is not None and target.kind != "local"
         stats_seen: list[dict[str, Any]] = []
         options = {"threads": p.threads, "batch_size": p.batch_size, "meta": model.meta.as_dict(),

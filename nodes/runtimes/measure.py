@@ -24,6 +24,14 @@ def latency_stats(values_ms: Sequence[float] | np.ndarray, first: float | None =
     )
 
 
+def ready_for_quality(y: np.ndarray | None) -> None:
+    """Import what scoring labels needs (scikit-learn's metrics: ~1.5 s in a fresh process) while
+    a runtime prepares, so that it is not imported after the timed calls: with runtimes in turns
+    (--interleave) that import would hold the machine while the others wait."""
+    if y is not None:
+        import sklearn.metrics  # noqa: F401
+
+
 def classification_quality(y_true: np.ndarray, scores: np.ndarray,
                            class_names: Sequence[str] = ()) -> ClassificationQuality:
     """Accuracy, top-5, per-class precision/recall/F1, G-mean and the confusion matrix.

@@ -180,3 +180,16 @@ def test_a_loop_that_takes_turns_leaves_the_pauses_out_and_rewarms_after_each():
     assert len(calls) == 1 + 3 + 100 + REWARM * len(pauses)
     gaps = result.wall_ns - int(result.latencies_ns.sum())  # what the loop added around its timed calls
     assert gaps < 0.5 * 0.1e9 * len(pauses), "the pauses were counted as the loop's time"
+
+
+def test_scoring_labels_is_made_ready_before_the_timed_calls():
+    """scikit-learn's metrics (~1.5 s to import) are imported while a runtime prepares when there
+    are labels to score, and not at all without them."""
+    import subprocess
+    import sys
+
+    code = ("import sys, numpy as np\nfrom heiti.nodes.runtimes.measure import ready_for_quality\n"
+            "ready_for_quality(None)\nbefore = 'sklearn' in sys.modules\n"
+            "ready_for_quality(np.zeros(3, np.int64))\nprint(before, 'sklearn.metrics' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.split() == ["False", "True"]

@@ -19,6 +19,7 @@ from typing import Any
 
 from heiti.engine.digests import DigestMemo, identity
 from heiti.engine.files import file_sha256
+from heiti.engine.paths import default_cache_dir  # noqa: F401 - where the cache lives, said here too
 from heiti.engine.payloads import Payload
 from pydantic import BaseModel
 
@@ -272,11 +273,6 @@ def _manifest(folder: Path) -> dict[str, list[Any]]:
     """{relative path: [size, sha256]} of every file under `folder`."""
     return {str(p.relative_to(folder)): [p.stat().st_size, file_sha256(p)]
             for p in sorted(folder.rglob("*")) if p.is_file() and not p.is_symlink()}
-
-
-def default_cache_dir() -> Path:
-    """Where runs keep their cache unless told: $HEITI_CACHE, else .heiti/cache in the working folder."""
-    return Path(os.environ.get("HEITI_CACHE", ".heiti/cache"))
 
 
 class ArtifactCache:

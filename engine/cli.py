@@ -89,8 +89,18 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return EXIT_OK if result.ok else EXIT_INVALID
 
 
+def _cache_dir(args: argparse.Namespace) -> Path | None:
+    from heiti.engine.paths import default_cache_dir
+
+    return None if args.no_cache else Path(args.cache) if args.cache else default_cache_dir()
+
+
 def cmd_run(args: argparse.Namespace) -> int:
-    if _jobs(args) > 1 and args.ray is None:
+    from heiti.engine.run_hints import served_whole
+
+    cache_dir = _cache_dir(args)
+    whole = cache_dir is not None and not args.set and served_whole(cache_dir, args.graph)
+    if _jobs(args) > 1 and args.ray is None and not whole:  # a run the cache will serve needs no worker
         from heiti.engine.forkserver import start_fork_server
 
         start_fork_server()  # first: its imports overlap this process's, and the loading and validation below
@@ -159,6 +169,10 @@ def _run(args: argparse.Namespace) -> int:
         return EXIT_CANCELLED
     finally:
         signal.signal(signal.SIGINT, previous)
+    if executor.cache is not None and not args.set:
+        from heiti.engine.run_hints import note_run
+
+        note_run(executor.cache.root, args.graph, result.cache_holds_all, result.input_files)
     console.print(view.summary_table())
     from heiti.engine.console import measurements_table
 

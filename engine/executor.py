@@ -57,6 +57,10 @@ class RunResult:
     outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
     duration_s: float = 0.0
+    #: the files the nodes' path params name (engine.run_hints notes their identity)
+    input_files: list[str] = field(default_factory=list)
+    #: the run ended ok and the cache now holds every node (a re-run would be served whole)
+    cache_holds_all: bool = False
 
     @property
     def exit_code(self) -> int:
@@ -133,10 +137,16 @@ class Executor:
         writer = JsonlWriter(out_dir / "events.jsonl")
         unsubscribe = self.bus.subscribe(writer)
         try:
-            return self._run(graph, checked, out_dir)
+            result = self._run(graph, checked, out_dir)
         finally:
             unsubscribe()
             writer.close()
+        result.input_files = [str(Path(value).expanduser()) for node_id, cls in checked.classes.items()
+                              for name in cls.path_params
+                              if (value := str(getattr(checked.params.get(node_id), name, "") or ""))]
+        result.cache_holds_all = (self.cache is not None and result.status == "ok"
+                                  and all(cls.cacheable for cls in checked.classes.values()))
+        return result
 
     def _run(self, graph: Graph, checked: ValidationResult, out_dir: Path) -> RunResult:
         t0 = time.perf_counter()

@@ -16,6 +16,11 @@ KERNEL_ROOTS = ("/proc", "/sys", "/dev")
 KERNEL_ALLOWED = ("/dev/shm",)  # a RAM disk holding ordinary files
 
 
+def default_cache_dir() -> Path:
+    """Where runs keep their cache unless told: $HEITI_CACHE, else .heiti/cache in the working folder."""
+    return Path(os.environ.get("HEITI_CACHE", ".heiti/cache"))
+
+
 class PathProblem(ValueError):
     """A path param that names nothing usable; the message names the path and what is wrong."""
 

@@ -2,7 +2,7 @@
 
 A report's figures are independent, each a second or less of matplotlib on one core (the demo's
 eleven: 4.9 s one after the other). matplotlib is not thread-safe, so they are drawn in processes:
-`render` collects the plot calls (`plots.deferred`), and `draw_all` forks helpers (up to the cores
+`render` collects the plot calls (`deferral.deferred`), and `draw_all` forks helpers (up to the cores
 this process may use) that share the calls by taking figure numbers from one pipe, and send back
 PNG bytes only (through a temporary file) — nothing is pickled. The parent draws too, and draws
 again a figure a helper could not deliver; a figure that fails is None, and `render` then builds

@@ -6,15 +6,13 @@ small (dpi 100) so that a report over many runtimes renders in seconds.
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import io
 import math
-import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from heiti.nodes.reports.deferral import deferrable
 
 DPI = 100
 STYLE = {
@@ -40,12 +38,12 @@ _DECORATION = (0.55, 0.08, 0.22, 0.47)
 _PAD_PX = 4
 
 
-def _figure(width: float, height: float, layout: str | None = "cropped", legend: Sequence[str] = (),
+def new_figure(width: float, height: float, layout: str | None = "cropped", legend: Sequence[str] = (),
             grid: tuple[int, int] = (1, 1), gaps: tuple[float, float] = (0.8, 0.42)) -> Any:
     """A figure on an Agg canvas, about width x height inches.
 
     "cropped" (the default): the axes get the intended box less the usual room for labels (and the
-    room `legend`'s labels take beside it), on a canvas with `_SLACK` around it, and `_png` keeps
+    room `legend`'s labels take beside it), on a canvas with `_SLACK` around it, and `to_png` keeps
     what was drawn: one draw, where constrained layout first measures every label (an eighth of the
     time of the MobileNetV2 flow's figures, a quarter for stacked panels). `grid` (rows, cols) and `gaps` (inches between columns, between rows) place the
     axes that `add_subplot`/`subplots` then make. "constrained": matplotlib's layout at exactly
@@ -94,7 +92,7 @@ def _legend_width(labels: Sequence[str]) -> float:
     return (widest + (0.4 + 2.0 + 0.8 + 0.4) * size) / 72 + 0.1
 
 
-def _style() -> Any:
+def plot_style() -> Any:
     import matplotlib
 
     return matplotlib.rc_context(STYLE)
@@ -105,7 +103,7 @@ def _style() -> Any:
 PNG_LEVEL = 1
 
 
-def _png(fig: Any) -> bytes:
+def to_png(fig: Any) -> bytes:
     """The figure as opaque RGB PNG bytes, from one draw of the Agg canvas (layout included):
     savefig would draw twice with a layout engine (once to lay out, once to render). A cropped
     figure keeps what was drawn and `_PAD_PX` around it; should its drawing reach the canvas's edge
@@ -125,7 +123,7 @@ def _png(fig: Any) -> bytes:
             fig.heiti_intended_size = None  # it may go beyond the canvas: let matplotlib fit it
             fig.set_size_inches(*intended)
             fig.set_layout_engine("constrained")
-            return _png(fig)
+            return to_png(fig)
         image = image.crop((max(cols[0] - _PAD_PX, 0), max(rows[0] - _PAD_PX, 0),
                             min(cols[-1] + 1 + _PAD_PX, size[0]), min(rows[-1] + 1 + _PAD_PX, size[1])))
     buf = io.BytesIO()
@@ -137,8 +135,8 @@ def warm() -> None:
     """Draw one small figure, so that the report's figures (and the helpers forked to draw them,
     which inherit this) start with the fonts loaded, the tick, legend and log-scale code run once
     and the PNG encoder imported: a report node's warm-up, made before its inputs arrive."""
-    with _style():
-        fig = _figure(2.4, 1.6, legend=["a"])
+    with plot_style():
+        fig = new_figure(2.4, 1.6, legend=["a"])
         ax = fig.add_subplot()
         ax.plot([1.0, 10.0, 100.0], [1.0, 3.0, 2.0], marker=".", label="a")
         ax.hist([1.0, 2.0, 2.0, 3.0], bins=3)
@@ -147,78 +145,7 @@ def warm() -> None:
         ax.set_xlabel("ms")
         ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
         ax.text(1, 1, "1", fontweight="bold", bbox={"boxstyle": "round,pad=0.45", "facecolor": "#f1f5f9"})
-        _png(fig)
-
-
-class Pending(bytes):
-    """A figure not drawn yet (while `deferred()` collects the plot calls): empty bytes until
-    `deferred` hands each its PNG; `render` writes the figures only after that."""
-
-    call: Callable[[], bytes]
-
-
-_local = threading.local()  # what this thread collects: another thread's plots are drawn at once
-
-
-def _collecting() -> list[list[Pending]]:
-    if not hasattr(_local, "stack"):
-        _local.stack = []
-    return _local.stack  # type: ignore[no-any-return]
-
-
-@contextlib.contextmanager
-def deferred() -> Iterator[list[Pending]]:
-    """Within this block the plot functions called by this thread return `Pending` placeholders
-    and draw nothing; the list they fill is drawn at once (nodes.reports.drawing) by `draw_pending`."""
-    pending: list[Pending] = []
-    _collecting().append(pending)
-    try:
-        yield pending
-    finally:
-        _collecting().remove(pending)
-
-
-#: rough cost of a figure, in hundredths of a second of one core (measured on the demo report and
-#: the MobileNetV2 flow's): (fixed, per item) where an item is a series, a panel, a graph node or a
-#: class. The costly ones are handed out first, so that no process is left drawing a big one alone
-#: at the end.
-_COST = {"bubble_chart": (20, 1), "confusion": (12, 0.1), "timelines": (0.5, 6.7), "latency_over_calls": (8.5, 1),
-         "violins": (5, 1.5), "histograms": (2, 3.5), "graph_picture": (3, 0.8), "pr_curves": (8, 1),
-         "map_vs_threshold": (10, 1), "grouped_bars": (8, 1)}
-
-
-def cost(call: functools.partial) -> float:
-    """A plot call's rough cost (see _COST)."""
-    fixed, each = _COST.get(call.func.__name__, (10, 1))
-    items = call.args[0] if call.args else ()
-    if call.func.__name__ == "confusion":  # the cells, each annotated
-        items = [cell for row in items for cell in row]
-    try:
-        return fixed + each * len(items)
-    except TypeError:
-        return fixed
-
-
-def draw_pending(pending: list[Pending]) -> dict[int, bytes | None]:
-    """PNG bytes of each pending figure (None if it failed), keyed by the placeholder's id()."""
-    from heiti.nodes.reports.drawing import draw_all
-
-    order = sorted(pending, key=lambda p: -cost(p.call))  # stable: page order within a cost
-    return {id(p): png for p, png in zip(order, draw_all([p.call for p in order]), strict=True)}
-
-
-def _deferrable(plot: Callable[..., bytes]) -> Callable[..., bytes]:
-    @functools.wraps(plot)
-    def maybe_later(*args: Any, **kwargs: Any) -> bytes:
-        stack = _collecting()
-        if not stack:
-            return plot(*args, **kwargs)
-        placeholder = Pending()
-        placeholder.call = functools.partial(plot, *args, **kwargs)
-        stack[-1].append(placeholder)
-        return placeholder
-
-    return maybe_later
+        to_png(fig)
 
 
 def _log_scale_wanted(values: Sequence[float]) -> bool:
@@ -227,7 +154,7 @@ def _log_scale_wanted(values: Sequence[float]) -> bool:
 
 
 # --- comparison ---------------------------------------------------------------------------------
-@_deferrable
+@deferrable
 def bubble_chart(points: list[dict[str, Any]], quality_name: str, floor: float | None,
                  statistic: str = "mean") -> bytes:
     """Quality (y) against latency (x, the mean or median); bubble area proportional to model size.
@@ -237,8 +164,8 @@ def bubble_chart(points: list[dict[str, Any]], quality_name: str, floor: float |
     from matplotlib.lines import Line2D
 
     labels = [f"{i}  {p['label']}" + (" (baseline)" if p.get("baseline") else "") for i, p in enumerate(points, 1)]
-    with _style():
-        fig = _figure(9.0, 4.4, legend=labels)
+    with plot_style():
+        fig = new_figure(9.0, 4.4, legend=labels)
         ax = fig.add_subplot()
         sizes = [p["size"] or 0 for p in points]
         biggest = max(sizes) if any(sizes) else 1
@@ -265,14 +192,14 @@ def bubble_chart(points: list[dict[str, Any]], quality_name: str, floor: float |
         ax.set_xlabel(f"{statistic} latency per inference (ms) — lower is better")
         ax.set_ylabel(f"{quality_name} (%) — higher is better")
         ax.set_title("Quality vs latency (bubble area = model size)")
-        return _png(fig)
+        return to_png(fig)
 
 
-@_deferrable
+@deferrable
 def violins(series: list[dict[str, Any]]) -> bytes:
     """Horizontal violins of per-inference latency, one per runtime (top = first)."""
-    with _style():
-        fig = _figure(7.2, 0.55 * len(series) + 1.0)
+    with plot_style():
+        fig = new_figure(7.2, 0.55 * len(series) + 1.0)
         ax = fig.add_subplot()
         data = [_thin(_clip_tail(np.asarray(s["values"], dtype=float))) for s in series]
         positions = list(range(len(series), 0, -1))
@@ -293,7 +220,7 @@ def violins(series: list[dict[str, Any]]) -> bytes:
             _log_x(ax, decades=math.log10(hi / lo) if lo > 0 else 9.0)
         ax.set_xlabel("latency per inference (ms); black: median, red: p99; the slowest 0.5 % left out")
         ax.set_title("Latency distribution")
-        return _png(fig)
+        return to_png(fig)
 
 
 def _clip_tail(values: np.ndarray, keep: float = 99.5) -> np.ndarray:
@@ -320,14 +247,14 @@ def _thin(values: np.ndarray, limit: int = 4000) -> np.ndarray:
     return np.sort(values)[:: math.ceil(values.size / limit)]
 
 
-@_deferrable
+@deferrable
 def histograms(series: list[dict[str, Any]]) -> bytes:
     """Small multiples: one latency histogram per runtime, with mean and p99 marked."""
     n = len(series)
     cols = min(n, 4)
     rows = math.ceil(n / cols)
-    with _style():
-        fig = _figure(min(2.4 * cols + 0.6, 10.5), 1.9 * rows + 0.2, layout=None)
+    with plot_style():
+        fig = new_figure(min(2.4 * cols + 0.6, 10.5), 1.9 * rows + 0.2, layout=None)
         fig.subplots_adjust(left=0.02, right=0.98, bottom=0.5 / (1.9 * rows + 0.2), top=1 - 0.3 / (1.9 * rows + 0.2),
                             wspace=0.12, hspace=0.75)
         for i, s in enumerate(series):
@@ -353,10 +280,10 @@ def histograms(series: list[dict[str, Any]]) -> bytes:
             ax.set_title(title, fontsize=9)
             ax.set_yticks([])
             ax.set_xlabel("ms", fontsize=8)
-        return _png(fig)
+        return to_png(fig)
 
 
-@_deferrable
+@deferrable
 def latency_over_calls(series: list[dict[str, Any]]) -> bytes:
     """Each runtime's latency call after call (a running median over a few calls, raw calls as dots):
     shows warm-up, drift, throttling and bursts of interference that a histogram hides.
@@ -364,8 +291,8 @@ def latency_over_calls(series: list[dict[str, Any]]) -> bytes:
     A series may carry `count`, the calls there were when `values` keeps one per stretch of
     count/len(values) calls (a thinned long run): each value is then drawn at its stretch's middle.
     """
-    with _style():
-        fig = _figure(9.0, 3.0, legend=[s["label"] for s in series])
+    with plot_style():
+        fig = new_figure(9.0, 3.0, legend=[s["label"] for s in series])
         ax = fig.add_subplot()
         medians = []
         for s in series:
@@ -390,14 +317,14 @@ def latency_over_calls(series: list[dict[str, Any]]) -> bytes:
         ax.set_ylabel("ms")
         ax.set_title("Latency call after call (line: running median)")
         ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
-        return _png(fig)
+        return to_png(fig)
 
 
-@_deferrable
+@deferrable
 def timelines(panels: list[tuple[str, str, list[dict[str, Any]]]]) -> bytes:
     """Stacked panels (title, y label, series of {label, t, values, color}) sharing the time axis."""
-    with _style():
-        fig = _figure(7.2, 2.1 * len(panels) + 0.3, legend=[s["label"] for s in panels[0][2]], grid=(len(panels), 1))
+    with plot_style():
+        fig = new_figure(7.2, 2.1 * len(panels) + 0.3, legend=[s["label"] for s in panels[0][2]], grid=(len(panels), 1))
         axes = fig.subplots(len(panels), 1, sharex=True, squeeze=False)[:, 0]
         for ax, (title, ylabel, series) in zip(axes, panels, strict=True):
             for s in series:
@@ -409,11 +336,11 @@ def timelines(panels: list[tuple[str, str, list[dict[str, Any]]]]) -> bytes:
             ax.set_ylim(bottom=0)
         axes[0].legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
         axes[-1].set_xlabel("seconds since the runtime started")
-        return _png(fig)
+        return to_png(fig)
 
 
 # --- quality --------------------------------------------------------------------------------------
-@_deferrable
+@deferrable
 def confusion(matrix: Sequence[Sequence[int]], class_names: Sequence[str]) -> bytes:
     """Counts and row-normalised (sensitivity on the diagonal) side by side."""
     m = np.asarray(matrix, dtype=float)
@@ -423,8 +350,8 @@ def confusion(matrix: Sequence[Sequence[int]], class_names: Sequence[str]) -> by
     norm = np.divide(m, totals, out=np.zeros_like(m), where=totals > 0)
     side = min(max(2.2, 0.24 * n + 0.8), 4.4)
     annotate = n <= 15
-    with _style():
-        fig = _figure(2 * side + 0.4, side + 0.2, layout=None)
+    with plot_style():
+        fig = new_figure(2 * side + 0.4, side + 0.2, layout=None)
         longest = max(len(s) for s in names) if n <= 25 else 0
         margin = min(0.4, 0.11 + 0.018 * longest)  # room for the class names under and beside each matrix
         fig.subplots_adjust(left=margin * 0.5 + 0.03, right=0.99, bottom=margin, top=0.93, wspace=0.1 + margin * 0.5)
@@ -446,14 +373,14 @@ def confusion(matrix: Sequence[Sequence[int]], class_names: Sequence[str]) -> by
                             continue
                         ax.text(c, r, fmt.format(values[r, c]), ha="center", va="center", fontsize=7,
                                 color="white" if norm[r, c] > 0.6 else "#222")
-        return _png(fig)
+        return to_png(fig)
 
 
-@_deferrable
+@deferrable
 def pr_curves(curves: dict[str, dict[str, list[float]]], ap: dict[str, float]) -> bytes:
     """Precision against recall per class at IoU 0.5, with each class's AP in the legend."""
-    with _style():
-        fig = _figure(4.2, 3.2)
+    with plot_style():
+        fig = new_figure(4.2, 3.2)
         ax = fig.add_subplot()
         for name, curve in curves.items():
             recall, precision = curve.get("recall", []), curve.get("precision", [])
@@ -465,16 +392,16 @@ def pr_curves(curves: dict[str, dict[str, list[float]]], ap: dict[str, float]) -
         ax.set_xlabel("recall")
         ax.set_ylabel("precision")
         ax.legend(loc="lower left", frameon=False)
-        return _png(fig)
+        return to_png(fig)
 
 
-@_deferrable
+@deferrable
 def map_vs_threshold(series: list[dict[str, Any]]) -> bytes:
     """mAP@0.5 against the score threshold per runtime and, when the file has it, F1 (with precision
     and recall) beside it; the dot marks each runtime's operating threshold (`best`)."""
     with_f1 = [s for s in series if s.get("f1")]
-    with _style():
-        fig = _figure(9.6 if with_f1 else 7.2, 3.2, legend=() if with_f1 else [s["label"] for s in series],
+    with plot_style():
+        fig = new_figure(9.6 if with_f1 else 7.2, 3.2, legend=() if with_f1 else [s["label"] for s in series],
                       grid=(1, 2 if with_f1 else 1))
         axes = fig.subplots(1, 2 if with_f1 else 1, squeeze=False)[0]
         for s in series:
@@ -507,16 +434,16 @@ def map_vs_threshold(series: list[dict[str, Any]]) -> bytes:
             axes[0].legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
         if with_f1 and len(series) > 1:
             axes[0].legend(loc="lower left", frameon=False)
-        return _png(fig)
+        return to_png(fig)
 
 
-@_deferrable
+@deferrable
 def grouped_bars(groups: list[str], series: list[dict[str, Any]], ylabel: str, title: str) -> bytes:
     """Bars per group (e.g. class), one bar per series (runtime) in its colour."""
     n = max(len(series), 1)
     width = 0.8 / n
-    with _style():
-        fig = _figure(min(1.0 + 0.35 * len(groups) * n + 1.5, 10.5), 3.0, legend=[s["label"] for s in series])
+    with plot_style():
+        fig = new_figure(min(1.0 + 0.35 * len(groups) * n + 1.5, 10.5), 3.0, legend=[s["label"] for s in series])
         ax = fig.add_subplot()
         x = np.arange(len(groups))
         for i, s in enumerate(series):
@@ -527,112 +454,4 @@ def grouped_bars(groups: list[str], series: list[dict[str, Any]], ylabel: str, t
         ax.set_ylim(0, 105)
         ax.set_title(title)
         ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
-        return _png(fig)
-
-
-# --- the graph ------------------------------------------------------------------------------------
-FAMILY_COLORS = {
-    "dataset": "#dbeafe", "model": "#ede9fe", "train": "#fce7f3", "export": "#fef3c7", "convert": "#fef3c7",
-    "optimizer": "#fef3c7", "compile": "#fef3c7", "quantize": "#fef3c7", "runtime": "#dcfce7",
-    "target": "#e0f2fe", "report": "#f1f5f9",
-}
-STATE_EDGES = {"done": "#16a34a", "cached": "#0284c7", "failed": "#dc2626", "skipped": "#9ca3af",
-               "cancelled": "#9ca3af"}
-
-
-@_deferrable
-def graph_picture(nodes: list[dict[str, Any]], edges: list[tuple[str, str]], states: dict[str, str]) -> bytes:
-    """Nodes layered left to right by topological generation; arrows for wires; border = state."""
-    g = _Wires([n["id"] for n in nodes], edges)
-    layers = _order_layers(g, [sorted(layer) for layer in g.generations()] or [sorted(g.successors_of)])
-    kinds = {n["id"]: n.get("kind", "") for n in nodes}
-    tallest = max((len(layer) for layer in layers), default=1)
-    pos = {}
-    for x, layer in enumerate(layers):
-        for y, node_id in enumerate(layer):
-            pos[node_id] = (x, (tallest - 1) / 2 - y + (len(layer) - 1) / 2 - (tallest - 1) / 2)
-    with _style():
-        fig = _figure(min(1.9 * len(layers) + 0.4, 14), min(0.75 * tallest + 0.5, 9), layout="constrained")
-        ax = fig.add_subplot()
-        ax.set_axis_off()
-        artists = {}
-        for node_id, (x, y) in pos.items():
-            kind = kinds.get(node_id, "")
-            family = kind.split(".")[0]
-            label = _short(node_id, 18) + ("\n" + _short(kind, 22) if kind else "")
-            artists[node_id] = ax.text(
-                x, y, label, ha="center", va="center", fontsize=8.5, zorder=3,
-                bbox={"boxstyle": "round,pad=0.45", "facecolor": FAMILY_COLORS.get(family, "#f8fafc"),
-                      "edgecolor": STATE_EDGES.get(states.get(node_id, ""), "#64748b"), "linewidth": 1.4})
-        for a, b in g.edges:
-            fan_out = len(g.successors_of[a]) > 4  # e.g. the dataset wired to every runtime: draw those lightly
-            ax.annotate("", xy=(0, 0.5), xycoords=artists[b], xytext=(1, 0.5), textcoords=artists[a],
-                        arrowprops={"arrowstyle": "-|>", "color": "#94a3b8" if fan_out else "#475569",
-                                    "linewidth": 0.7 if fan_out else 1.1, "alpha": 0.55 if fan_out else 1.0,
-                                    "connectionstyle": "arc3,rad=0.0", "shrinkA": 1, "shrinkB": 1}, zorder=2)
-        ax.set_xlim(-0.6, len(layers) - 0.4)
-        ax.set_ylim(-(tallest / 2) - 0.1, tallest / 2 + 0.1)
-        return _png(fig)
-
-
-class _Wires:
-    """The graph's nodes and wires (duplicates dropped, wires to unknown nodes ignored), for laying
-    it out: its own few lines, so that drawing a report imports no graph library (networkx takes
-    a quarter of a second to import in a fresh worker)."""
-
-    def __init__(self, nodes: list[str], edges: list[tuple[str, str]]) -> None:
-        self.successors_of: dict[str, list[str]] = {n: [] for n in nodes}
-        self.predecessors_of: dict[str, list[str]] = {n: [] for n in nodes}
-        self.edges: list[tuple[str, str]] = []
-        for a, b in dict.fromkeys(edges):
-            if a in self.successors_of and b in self.successors_of:
-                self.successors_of[a].append(b)
-                self.predecessors_of[b].append(a)
-        self.edges = [(a, b) for a, after in self.successors_of.items() for b in after]
-
-    def successors(self, node: str) -> list[str]:
-        return self.successors_of[node]
-
-    def predecessors(self, node: str) -> list[str]:
-        return self.predecessors_of[node]
-
-    def generations(self) -> list[list[str]]:
-        """Nodes layered by their longest path from a source (Kahn's algorithm); [] for a cycle."""
-        waiting = {n: len(before) for n, before in self.predecessors_of.items()}
-        layer, layers = [n for n, count in waiting.items() if not count], []
-        while layer:
-            layers.append(layer)
-            following = []
-            for node in layer:
-                for after in self.successors_of[node]:
-                    waiting[after] -= 1
-                    if not waiting[after]:
-                        following.append(after)
-            layer = following
-        return layers if sum(map(len, layers)) == len(waiting) else []
-
-
-def _order_layers(g: Any, layers: list[list[str]], sweeps: int = 4) -> list[list[str]]:
-    """Order nodes within each layer by the mean height of their neighbours (fewer crossings)."""
-    layers = [list(layer) for layer in layers]
-
-    def place(layer: list[str]) -> None:
-        for k, node in enumerate(layer):
-            height[node] = k - (len(layer) - 1) / 2
-
-    height: dict[str, float] = {}
-    for layer in layers:
-        place(layer)
-    for sweep in range(sweeps):
-        down = sweep % 2 == 0
-        for i in range(1, len(layers)) if down else range(len(layers) - 2, -1, -1):
-            def key(node: str, down: bool = down) -> float:
-                near = [height[n] for n in (g.predecessors(node) if down else g.successors(node))]
-                return sum(near) / len(near) if near else height[node]
-            layers[i].sort(key=key)
-            place(layers[i])
-    return layers
-
-
-def _short(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+        return to_png(fig)

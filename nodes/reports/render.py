@@ -125,13 +125,13 @@ def _sections_drawn_at_once(report: Report) -> list[Section]:
     """The sections, their figures drawn all at once (nodes.reports.drawing) once every section
     has said what to draw. If a figure fails, the sections are built again the ordinary way, so
     the failure costs its section a note, as it always did."""
-    from heiti.nodes.reports import plots
+    from heiti.nodes.reports import deferral
     from heiti.nodes.reports.sections import build_sections
 
-    with plots.deferred() as pending:
+    with deferral.deferred() as pending:
         sections = build_sections(report)
-    pngs = plots.draw_pending(pending)
-    figures = [f for f in _figures(sections) if isinstance(f.png, plots.Pending)]
+    pngs = deferral.draw_pending(pending)
+    figures = [f for f in _figures(sections) if isinstance(f.png, deferral.Pending)]
     if any(pngs.get(id(f.png)) is None for f in figures):
         return build_sections(report)
     for figure in figures:

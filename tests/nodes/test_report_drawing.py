@@ -128,17 +128,17 @@ def test_a_figure_that_fails_costs_its_section_a_note_as_before(tmp_path):
 def test_collecting_plot_calls_is_per_thread():
     """A report collecting its plot calls on one thread (the editor's worker) leaves another
     thread's plots (the editor's own) drawn at once."""
-    from heiti.nodes.reports import plots
+    from heiti.nodes.reports import deferral, plots
 
     got = {}
-    with plots.deferred() as pending:
+    with deferral.deferred() as pending:
         mine = plots.grouped_bars(["a"], [{"label": "x", "values": [1.0], "color": "#123456"}], "y", "t")
         other = threading.Thread(target=lambda: got.update(png=plots.grouped_bars(
             ["a"], [{"label": "x", "values": [1.0], "color": "#123456"}], "y", "t")))
         other.start()
         other.join()
-    assert isinstance(mine, plots.Pending) and pending == [mine]
-    assert not isinstance(got["png"], plots.Pending) and got["png"].startswith(b"\x89PNG")
+    assert isinstance(mine, deferral.Pending) and pending == [mine]
+    assert not isinstance(got["png"], deferral.Pending) and got["png"].startswith(b"\x89PNG")
 
 
 def test_the_report_warm_up_compiles_its_templates():

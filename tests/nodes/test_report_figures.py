@@ -8,7 +8,7 @@ import io
 
 import numpy as np
 import pytest
-from heiti.nodes.reports import plots
+from heiti.nodes.reports import deferral, graph_picture, plots
 from PIL import Image
 
 RNG = np.random.default_rng(3)
@@ -31,7 +31,7 @@ CROPPED = {
 #: figures laid out at exactly their size: name: (call, size in pixels)
 EXACT = {
     "histograms": (lambda: plots.histograms(SERIES), (round((2.4 * 3 + 0.6) * plots.DPI), round(2.1 * plots.DPI))),
-    "graph": (lambda: plots.graph_picture([{"id": "a", "kind": "model.file"}, {"id": "b", "kind": "report.html"}],
+    "graph": (lambda: graph_picture.graph_picture([{"id": "a", "kind": "model.file"}, {"id": "b", "kind": "report.html"}],
                                           [("a", "b")], {"a": "done"}), (420, 125)),
 }
 
@@ -84,7 +84,7 @@ def test_an_exact_figure_has_its_size_and_the_pixels_savefig_draws(name, monkeyp
     call, size = EXACT[name]
     png = call()
     assert _decoded(png).size == size
-    monkeypatch.setattr(plots, "_png", _savefig_png)
+    monkeypatch.setattr(plots, "to_png", _savefig_png)
     assert np.array_equal(_pixels(png), _pixels(call()))  # same layout and content, one draw instead of two
 
 
@@ -100,14 +100,14 @@ def test_the_graph_layers_are_the_topological_generations():
         g = nx.DiGraph()
         g.add_nodes_from(ids)
         g.add_edges_from((a, b) for a, b in edges if b in g)
-        mine = plots._Wires(ids, edges)
+        mine = graph_picture._Wires(ids, edges)
         assert [sorted(layer) for layer in mine.generations()] == [sorted(x) for x in nx.topological_generations(g)]
         assert mine.edges == list(g.edges)
 
 
 def test_a_graph_with_a_cycle_has_no_generations_and_is_still_drawn():
-    assert plots._Wires(["a", "b", "c"], [("a", "b"), ("b", "c"), ("c", "a")]).generations() == []
-    png = plots.graph_picture([{"id": x} for x in "abc"], [("a", "b"), ("b", "a")], {})
+    assert graph_picture._Wires(["a", "b", "c"], [("a", "b"), ("b", "c"), ("c", "a")]).generations() == []
+    png = graph_picture.graph_picture([{"id": x} for x in "abc"], [("a", "b"), ("b", "a")], {})
     assert Image.open(io.BytesIO(png)).size[0] > 0
 
 
@@ -123,11 +123,11 @@ def test_figures_are_handed_out_costliest_first(monkeypatch):
         return [b"png"] * len(calls)
 
     monkeypatch.setattr(drawing, "draw_all", record)
-    with plots.deferred() as pending:
+    with deferral.deferred() as pending:
         plots.histograms(SERIES[:1])
         plots.timelines(PANELS[:1])
         plots.histograms(SERIES)
         plots.timelines(PANELS)
-    pngs = plots.draw_pending(pending)
+    pngs = deferral.draw_pending(pending)
     assert handed == ["timelines/2", "histograms/3", "timelines/1", "histograms/1"]
     assert sorted(pngs) == sorted(id(p) for p in pending) and set(pngs.values()) == {b"png"}

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from heiti.nodes.reports import plots
 from heiti.nodes.reports.blocks import Figure, Group, Section, Table
 from heiti.nodes.reports.collect import Report, RunInfo
 from heiti.nodes.reports.fmt import seconds
+from heiti.nodes.reports.graph_picture import graph_picture
 
 
 def node_states(run: RunInfo) -> tuple[dict[str, str], dict[str, float]]:
@@ -43,7 +43,7 @@ def build(report: Report) -> Section | None:
         if not nodes:
             continue
         states, durations = node_states(run)
-        inner: list = [Figure(f"graph_{run.name}", plots.graph_picture(nodes, edges, states),
+        inner: list = [Figure(f"graph_{run.name}", graph_picture(nodes, edges, states),
                               "Left to right in execution order; border: green ran, blue cached, red failed, "
                               "grey skipped.")]
         if states:

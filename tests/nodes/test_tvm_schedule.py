@@ -203,7 +203,8 @@ def test_tuning_records_progress_and_reuse(onnx_model, tmp_path):
     assert model.meta["tuned"] is True and model.meta["tune_time_s"] > 0
     duel = tuning["duel"]  # the tuned build was timed against the default one and the faster kept
     assert duel["tuned_ms"] > 0 and duel["default_ms"] > 0
-    assert duel["kept"] == ("tuned" if duel["tuned_ms"] <= duel["default_ms"] else "default")
+    if duel["tuned_ms"] != duel["default_ms"]:  # the figures are rounded: equal ones may have decided either way
+        assert duel["kept"] == ("tuned" if duel["tuned_ms"] < duel["default_ms"] else "default")
     best = [v for name, v, _ in ctx.metrics if name == "tvm_tuning_best_ms"]
     assert best and all(b > 0 for b in best) and best[-1] <= best[0]
     assert (db / "database_tuning_record.json").stat().st_size > 0

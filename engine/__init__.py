@@ -10,6 +10,10 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from heiti.engine.plugin_scan import spare_pydantic_plugin_lookup
+
+spare_pydantic_plugin_lookup()  # before any pydantic model is built, in this process and its workers
+
 _EXPORTS = {
     "Cancelled": "context", "CancelToken": "context", "RunContext": "context",
     "Graph": "graph", "GraphLoadError": "graph", "load_graph": "graph", "loads_graph": "graph",

@@ -119,7 +119,7 @@ def _run(args: argparse.Namespace) -> int:
     from heiti.engine import collector
     from heiti.engine.console import RunView
     from heiti.engine.executor import Executor, InvalidGraph
-    from heiti.engine.workers import ClusterUnavailable
+    from heiti.engine.scheduler import ClusterUnavailable
     from rich.console import Console
 
     console = Console(stderr=True)

@@ -16,7 +16,8 @@ from typing import Any
 
 from heiti.engine.events import EventBus, event_from_dict
 from heiti.engine.jobs import execute_job
-from heiti.engine.workers import ClusterUnavailable, Handle
+from heiti.engine.scheduler import ClusterUnavailable
+from heiti.engine.workers import Handle
 
 
 def import_ray() -> Any:

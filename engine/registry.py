@@ -7,7 +7,6 @@ Importing a node module must stay cheap: node modules import heavy frameworks in
 from __future__ import annotations
 
 import importlib
-import importlib.metadata
 import importlib.util
 import inspect
 import pkgutil
@@ -16,6 +15,7 @@ from types import ModuleType
 from typing import Any
 
 from heiti.engine.node import Node
+from heiti.engine.plugin_scan import may_declare
 
 ENTRY_POINT_GROUP = "heiti.nodes"
 
@@ -96,6 +96,10 @@ class Registry:
                 self.load_errors.append(f"{name}: {type(err).__name__}: {err}")
 
     def load_entry_points(self) -> None:
+        if not may_declare(ENTRY_POINT_GROUP):  # nothing to load: spare importlib.metadata (~65 ms)
+            return
+        import importlib.metadata
+
         for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
             try:
                 self._register_object(ep.load())

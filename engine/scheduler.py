@@ -34,6 +34,10 @@ POLL_S = 0.05
 CANCEL_GRACE_S = 5.0
 
 
+class ClusterUnavailable(Exception):
+    """Nodes cannot be sent where they were asked to run (Ray missing, cluster unreachable)."""
+
+
 def _exclusive(cls: Any, params: Any, under_ray: bool) -> bool:
     """Measuring nodes run alone; on Ray, one pinned to a board is kept apart by the board's resource."""
     if not getattr(cls, "exclusive", False):

@@ -234,7 +234,7 @@ def cli_main(args: Any) -> int:
 
         start_fork_server()  # as `heiti run` does: its imports overlap this process's
     from heiti.engine.executor import Executor
-    from heiti.engine.workers import ClusterUnavailable
+    from heiti.engine.scheduler import ClusterUnavailable
     from rich.console import Console
 
     console = Console(stderr=True)

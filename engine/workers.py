@@ -35,10 +35,6 @@ from heiti.engine.turns import TurnArbiter
 WORKER_RSS_LIMIT = 1536 * 2**20
 
 
-class ClusterUnavailable(Exception):
-    """Nodes cannot be sent where they were asked to run (Ray missing, cluster unreachable)."""
-
-
 @dataclass
 class Handle:
     """A node running somewhere else; `result` is set once it is over."""

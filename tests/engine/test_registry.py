@@ -75,3 +75,22 @@ def test_same_kind_twice_is_an_error():
 def test_register_rejects_non_nodes():
     with pytest.raises(TypeError):
         Registry().register(int)
+
+
+def test_egg_info_plugin_is_listed(tmp_path):
+    root = make_plugin(tmp_path)
+    (root / "myplug-0.1.dist-info").rename(root / "myplug.egg-info")  # an older packaging of the same plug-in
+    kinds, _ = nodes_json(root)
+    assert any(k["kind"] == "thirdparty.hello" for k in kinds)
+
+
+def test_without_plugins_the_metadata_machinery_is_not_imported(tmp_path):
+    """Looking for plug-ins costs a few file reads when none is installed, not importlib.metadata."""
+    code = ("import sys; from heiti.engine.registry import Registry; r = Registry(); r.load_entry_points(); "
+            "print('importlib.metadata' in sys.modules, r.kinds())")
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    bare = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
+    assert bare.stdout.split()[0] == "False", bare.stderr
+    env["PYTHONPATH"] += os.pathsep + str(make_plugin(tmp_path))
+    plugged = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
+    assert plugged.stdout.startswith("True ['thirdparty.hello']"), plugged.stderr

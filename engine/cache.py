@@ -13,10 +13,10 @@ import os
 import shutil
 import stat
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
+from heiti.engine.copying import copy_tree, tick_past
 from heiti.engine.digests import DigestMemo, identity
 from heiti.engine.files import file_sha256
 from heiti.engine.paths import default_cache_dir  # noqa: F401 - where the cache lives, said here too
@@ -196,39 +196,6 @@ class CorruptEntry(Exception):
     """A cache entry's files no longer match the manifest written when it was stored."""
 
 
-_FICLONE = 0x40049409  # Linux ioctl: share the source's blocks copy-on-write (btrfs, XFS)
-
-
-def copy_file(src: Path, dst: Path) -> None:
-    """Copy one file as a reflink where the file system can, else byte by byte.
-
-    Never a hard link: a run folder's files may be rewritten by a later run, and a hard link
-    would carry that write into the cache entry.
-    """
-    import fcntl
-
-    with open(src, "rb") as source, open(dst, "wb") as target:
-        try:
-            fcntl.ioctl(target.fileno(), _FICLONE, source.fileno())
-            return
-        except OSError:
-            pass
-    shutil.copyfile(src, dst)  # sendfile on Linux: the bytes never pass through Python
-
-
-def _copy_tree(src: Path, dst: Path, mode: int) -> None:
-    for path in sorted(src.rglob("*")):
-        target = dst / path.relative_to(src)
-        if path.is_symlink():
-            continue  # a node's symlink may point anywhere; the cache holds only its own bytes
-        if path.is_dir():
-            target.mkdir(parents=True, exist_ok=True)
-        elif path.is_file():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            copy_file(path, target)
-            os.chmod(target, mode)
-
-
 def _file_names(folder: Path) -> set[str]:
     return {str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file() and not p.is_symlink()}
 
@@ -241,32 +208,37 @@ def _read_seals(path: Path) -> dict[str, str]:
     return data if isinstance(data, dict) else {}
 
 
-#: how long `_seal` waits for the file-system clock to move past the sealed files' ctimes
-SEAL_WAIT_S = 0.2
-
-
 def _seal(files: Path, seals: Path) -> None:
     """Record each stored file's identity, then hold the entry back until the clock has ticked.
 
     The kernel stamps ctime from a coarse clock: a write in the same tick as the seal would keep
     the sealed ctime. The entry only becomes visible (renamed into place) once a fresh ctime,
     probed on the seals file itself, is later than every sealed one, so any write after that
-    moves a file's ctime off its seal. If the clock does not move in SEAL_WAIT_S, no seals are
+    moves a file's ctime off its seal. If the clock does not move in TICK_WAIT_S, no seals are
     kept and every restore hashes the files.
     """
     sealed = {str(p.relative_to(files)): p.stat() for p in sorted(files.rglob("*"))
               if p.is_file() and not p.is_symlink()}
     seals.write_text(json.dumps({name: identity(info) for name, info in sealed.items()}), encoding="utf-8")
-    latest = max((info.st_ctime_ns for info in sealed.values()), default=0)
-    deadline = time.monotonic() + SEAL_WAIT_S
-    while True:
-        os.chmod(seals, 0o444)  # moves the probe's ctime to the clock's current tick
-        if seals.stat().st_ctime_ns > latest:
-            return
-        if time.monotonic() > deadline:
-            seals.unlink()
-            return
-        time.sleep(0.001)
+    os.chmod(seals, 0o444)
+    if not tick_past(seals, max((info.st_ctime_ns for info in sealed.values()), default=0)):
+        seals.unlink()
+
+
+def _holds_copies(workdir: Path, copies: dict[str, str], expected: dict[str, list[Any]]) -> bool:
+    """`workdir` holds exactly the manifest's files, each still with the identity its copy had."""
+    try:
+        if set(copies) != set(expected) or _file_names(workdir) != set(expected):
+            return False
+        if any(p.is_symlink() for p in workdir.rglob("*")):
+            return False
+        for name, (size, _digest) in expected.items():
+            info = (workdir / name).stat()
+            if identity(info) != copies[name] or info.st_size != size:
+                return False
+    except OSError:
+        return False
+    return True
 
 
 def _manifest(folder: Path) -> dict[str, list[Any]]:
@@ -289,8 +261,8 @@ class ArtifactCache:
         entry = self.entry(key)
         return entry if (entry / "outputs.json").is_file() else None
 
-    def verify(self, key: str) -> None:
-        """Raise CorruptEntry unless the entry's files match its manifest exactly.
+    def verify(self, key: str) -> dict[str, list[Any]]:
+        """Raise CorruptEntry unless the entry's files match its manifest exactly; the manifest.
 
         A file still carrying the identity sealed when it was stored (`seals.json`: inode, size,
         mtime, ctime) has not been written since (see `_seal`) and is not read again; any other
@@ -314,6 +286,7 @@ class ArtifactCache:
                 continue
             if [info.st_size, file_sha256(path)] != [size, digest]:
                 raise CorruptEntry(f"{name} changed since it was stored")
+        return expected
 
     def drop(self, key: str) -> None:
         """Remove an entry (renamed away first, so a concurrent reader never sees half of it)."""
@@ -327,19 +300,24 @@ class ArtifactCache:
             return
         shutil.rmtree(trash, ignore_errors=True)
 
-    def restore(self, key: str, workdir: Path, key_folders: dict[str, str]) -> dict[str, Any]:
+    def restore(self, key: str, workdir: Path, key_folders: dict[str, str],
+                copies: dict[str, str] | None = None) -> dict[str, Any]:
         """Bring a cached node back into `workdir`; `key_folders` maps keys to this run's node ids.
 
+        `copies` ({name: identity}) describes copies of this entry's files made in `workdir`
+        already (engine.prefetch): they are kept when they are exactly the entry's files and none
+        was written since; otherwise the folder is cleared and copied again.
         Raises CorruptEntry when the entry fails its manifest check; the caller drops it and
         runs the node again.
         """
         entry = self.entry(key)
-        self.verify(key)
+        expected = self.verify(key)
         data = json.loads((entry / "outputs.json").read_text(encoding="utf-8"))
         outputs = load_outputs(data["outputs"], workdir.parent, key_folders)
-        clear_folder(workdir)
-        if (entry / "files").is_dir():
-            _copy_tree(entry / "files", workdir, 0o644)
+        if not (copies and _holds_copies(workdir, copies, expected)):
+            clear_folder(workdir)
+            if (entry / "files").is_dir():
+                copy_tree(entry / "files", workdir, 0o644)
         return outputs
 
     def store(self, key: str, kind: str, workdir: Path, outputs: dict[str, Any],
@@ -354,7 +332,7 @@ class ArtifactCache:
             files = tmp / "files"
             files.mkdir()
             if workdir.exists():
-                _copy_tree(workdir, files, 0o444)
+                copy_tree(workdir, files, 0o444)
             (tmp / "manifest.json").write_text(json.dumps(_manifest(files), indent=1), encoding="utf-8")
             record = {"kind": kind, "key": key, "outputs": dump_outputs(outputs, workdir.parent, folder_keys)}
             (tmp / "outputs.json").write_text(json.dumps(record, indent=1), encoding="utf-8")

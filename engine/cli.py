@@ -96,10 +96,15 @@ def _cache_dir(args: argparse.Namespace) -> Path | None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from heiti.engine.run_hints import served_whole
+    from heiti.engine.run_hints import whole_run_keys
 
     cache_dir = _cache_dir(args)
-    whole = cache_dir is not None and not args.set and served_whole(cache_dir, args.graph)
+    keys = whole_run_keys(cache_dir, args.graph) if cache_dir is not None and not args.set else None
+    whole = keys is not None
+    if whole and keys and args.ray is None:  # its files are copied while this command starts
+        from heiti.engine import prefetch
+
+        return _run(args, prefetch.start(cache_dir, args.graph, args.out, keys))
     if _jobs(args) > 1 and args.ray is None and not whole:  # a run the cache will serve needs no worker
         from heiti.engine.forkserver import start_fork_server
 
@@ -115,7 +120,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     return _run(args)
 
 
-def _run(args: argparse.Namespace) -> int:
+def _run(args: argparse.Namespace, prefetch: Any = None) -> int:
+    """`prefetch` (engine.prefetch): the run folder it copies into is this run's; removed again
+    if the run does not start."""
+    try:
+        code = _run_with(args, prefetch)
+    except BaseException:
+        if prefetch is not None and not (prefetch.out_dir / "events.jsonl").exists():
+            prefetch.discard()
+        raise
+    if code == EXIT_INVALID and prefetch is not None:
+        prefetch.discard()
+    return code
+
+
+def _run_with(args: argparse.Namespace, prefetch: Any) -> int:
     from heiti.engine import collector
     from heiti.engine.console import RunView
     from heiti.engine.executor import Executor, InvalidGraph
@@ -142,7 +161,7 @@ def _run(args: argparse.Namespace) -> int:
         console.print("[yellow]--interleave needs worker processes on this machine (--jobs 2 or more, no --ray): "
                       "the runtimes run one after the other[/]")
     executor = Executor(cache_dir=Path(args.cache) if args.cache else None, use_cache=not args.no_cache,
-                        jobs=_jobs(args), ray_address=args.ray, interleave=args.interleave)
+                        jobs=_jobs(args), ray_address=args.ray, interleave=args.interleave, prefetch=prefetch)
     view = RunView(console, verbose=args.verbose)
     executor.subscribe(view)
 
@@ -156,7 +175,7 @@ def _run(args: argparse.Namespace) -> int:
     collector.started()
     try:
         with view:
-            result = executor.run(graph, Path(args.out) if args.out else None)
+            result = executor.run(graph, Path(args.out) if args.out else prefetch.out_dir if prefetch else None)
     except InvalidGraph as err:
         console.print(f"[bold red]{args.graph}: the graph is not valid[/]")
         _print_problems(err.result.problems, console)
@@ -172,7 +191,7 @@ def _run(args: argparse.Namespace) -> int:
     if executor.cache is not None and not args.set:
         from heiti.engine.run_hints import note_run
 
-        note_run(executor.cache.root, args.graph, result.cache_holds_all, result.input_files)
+        note_run(executor.cache.root, args.graph, result.cache_holds_all, result.input_files, result.keys)
     console.print(view.summary_table())
     from heiti.engine.console import measurements_table
 

@@ -7,8 +7,6 @@ output folder.
 
 from __future__ import annotations
 
-import datetime as _dt
-import re
 import time
 import traceback
 import uuid
@@ -35,7 +33,7 @@ from heiti.engine.events import (
 from heiti.engine.graph import Graph
 from heiti.engine.migrations import upgraded
 from heiti.engine.node import Node, NodeError
-from heiti.engine.paths import resolve_graph_paths
+from heiti.engine.paths import resolve_graph_paths, run_folder
 from heiti.engine.payloads import Payload, RunInfo
 from heiti.engine.registry import Registry, default_registry
 from heiti.engine.states import NodeState
@@ -61,6 +59,8 @@ class RunResult:
     input_files: list[str] = field(default_factory=list)
     #: the run ended ok and the cache now holds every node (a re-run would be served whole)
     cache_holds_all: bool = False
+    #: each node's cache key (engine.run_hints keeps them for the next run's prefetch)
+    keys: dict[str, str] = field(default_factory=dict)
 
     @property
     def exit_code(self) -> int:
@@ -68,14 +68,7 @@ class RunResult:
 
 
 def default_out_dir(graph: Graph, base: Path = Path("runs")) -> Path:
-    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", graph.name).strip("-")[:60] or "run"
-    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    out = base / f"{name}-{stamp}"
-    i = 2
-    while out.exists():
-        out = base / f"{name}-{stamp}-{i}"
-        i += 1
-    return out
+    return run_folder(graph.name, base)
 
 
 def _summary(outputs: dict[str, Any]) -> dict[str, Any]:
@@ -102,11 +95,13 @@ class Executor:
         jobs: int = 1,
         ray_address: str | None = None,
         interleave: bool = False,
+        prefetch: Any = None,
     ) -> None:
         """`jobs` > 1 runs independent nodes at once, each in its own worker process; 1 runs them
         here, one after the other. `ray_address` ("auto", "ray://host:10001", or "" for a local
         cluster) runs every node as a Ray task instead. `interleave` (with jobs > 1, not on Ray):
-        measuring nodes ready together are timed in turns, block by block (engine.turns)."""
+        measuring nodes ready together are timed in turns, block by block (engine.turns).
+        `prefetch` (engine.prefetch) holds copies of cached files made while the command started."""
         self.registry = registry or default_registry()
         self.cache = ArtifactCache(cache_dir or default_cache_dir()) if use_cache else None
         #: input files' digests remembered beside the cache (no cache: every run reads them)
@@ -118,6 +113,7 @@ class Executor:
         self.jobs = max(1, int(jobs))
         self.ray_address = ray_address
         self.interleave = bool(interleave)
+        self.prefetch = prefetch
 
     def subscribe(self, fn: Subscriber) -> Any:
         return self.bus.subscribe(fn)
@@ -171,6 +167,7 @@ class Executor:
                 continue
             self._run_node(graph, checked, node_id, out_dir, keys, result, t0)
 
+        result.keys = dict(keys)
         states = list(result.states.values())
         if self.token.cancelled or "cancelled" in states:
             result.status = "cancelled"
@@ -285,12 +282,14 @@ class Executor:
         keys[node_id] = key
         workdir = out_dir / "nodes" / node_id
         node = cls(params)
+        # the prefetch thread is done with this node's folder before anything here touches it
+        copies = self.prefetch.take(node_id, key) if self.prefetch is not None else None
 
         if self.cache is not None and cls.cacheable and self.cache.lookup(key):
             try:
                 key_folders = {k: n for n, k in keys.items() if n != node_id}
                 key_folders[key] = node_id
-                outputs = self.cache.restore(key, workdir, key_folders)
+                outputs = self.cache.restore(key, workdir, key_folders, copies)
                 node.publish(out_dir, node_id, outputs)
                 result.outputs[node_id] = outputs
                 result.states[node_id] = NodeState.CACHED

@@ -16,9 +16,8 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
-from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from heiti.engine import collector
 from heiti.engine.context import Cancelled, RunContext
@@ -27,6 +26,9 @@ from heiti.engine.events import EventBus
 from heiti.engine.node import Node, NodeError
 from heiti.engine.payloads import Payload
 from heiti.engine.turns import Turn
+
+if TYPE_CHECKING:
+    from multiprocessing.connection import Connection  # the parent that only restores needs no pipes
 
 
 # --- payloads as JSON ---------------------------------------------------------------------------

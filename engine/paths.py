@@ -21,6 +21,21 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("HEITI_CACHE", ".heiti/cache"))
 
 
+def run_folder(graph_name: str, base: Path = Path("runs")) -> Path:
+    """A new run's folder when none is given: runs/<graph name>-<time>, numbered if taken."""
+    import datetime
+    import re
+
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", graph_name).strip("-")[:60] or "run"
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    out = base / f"{name}-{stamp}"
+    i = 2
+    while out.exists():
+        out = base / f"{name}-{stamp}-{i}"
+        i += 1
+    return out
+
+
 class PathProblem(ValueError):
     """A path param that names nothing usable; the message names the path and what is wrong."""
 

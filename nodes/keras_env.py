@@ -16,7 +16,6 @@ the stored weights replace).
 
 from __future__ import annotations
 
-import importlib.abc
 import os
 import sys
 import threading
@@ -36,7 +35,7 @@ _models: OrderedDict[str, Any] = OrderedDict()
 _lock = threading.Lock()
 
 
-class _KerasExtrasBlocker(importlib.abc.MetaPathFinder):
+class _KerasExtrasBlocker:  # a meta path finder: only find_spec is asked for
     """Says "not installed" for `_TRIMMED` modules when the importing module is part of Keras."""
 
     def find_spec(self, fullname: str, path: Any, target: Any = None) -> None:

@@ -31,8 +31,8 @@ RULE_MODULES = ("heiti.engine.validate", "heiti.engine.wiring", "heiti.engine.fo
                 "heiti.engine.payloads")
 
 
-def _file_identity(module: str) -> list[Any]:
-    path = getattr(sys.modules.get(module), "__file__", None)
+def _file_identity(module: str, path: str | None = None) -> list[Any]:
+    path = path or getattr(sys.modules.get(module), "__file__", None)
     if not path:
         return [module, None]
     try:
@@ -43,10 +43,11 @@ def _file_identity(module: str) -> list[Any]:
 
 
 def code_identity(registry: Registry) -> str:
-    """The node kinds (kind, version, class) and the files their code and the rules come from."""
-    kinds = [[cls.kind, cls.version, cls.__module__, cls.__qualname__] for cls in registry.classes()]
-    modules = sorted({cls.__module__ for cls in registry.classes()} | set(RULE_MODULES))
-    text = json.dumps([kinds, [_file_identity(m) for m in modules]], sort_keys=True)
+    """The node kinds (kind, version, class) and the files their code and the rules come from;
+    a kind the registry knows from its kind index counts by its module's file, unimported."""
+    kinds = registry.kind_records()
+    modules = sorted({module for _kind, _version, module, _name in kinds} | set(RULE_MODULES))
+    text = json.dumps([kinds, [_file_identity(m, registry.module_files.get(m)) for m in modules]], sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()
 
 

@@ -9,5 +9,5 @@ collector.begin()
 import heiti.engine.jobs  # noqa: E402,F401 - what each worker runs
 from heiti.engine.registry import default_registry  # noqa: E402
 
-default_registry()
+default_registry().classes()  # every node module imported, including those the kind index knows
 collector.worker_defaults()

@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
+import types
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
@@ -30,18 +31,68 @@ from typing import Any
 _TRIMMED = frozenset({"sklearn", "matplotlib", "matplotlib.pyplot", "cv2", "scipy", "scipy.sparse"})
 #: the modules whose imports of `_TRIMMED` are refused
 _TRIMMING_IMPORTERS = ("keras.src", "tensorflow.python.keras")
+#: TensorFlow's API packages for TFLite (tf.lite, tf.compat.v1.lite, tf.compat.v2.lite). TensorFlow's
+#: own __init__ imports them, and with them the TFLite converter and its 1 MB flatbuffer schema:
+#: ~0.3 s of every TensorFlow start, unused by Keras, tf2onnx and every Heiti path but the TFLite
+#: converter. Each is made to run its code on its first attribute use (`_LoadOnUse`).
+_DEFERRED = frozenset({"tensorflow._api.v2.lite", "tensorflow._api.v2.compat.v1.lite",
+                       "tensorflow._api.v2.compat.v2.lite"})
 _KEEP_MODELS = 2
 _models: OrderedDict[str, Any] = OrderedDict()
 _lock = threading.Lock()
 
 
 class _KerasExtrasBlocker:  # a meta path finder: only find_spec is asked for
-    """Says "not installed" for `_TRIMMED` modules when the importing module is part of Keras."""
+    """Says "not installed" for `_TRIMMED` modules when the importing module is part of Keras, and
+    gives the `_DEFERRED` packages a lazy loader."""
 
-    def find_spec(self, fullname: str, path: Any, target: Any = None) -> None:
+    def find_spec(self, fullname: str, path: Any, target: Any = None) -> Any:
         if fullname in _TRIMMED and _importer_is_keras():
             raise ModuleNotFoundError(f"{fullname} is not imported for Keras inside Heiti", name=fullname)
+        if fullname in _DEFERRED:
+            import importlib.machinery
+
+            spec = importlib.machinery.PathFinder.find_spec(fullname, path, target)
+            if spec is not None and spec.loader is not None and hasattr(spec.loader, "exec_module"):
+                spec.loader = _LoadOnUseLoader(spec.loader)
+                return spec
         return None
+
+
+class _LoadOnUseLoader:
+    """Makes the module, and leaves running its code to its first attribute use (as
+    importlib.util.LazyLoader does; that one refuses the wrapper TensorFlow's API modules put in
+    sys.modules in their own place when they run)."""
+
+    def __init__(self, loader: Any) -> None:
+        self.loader = loader
+
+    def create_module(self, spec: Any) -> Any:
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module: Any) -> None:
+        module.__spec__.loader = module.__loader__ = self.loader
+        module.__class__ = _LoadOnUse
+
+
+class _LoadOnUse(types.ModuleType):
+    """A module whose code has not run yet: the first attribute asked for runs it (once, under a lock)."""
+
+    def __getattribute__(self, attr: str) -> Any:
+        with _deferred_lock:
+            if type(self) is _LoadOnUse:
+                self.__class__ = types.ModuleType
+                tensorflow = sys.modules.get("tensorflow")
+                api = vars(tensorflow).get("lite") if tensorflow is not None else None
+                try:
+                    self.__spec__.loader.exec_module(self)
+                finally:  # importing the package tensorflow.lite now rebinds the name tf.lite: give it back
+                    if api is not None and vars(tensorflow).get("lite") is not api:
+                        tensorflow.lite = api
+        return getattr(self, attr)
+
+
+_deferred_lock = threading.RLock()
 
 
 def _importer_is_keras() -> bool:

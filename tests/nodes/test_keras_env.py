@@ -79,6 +79,9 @@ report["patches_undone"] = all(f.__module__ != "heiti.nodes.keras_onnx" for f in
 from tests.tolerance import keras_fp32_atol
 report["excess"] = float((np.abs(got - a(sample).numpy()) - keras_fp32_atol(a, sample)).max())
 report["env_restored"] = "TF2ONNX_CATCH_ERRORS" not in __import__("os").environ
+report["tflite_deferred"] = "tensorflow.lite.python.lite" not in sys.modules  # Keras and tf2onnx never needed it
+report["tflite_on_use"] = (callable(tf.lite.TFLiteConverter.from_keras_model) and callable(tf.compat.v1.lite.Interpreter)
+                           and tf.lite.Optimize.DEFAULT is not None)  # tf.lite is still the API once loaded
 print("REPORT " + json.dumps(report))
 """
 
@@ -101,6 +104,7 @@ def test_keras_starts_lean_loads_once_and_converts_despite_a_failing_optimizer(t
     # the shortcut path hit the failure (once per pass it ran), the careful path hit it again and skipped it
     assert report["retried"] >= 2
     assert report["env_restored"] and report["patches_undone"]
+    assert report["tflite_deferred"] and report["tflite_on_use"]
     assert report["excess"] <= 0, "ONNX Runtime differs from Keras beyond the fp32 rounding bound"
 
 

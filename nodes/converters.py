@@ -137,7 +137,8 @@ class KerasToTFLite(Node):
     """
 
     kind = "convert.keras_to_tflite"
-    warm_imports = ("heiti.nodes.keras_env:import_keras",)
+    #: TensorFlow's TFLite converter is loaded on first use after import_keras (nodes.keras_env): ahead, here
+    warm_imports = ("heiti.nodes.keras_env:import_keras", "tensorflow.lite.python.lite")
     title = "Convert Keras to TFLite"
     category = "Converters"
 

@@ -21,12 +21,13 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("HEITI_CACHE", ".heiti/cache"))
 
 
-def run_folder(graph_name: str, base: Path = Path("runs")) -> Path:
-    """A new run's folder when none is given: runs/<graph name>-<time>, numbered if taken."""
+def run_folder(graph_name: str, base: Path = Path("runs"), unnamed: str = "run") -> Path:
+    """A new folder for a run (or a sweep) when none is given: <base>/<graph name>-<time>,
+    numbered if taken."""
     import datetime
     import re
 
-    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", graph_name).strip("-")[:60] or "run"
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", graph_name).strip("-")[:60] or unnamed
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     out = base / f"{name}-{stamp}"
     i = 2

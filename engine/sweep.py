@@ -9,10 +9,8 @@ the sweep report (heiti.nodes.reports.sweep) reads it with the measurements the 
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
 import random
-import re
 import threading
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -20,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from heiti.engine.graph import Graph, atomic_write_text
+from heiti.engine.paths import run_folder
 
 SWEEP_FILE = "sweep.json"
 MAX_VARIANTS = 10_000
@@ -126,13 +125,7 @@ class SweepResult:
 
 
 def default_sweep_dir(graph: Graph, base: Path = Path("sweeps")) -> Path:
-    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", graph.name).strip("-")[:60] or "sweep"
-    out = base / f"{name}-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
-    i = 2
-    while out.exists():
-        out = base / f"{out.name.rsplit('-', 1)[0]}-{i}"
-        i += 1
-    return out
+    return run_folder(graph.name, base, unnamed="sweep")
 
 
 class SweepRunner:

@@ -332,3 +332,15 @@ def test_saving_elsewhere_keeps_naming_the_same_files(tmp_path):
     other = tmp_path / "other"
     rebase_graph_paths(graph, registry, other)
     assert [s.params["path"] for s in graph.nodes] == [str(project / "data" / "a.npz")] * 2
+
+
+def test_a_new_run_folder_is_named_after_the_graph_and_numbered_when_taken(tmp_path):
+    from heiti.engine.paths import run_folder
+
+    first = run_folder("My graph: v2!", tmp_path)
+    assert first.parent == tmp_path and first.name.startswith("My-graph-v2-")
+    first.mkdir()
+    second = run_folder("My graph: v2!", tmp_path)
+    if second.name.startswith(first.name):  # the same second: numbered, the time kept
+        assert second.name == f"{first.name}-2"
+    assert run_folder("???", tmp_path, unnamed="sweep").name.startswith("sweep-")

@@ -82,13 +82,7 @@ class _LoadOnUse(types.ModuleType):
         with _deferred_lock:
             if type(self) is _LoadOnUse:
                 self.__class__ = types.ModuleType
-                tensorflow = sys.modules.get("tensorflow")
-                api = vars(tensorflow).get("lite") if tensorflow is not None else None
-                try:
-                    self.__spec__.loader.exec_module(self)
-                finally:  # importing the package tensorflow.lite now rebinds the name tf.lite: give it back
-                    if api is not None and vars(tensorflow).get("lite") is not api:
-                        tensorflow.lite = api
+                self.__spec__.loader.exec_module(self)
         return getattr(self, attr)
 
 
@@ -117,6 +111,10 @@ def import_keras() -> tuple[Any, Any]:
         import tensorflow as tf
     finally:
         sys.meta_path.remove(blocker)
+    api = vars(tf).get("lite")
+    import tensorflow.lite.python  # noqa: F401 - empty packages, imported before any TFLite module is
+
+    tf.lite = api  # importing the package tensorflow.lite named it tf.lite: TensorFlow's name is its API's
     return tf, keras
 
 

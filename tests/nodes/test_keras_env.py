@@ -80,6 +80,7 @@ from tests.tolerance import keras_fp32_atol
 report["excess"] = float((np.abs(got - a(sample).numpy()) - keras_fp32_atol(a, sample)).max())
 report["env_restored"] = "TF2ONNX_CATCH_ERRORS" not in __import__("os").environ
 report["tflite_deferred"] = "tensorflow.lite.python.lite" not in sys.modules  # Keras and tf2onnx never needed it
+import tensorflow.lite.python.lite  # as the TFLite converter's imports made ahead do, before tf.lite is used
 report["tflite_on_use"] = (callable(tf.lite.TFLiteConverter.from_keras_model) and callable(tf.compat.v1.lite.Interpreter)
                            and tf.lite.Optimize.DEFAULT is not None)  # tf.lite is still the API once loaded
 print("REPORT " + json.dumps(report))

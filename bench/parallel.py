@@ -80,15 +80,18 @@ def main() -> None:
         runs = [("--jobs 1, no cache", ["--jobs", "1", "--no-cache"]),
                 (f"--jobs {args.jobs}, empty cache", ["--jobs", str(args.jobs), *cache]),
                 (f"--jobs {args.jobs}, cached re-run", ["--jobs", str(args.jobs), *cache])]
-        figures = []
+        figures, codes = [], []
         for i, (name, extra) in enumerate(runs):
             seconds, peak_mb, code = timed_run(graph, work / f"run{i}", extra)
             figures.append(seconds)
+            codes.append(code)
             print(f"{name:32s} {seconds:7.2f} s   heiti process peak {peak_mb:6.0f} MB   exit {code}   ({load()})",
                   flush=True)
         print(f"parallel / serial  : {figures[1] / figures[0]:.2f}   (goal <= 0.70)")
         print(f"cached / full      : {figures[2] / figures[1]:.3f}  (goal <= 0.05)")
-    sys.exit(0)
+        if any(codes):
+            print("A RUN FAILED (exit codes above): these figures compare unequal work and do not count")
+    sys.exit(1 if any(codes) else 0)
 
 
 if __name__ == "__main__":

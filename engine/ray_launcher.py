@@ -103,7 +103,7 @@ class RayLauncher:
         self.cancelled = False
 
     def start(self, job: dict[str, Any], resources: dict[str, float] | None = None,
-              prefer: set[str] | None = None) -> Handle:
+              prefer: set[str] | None = None, imports: list[str] | None = None) -> Handle:
         job = dict(job, env={k: v for k, v in job["env"].items() if k.startswith(("HEITI_", "TF_"))})
         options: dict[str, Any] = {"num_cpus": 1, "max_retries": 0}
         if resources:

@@ -78,8 +78,11 @@ class OnDemandLauncher:
         return self.made.memory if self.made is not None else None  # no worker holds memory yet
 
     def start(self, job: dict[str, Any], resources: dict[str, float] | None = None,
-              prefer: set[str] | None = None) -> Handle:
-        return self._pool().start(job, resources=resources, prefer=prefer)
+              prefer: set[str] | None = None, imports: list[str] | None = None) -> Handle:
+        return self._pool().start(job, resources=resources, prefer=prefer, imports=imports)
+
+    def waits_for_warm_worker(self, node_id: str, imports: list[str]) -> bool:
+        return self.made is not None and self.made.waits_for_warm_worker(node_id, imports)
 
     def warm(self, node_id: str, imports: list[str], prepare: dict[str, Any] | None = None) -> bool:
         return self._pool().warm(node_id, imports, prepare)
@@ -178,15 +181,19 @@ def _start_ready(executor: Executor, graph: Graph, checked: ValidationResult, ou
         if len(running) >= jobs or (running and _short_of_memory(executor, launcher, node_id)):
             waiting.append(node_id)
             continue
+        imports = _imports(graph, checked, node_id)
+        if getattr(launcher, "waits_for_warm_worker", None) and launcher.waits_for_warm_worker(node_id, imports):
+            waiting.append(node_id)  # a worker with its framework is busy, another still imports it
+            continue
         _launch(executor, launcher, node_id, prepared[node_id], out_dir, t0, running, result, exclusive=False,
-                upstream=upstream[node_id])
+                upstream=upstream[node_id], imports=imports)
     if ready_exclusive and not running and not _warming(launcher):  # nothing else would be running now
         together = executor.interleave and not under_ray and len(ready_exclusive) > 1
         for node_id in ready_exclusive if together else ready_exclusive[:1]:
             if running and _short_of_memory(executor, launcher, node_id):
                 break  # the rest take turns later
             _launch(executor, launcher, node_id, prepared[node_id], out_dir, t0, running, result, exclusive=True,
-                    upstream=upstream[node_id], turns=together)
+                    upstream=upstream[node_id], turns=together, imports=_imports(graph, checked, node_id))
             waiting.remove(node_id)
     return waiting
 
@@ -235,8 +242,7 @@ def _warm_up_waiting(graph: Graph, checked: ValidationResult, launcher: Any, pen
         if node_id in heirs or launcher.warmed_or_warming(node_id):
             continue
         cls = checked.classes[node_id]
-        wired = frozenset(e.dst[1] for e in graph.edges_into(node_id))
-        imports = list(cls.warm_up_imports(checked.params[node_id], wired))
+        imports = _imports(graph, checked, node_id)
         prepare = _preparation(graph, cls, checked.params[node_id], node_id, result)
         if (imports or prepare) and not launcher.warm(node_id, imports, prepare):
             return  # no idle worker left
@@ -258,9 +264,15 @@ def _preparation(graph: Graph, cls: Any, params: Any, node_id: str, result: RunR
             "inputs": encode_ports(inputs)}
 
 
+def _imports(graph: Graph, checked: ValidationResult, node_id: str) -> list[str]:
+    """The node's `warm_up_imports` as wired in this graph."""
+    wired = frozenset(e.dst[1] for e in graph.edges_into(node_id))
+    return list(checked.classes[node_id].warm_up_imports(checked.params[node_id], wired))
+
+
 def _launch(executor: Executor, launcher: Any, node_id: str, prep: Any, out_dir: Path, t0: float,
             running: dict[str, tuple[Handle, Any, bool]], result: RunResult, exclusive: bool,
-            upstream: set[str], turns: bool = False) -> None:
+            upstream: set[str], turns: bool = False, imports: list[str] | None = None) -> None:
     from heiti.engine.cache import clear_folder
 
     cls, node, inputs, key, workdir = prep
@@ -270,7 +282,7 @@ def _launch(executor: Executor, launcher: Any, node_id: str, prep: Any, out_dir:
         job = make_job(node_id, cls, node.params, inputs, workdir, out_dir, t0)
         job["turns"] = turns  # measuring nodes started together take turns (engine.turns)
         handle = launcher.start(job, resources=dict(getattr(node.params, "ray_resources", None) or {}),
-                                prefer=upstream)
+                                prefer=upstream, imports=imports)
     except Exception as err:  # noqa: BLE001 - this node cannot run elsewhere; the others go on
         executor._failed(node_id, result, type(err).__name__, str(err))
         return

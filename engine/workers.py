@@ -58,6 +58,8 @@ class Worker:
     last_used: float = 0.0
     warming: str | None = None  # the node whose imports it is making now
     warmed: set[str] = field(default_factory=set)  # nodes whose imports it has made
+    #: the imports (`Node.warm_up_imports`) of every node it ran, runs, warmed or warms
+    imports: set[str] = field(default_factory=set)
 
 
 def _signal_name(code: int) -> str:
@@ -122,13 +124,17 @@ class ProcessLauncher:
         if worker.process.is_alive():
             worker.process.kill()
 
-    def _pick(self, node_id: str, prefer: set[str]) -> Worker:
-        """A worker for a node: one that made its imports (or is making them: the job waits in its
-        pipe), then one that ran an upstream node, then a new one while under `size`."""
+    def _pick(self, node_id: str, prefer: set[str], needed: set[str]) -> Worker:
+        """A worker for a node: an idle one that has its imports (`needed`) made, or one that made
+        them for this node or is making them (the job waits in its pipe), then one that ran an
+        upstream node, then a new one while under `size`."""
         for worker in [w for w in self.workers if w.handle is None and not w.process.is_alive()]:
             self.workers.remove(worker)  # died while idle (an OOM kill, say): never give it a node
             worker.conn.close()
         free = [w for w in self.workers if w.handle is None]
+        able = [w for w in free if w.warming is None and needed and needed <= w.imports]
+        if able:
+            return max(able, key=lambda w: (node_id in w.warmed, len(w.ran & prefer)))
         for worker in free:
             if node_id in worker.warmed or worker.warming == node_id:
                 return worker
@@ -143,12 +149,14 @@ class ProcessLauncher:
         return min(idle, key=lambda w: w.last_used)
 
     def start(self, job: dict[str, Any], resources: dict[str, float] | None = None,
-              prefer: set[str] | None = None) -> Handle:
-        """Start the job's node in a worker (`resources` are for Ray; a local worker needs none)."""
-        worker = self._pick(job["node"], prefer or set())
+              prefer: set[str] | None = None, imports: list[str] | None = None) -> Handle:
+        """Start the job's node in a worker (`resources` are for Ray; a local worker needs none;
+        `imports`: the node's `warm_up_imports`)."""
+        worker = self._pick(job["node"], prefer or set(), set(imports or ()))
         handle = Handle(job["node"], worker=worker)
         worker.handle = handle
         worker.ran.add(job["node"])
+        worker.imports.update(imports or ())
         self.running[handle.node_id] = handle
         if job.get("turns"):
             self.turns.expect(handle)
@@ -172,8 +180,25 @@ class ProcessLauncher:
         except OSError:
             return False
         worker.warming = node_id
+        worker.imports.update(imports)
         self.warm_asked.add(node_id)
         return True
+
+    def waits_for_warm_worker(self, node_id: str, imports: list[str]) -> bool:
+        """Whether a ready node had better wait for a worker that has its imports made than start
+        now: no idle worker has them, a busy worker does, and another worker is making them. It
+        then starts in whichever of those is free first (a framework's import takes seconds; the
+        nodes after one are often shorter: a second TFLite conversion after the first, say).
+        Without a warm-up under way it never waits, since the busy worker may be busy for long."""
+        needed = set(imports)
+        if not needed:
+            return False
+        free = [w for w in self.workers if w.handle is None]
+        if any(w.warming is None and (needed <= w.imports or node_id in w.warmed) for w in free):
+            return False
+        busy = any(w.handle is not None and needed <= w.imports for w in self.workers)
+        making = any(w.warming is not None and needed <= w.imports for w in free)
+        return busy and making
 
     def warming(self) -> bool:
         return any(w.warming is not None for w in self.workers)

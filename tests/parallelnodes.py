@@ -89,6 +89,18 @@ class WarmStamp(Stamp):
         return {"out": Value(value=[*out, before, warm_marker.IMPORTED_AT])}
 
 
+class SlowWarmStamp(Stamp):
+    """A Stamp whose run needs a module that takes seconds to import (tests/slow_marker.py)."""
+
+    kind = "ptest.slowwarm"
+    warm_imports = ("tests.slow_marker:ready",)
+
+    def run(self, ctx, **inputs):
+        from tests import slow_marker  # noqa: F401 - seconds, unless this worker made it ahead
+
+        return super().run(ctx, **inputs)
+
+
 class BadWarmStamp(Stamp):
     """A Stamp whose declared warm-up import does not exist: the node itself must not mind."""
 
@@ -116,7 +128,7 @@ class PrepStamp(Stamp):
         return {"out": Value(value=[*out, dict(PREPARED) or None])}
 
 
-ALL = [Stamp, ExclusiveStamp, Segfault, Stubborn, WarmStamp, BadWarmStamp, PrepStamp]
+ALL = [Stamp, ExclusiveStamp, Segfault, Stubborn, WarmStamp, SlowWarmStamp, BadWarmStamp, PrepStamp]
 
 
 class BoardStamp(ExclusiveStamp):

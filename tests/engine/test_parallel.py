@@ -255,6 +255,27 @@ def test_the_second_child_of_a_running_node_is_warmed_in_the_other_worker(preg, 
     assert pid != slow[2]
 
 
+def test_a_sibling_waits_for_the_worker_with_its_framework_rather_than_for_one_still_importing_it(preg, tmp_path):
+    """The demo's two TFLite conversions: the first follows its parent in the worker that has
+    TensorFlow, the other worker (free early) imports TensorFlow ahead for the second. The second
+    then starts in whichever of the two is ready first: here the first worker, long before the other
+    one's import ends."""
+    g = Graph(name="siblings")
+    g.add_node("ptest.stamp", "busy", {"delay": 1.2})  # the other worker is free only after this
+    g.add_node("ptest.slowwarm", "parent", {"delay": 0.05})
+    g.add_node("ptest.slowwarm", "first", {"delay": 0.1})
+    g.add_node("ptest.slowwarm", "second", {"delay": 0.11})
+    g.connect(("parent", "out"), ("first", "x"))
+    g.connect(("parent", "out"), ("second", "x"))
+    result = _run(preg, g, tmp_path, "r", jobs=2, use_cache=False)
+    assert result.status == "ok", result.errors
+    busy, parent, first, second = (result.outputs[n]["out"].value for n in ("busy", "parent", "first", "second"))
+    assert busy[2] != parent[2] and busy[1] < parent[0]  # the other worker was free (and warming) early
+    assert first[2] == second[2] == parent[2]  # both ran where the framework already was
+    assert second[0] >= first[1] - 0.01  # after `first`, in the same worker
+    assert second[0] < busy[1] + 2.5  # before the other worker's import could have ended
+
+
 def test_a_waiting_node_prepares_ahead_with_the_inputs_it_has_in_the_worker_that_then_runs_it(preg, tmp_path):
     g = Graph(name="prep")
     g.add_node("ptest.stamp", "early", {"delay": 0.0})

@@ -114,7 +114,8 @@ def import_keras() -> tuple[Any, Any]:
     api = vars(tf).get("lite")
     import tensorflow.lite.python  # noqa: F401 - empty packages, imported before any TFLite module is
 
-    tf.lite = api  # importing the package tensorflow.lite named it tf.lite: TensorFlow's name is its API's
+    if api is not None:  # importing the package tensorflow.lite named it tf.lite: TensorFlow's name is its API's
+        tf.lite = api
     return tf, keras
 
 
